@@ -1,0 +1,21 @@
+# The two commands of README.md: `make demo` (the main job) and `make test` (the whole suite).
+# Both create .venv and install the project on first use.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench
+
+$(STAMP): setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# RetinaFace weights only: its wrapper pins tensorflow 2.5, so no dependencies.
+	$(PY) -m pip install --quiet --no-deps retinaface==1.1.1
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tools/demo.py $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q tests $(ARGS)

@@ -1,0 +1,1 @@
+"""Experiment configs (ml_collections); importable as mtarcface_tf.configs once installed."""

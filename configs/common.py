@@ -1,0 +1,80 @@
+"""The paper's MTArcFace recipe as one ml_collections ConfigDict; every other config starts from it.
+
+Not a runnable config itself: run configs/paper.py, configs/arcface_baseline.py or configs/tiny.py.
+Every number the code needs lives here (or in the config that overrides it), never in the library.
+"""
+import ml_collections
+
+
+def base_config():
+    """Returns the full MTArcFace config of the paper (LResNet-50, MS1MV2, SGD, 300k steps)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_classes = 85742            # MS1MV2 identities
+    config.batch_size = 512               # global batch; per replica = batch_size / replicas
+    config.num_steps = 300_000
+    config.grad_accum_steps = 1           # micro-batches per update (batch_size is the micro-batch x replicas)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.backbone = "lresnet"     # "lresnet" | "inception_resnet_v1"
+    config.model.depth = 50               # 18 | 34 | 50 | 100 (units per stage from the depth)
+    config.model.units = ()               # explicit units per stage, overrides depth when given
+    config.model.width = 1.0              # multiplier of filters [64, 64, 128, 256, 512]
+    config.model.input_size = 112
+    config.model.embedding_size = 512
+    config.model.dropout = 0.4
+    config.model.weight_decay = 5e-4
+    config.model.bn_momentum = 0.9
+    config.model.bn_epsilon = 2e-5
+    config.model.mask_head = True         # False: the plain ArcFace baseline
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.type = "arcface"          # "arcface" | "triplet"
+    config.loss.arcface_scale = 64.0
+    config.loss.arcface_margin = 0.5
+    config.loss.margin_warmup_steps = 0   # margin ramps linearly from 0 over these steps
+    config.loss.focal_gamma = 0.0         # > 0: focal loss on the ArcFace logits
+    config.loss.triplet_margin = 0.2
+    config.loss.triplet_mining = "batch_hard"   # "batch_all" | "batch_hard" | "semi_hard"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.train = ""                # TFRecords: directory, *.manifest.json, glob or file
+    config.data.mask_probability = 0.5    # 0 disables mask augmentation
+    config.data.flip = True
+    config.data.shuffle_buffer = 20_000
+    config.data.identities_per_batch = 0  # > 0: P identities x K images per batch (triplet training)
+    # SynthFaces instead of real data when data.train is empty and identities > 0 (generated once, cached).
+    config.data.synthetic = ml_collections.ConfigDict()
+    config.data.synthetic.identities = 0
+    config.data.synthetic.images_per_identity = 40
+    config.data.synthetic.eval_identities = 0     # disjoint identities for the verification .bin
+    config.data.synthetic.eval_pairs = 1000
+    config.data.synthetic.image_size = 112        # rendered at 112, area-downsampled to this size
+    config.data.synthetic.seed = 1234
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"         # "sgd" | "adam"
+    config.optimizer.learning_rate = 0.0015
+    config.optimizer.momentum = 0.9
+    config.optimizer.schedule = "piecewise"     # "piecewise" | "cosine" | "constant"
+    config.optimizer.boundaries = (100_000, 180_000)   # at reference_batch_size; scaled by it / batch_size
+    config.optimizer.decay_factor = 0.3
+    config.optimizer.reference_batch_size = 512
+    config.optimizer.warmup_steps = 0
+
+    config.strategy = "mirrored"          # "default" | "mirrored" | "multi_worker"
+    config.mixed_precision = ""           # "" | "mixed_float16" | "mixed_bfloat16"
+    config.jit_compile = True
+
+    config.log_every_secs = 10.0
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 5
+    config.max_nonfinite = 5              # consecutive non-finite losses before the run stops
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every = 10_000
+    config.eval.bins = ()                 # verification .bin files scored during training
+    config.eval.masked = True             # also masked-masked and masked-clean variants
+    config.eval.batch_size = 128
+    config.eval.flip = True
+    return config

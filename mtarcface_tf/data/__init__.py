@@ -1,0 +1,13 @@
+"""Data: TFRecord schema, readers of insightface formats, converters, masks, the tf.data pipeline, SynthFaces."""
+from mtarcface_tf._lazy import lazy_exports
+
+_EXPORTS = {
+    "RecordIOReader": "recordio",
+    "RecordIOError": "recordio",
+    "load_bin": "bin_pairs",
+    "save_bin": "bin_pairs",
+    "UnsafeFileError": "bin_pairs",
+    "MaskAugmenter": "masks",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

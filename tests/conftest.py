@@ -1,0 +1,6 @@
+"""Shared pytest setup: quiet TensorFlow logs and keep tests on the CPU with the TensorFlow Keras backend."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
