@@ -1,0 +1,72 @@
+"""Assembles the training network from a config: backbone features -> embedding (+ mask) heads, plus ArcFace centres."""
+import keras
+
+from mtarcface_tf.model.heads import ArcFaceHead, mask_head
+from mtarcface_tf.model.lresnet import embedding_head, lresnet_features
+
+
+def _lresnet(inputs, cfg):
+    return lresnet_features(inputs, depth=cfg.depth, width=cfg.width, units=tuple(cfg.units) or None,
+                            dropout=cfg.dropout, weight_decay=cfg.weight_decay,
+                            bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon)
+
+
+# A new backbone is a function (inputs, model_config) -> flattened features [B, F]; register it here.
+FEATURE_BUILDERS = {"lresnet": _lresnet}
+
+
+def _model_config(config):
+    if config is None:
+        from mtarcface_tf.configs import common
+        return common.base_config().model
+    return config.model if "model" in config else config
+
+
+def build_backbone(config=None):
+    """Returns a functional Keras model: normalized image [B, S, S, 3] -> ``{"embedding": [B, D]}`` and, when
+    ``config.mask_head``, ``"mask_logits": [B, 2]``. ``config`` is a full config or its ``model`` part (None: the paper's).
+    """
+    cfg = _model_config(config)
+    if cfg.backbone not in FEATURE_BUILDERS:
+        raise ValueError(f"config.model.backbone={cfg.backbone!r}: choose one of {sorted(FEATURE_BUILDERS)}")
+    inputs = keras.Input(shape=(cfg.input_size, cfg.input_size, 3), name="image")
+    features = FEATURE_BUILDERS[cfg.backbone](inputs, cfg)
+    outputs = {"embedding": embedding_head(features, cfg.embedding_size, cfg.weight_decay,
+                                           cfg.bn_momentum, cfg.bn_epsilon)}
+    if cfg.mask_head:
+        outputs["mask_logits"] = mask_head(features, cfg.weight_decay)
+    return keras.Model(inputs, outputs, name=f"{cfg.backbone}_backbone")
+
+
+class MTArcFace(keras.Model):
+    """The training network: ``model(images)`` -> dict of heads; ``model.arcface`` holds the class centres.
+
+    ``backbone`` is the part that is exported and used by applications; ``arcface`` is used by the loss only.
+    """
+
+    def __init__(self, backbone, num_classes, weight_decay=5e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.arcface = ArcFaceHead(num_classes, weight_decay, name="arcface")
+        self.arcface.build((None, backbone.output["embedding"].shape[-1]))
+
+    @property
+    def has_mask_head(self):
+        """True when the network predicts mask usage."""
+        return "mask_logits" in self.backbone.output
+
+    def call(self, images, training=False):
+        return self.backbone(images, training=training)
+
+
+def build_mtarcface(num_classes, config=None):
+    """Returns the MTArcFace training network for ``num_classes`` identities.
+
+    Calling it on normalized images [B, S, S, 3] gives ``{"embedding": (B, D), "mask_logits": (B, 2)}`` (no
+    ``mask_logits`` when ``config.model.mask_head`` is False: the ArcFace baseline). ``config``: a full config or its
+    ``model`` part; None builds the paper's network (LResNet-50, 112x112, 512-d).
+    """
+    cfg = _model_config(config)
+    model = MTArcFace(build_backbone(cfg), num_classes, cfg.weight_decay, name="mtarcface")
+    model.build((None, cfg.input_size, cfg.input_size, 3))
+    return model
