@@ -1,0 +1,325 @@
+"""Face detection behind one interface: MTCNN (``mtcnn`` package) and RetinaFace (``retinaface`` 1.1.1 frozen graph).
+
+Every detector returns ``Face`` records in original-image pixels with five landmarks in ArcFace template order
+(left eye, right eye, nose, left mouth corner, right mouth corner; "left" = image-left), ready for
+``mtarcface_tf.inference.align.align_face``.
+"""
+import abc
+import dataclasses
+import importlib.util
+import logging
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+RETINAFACE_INSTALL = "pip install --no-deps retinaface==1.1.1"
+MTCNN_INSTALL = "pip install mtcnn==1.0.0"
+# RetinaFace's feature pyramid needs input sides that are multiples of its largest stride.
+RETINAFACE_STRIDE = 32
+
+
+class InvalidImageError(ValueError):
+    """An image array a detector cannot use (wrong rank, channel count, dtype or an empty side)."""
+
+
+class ImageReadError(InvalidImageError):
+    """A file that is missing or cannot be decoded as an image."""
+
+
+class DetectorUnavailableError(RuntimeError):
+    """The package a detector needs is not installed (the message says how to install it)."""
+
+
+@dataclasses.dataclass
+class Face:
+    """One detected face.
+
+    Attributes:
+      box: float32 [4] x1, y1, x2, y2 in original-image pixels.
+      score: detector confidence in [0, 1].
+      landmarks: float32 [5, 2] (x, y) pixels: left eye, right eye, nose, left mouth corner, right mouth corner
+        ("left" = image-left, as in the ArcFace template).
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def area(self):
+        """Box area in square pixels (float)."""
+        return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
+
+
+def to_rgb(image):
+    """Converts a grayscale, RGB or RGBA uint8 array to RGB.
+
+    Args:
+      image: uint8 [H, W], [H, W, 1], [H, W, 3] (RGB) or [H, W, 4] (RGBA; alpha dropped).
+
+    Returns:
+      uint8 [H, W, 3] RGB (C-contiguous).
+
+    Raises:
+      InvalidImageError: any other rank, channel count or dtype, or an empty side.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise InvalidImageError(f"image must be uint8 (0..255), got dtype {image.dtype}; convert it first.")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InvalidImageError(f"image must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape {image.shape}.")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InvalidImageError(f"image has an empty side: shape {image.shape}.")
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def read_image_rgb(path):
+    """Reads an image file as RGB.
+
+    Args:
+      path: image file path (anything OpenCV decodes: JPEG, PNG, BMP, ...; 8- or 16-bit; gray, BGR or BGRA).
+
+    Returns:
+      uint8 [H, W, 3] RGB.
+
+    Raises:
+      ImageReadError: the file is missing or is not a decodable image.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ImageReadError(f"{path}: no such file; check the path.")
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageReadError(f"{path}: cannot be decoded as an image; use a JPEG, PNG or BMP file.")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}; save it as an 8-bit JPEG or PNG.")
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    elif image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return to_rgb(image)
+
+
+class Detector(abc.ABC):
+    """A face detector; subclasses implement ``_detect_rgb`` and load their model lazily, once."""
+
+    @abc.abstractmethod
+    def _detect_rgb(self, image_rgb):
+        """Returns the faces (any order) found in a uint8 [H, W, 3] RGB image."""
+
+    def detect(self, image_rgb):
+        """Detects all faces.
+
+        Args:
+          image_rgb: uint8 [H, W, 3] RGB (grayscale [H, W] / [H, W, 1] and RGBA [H, W, 4] are converted).
+
+        Returns:
+          list[Face], highest score first (empty when no face is found).
+
+        Raises:
+          InvalidImageError: the array is not an image ``to_rgb`` accepts.
+        """
+        faces = self._detect_rgb(to_rgb(image_rgb))
+        return sorted(faces, key=lambda face: face.score, reverse=True)
+
+    def detect_largest(self, image_rgb):
+        """Returns the face with the largest box (a Face), or None when there is none. Input as ``detect``."""
+        faces = self.detect(image_rgb)
+        return max(faces, key=lambda face: face.area) if faces else None
+
+    def detect_batch(self, images, largest_only=True, progress=True):
+        """Detects faces in many images, with a progress bar.
+
+        Args:
+          images: iterable of images (arrays as ``detect`` takes) or image file paths.
+          largest_only: return the largest face per image (Face or None) instead of all faces (list[Face]).
+          progress: show a tqdm progress bar.
+
+        Returns:
+          list with one entry per input, in input order: Face | None if ``largest_only`` else list[Face].
+          Unreadable files and invalid arrays are skipped (None / []), each logged, and counted in a final warning.
+        """
+        results, skipped = [], 0
+        for item in tqdm(images, desc="detecting faces", unit="img", disable=not progress):
+            try:
+                image = read_image_rgb(item) if isinstance(item, (str, os.PathLike)) else item
+                results.append(self.detect_largest(image) if largest_only else self.detect(image))
+            except InvalidImageError as error:
+                logging.warning("skipped: %s", error)
+                skipped += 1
+                results.append(None if largest_only else [])
+        if skipped:
+            logging.warning("detect_batch skipped %d of %d images (unreadable or invalid).", skipped, len(results))
+        return results
+
+
+def _require_package(name, install_command):
+    if importlib.util.find_spec(name) is None:
+        raise DetectorUnavailableError(f"the '{name}' package is not installed; run: {install_command}")
+
+
+class MTCNNDetector(Detector):
+    """MTCNN (Zhang et al. 2016) from the ``mtcnn`` 1.0 package, which ships its own weights."""
+
+    def __init__(self, min_face_size=20, thresholds=(0.6, 0.7, 0.8), scale_factor=0.709, device="CPU:0"):
+        """Args:
+          min_face_size: smallest face side in pixels searched by the image pyramid.
+          thresholds: score thresholds of the P-, R- and O-Net stages (the package's defaults).
+          scale_factor: pyramid scale step.
+          device: TensorFlow device the networks run on, e.g. "CPU:0" or "GPU:0".
+
+        Raises:
+          DetectorUnavailableError: the ``mtcnn`` package is not installed.
+        """
+        _require_package("mtcnn", MTCNN_INSTALL)
+        if len(thresholds) != 3:
+            raise ValueError(f"thresholds must be three numbers (P-Net, R-Net, O-Net), got {thresholds!r}.")
+        self._options = dict(
+            min_face_size=min_face_size,
+            scale_factor=scale_factor,
+            threshold_pnet=thresholds[0],
+            threshold_rnet=thresholds[1],
+            threshold_onet=thresholds[2],
+        )
+        self._device = device
+        self._model = None
+
+    def _network(self):
+        if self._model is None:
+            from mtcnn import MTCNN  # pylint: disable=import-outside-toplevel
+
+            self._model = MTCNN(device=self._device)
+        return self._model
+
+    def _detect_rgb(self, image_rgb):
+        rows = self._network().detect_faces(image_rgb, box_format="xyxy", output_type="numpy", **self._options)
+        # Row layout of mtcnn 1.0: image id, x1, y1, x2, y2, score, then the five x's, then the five y's,
+        # each in the order left eye, right eye, nose, mouth left, mouth right (image-left first).
+        return [
+            Face(
+                box=np.asarray(row[1:5], dtype=np.float32),
+                score=float(row[5]),
+                landmarks=np.stack([row[6:11], row[11:16]], axis=1).astype(np.float32),
+            )
+            for row in np.asarray(rows).reshape(-1, 16)
+        ]
+
+
+class RetinaFaceDetector(Detector):
+    """RetinaFace from the frozen graph that ships with the ``retinaface`` 1.1.1 package.
+
+    Only ``retinaface/src/frozen_graph.pb`` is used; the package's Python wrapper is never imported (it pins
+    TensorFlow 2.5 and uses ``np.int``). The graph maps a float32 RGB 0..255 image [1, H, W, 3] (H, W multiples
+    of 32) to rows [N, 16]: box x1, y1, x2, y2 and the five landmarks (x, y) as fractions of the padded width and
+    height, a landmark-validity flag, and the score.
+    """
+
+    def __init__(self, max_side=640, score_threshold=0.9, upscale=False):
+        """Args:
+          max_side: images whose longer side exceeds this are shrunk to it before detection (None: never resize).
+          score_threshold: faces scoring below this are dropped.
+          upscale: also enlarge smaller images to ``max_side`` (finds smaller faces, costs time).
+
+        Raises:
+          DetectorUnavailableError: the ``retinaface`` package (or its frozen graph) is not installed.
+        """
+        self._graph_path = self.graph_path()
+        self.max_side = max_side
+        self.score_threshold = score_threshold
+        self.upscale = upscale
+        self._model = None
+
+    @staticmethod
+    def graph_path():
+        """Returns the path (str) of the installed ``retinaface`` package's frozen_graph.pb.
+
+        Raises:
+          DetectorUnavailableError: the package or the file is missing.
+        """
+        _require_package("retinaface", RETINAFACE_INSTALL)
+        spec = importlib.util.find_spec("retinaface")
+        for folder in spec.submodule_search_locations or ():
+            path = os.path.join(folder, "src", "frozen_graph.pb")
+            if os.path.isfile(path):
+                return path
+        raise DetectorUnavailableError(f"the 'retinaface' package has no src/frozen_graph.pb; run: {RETINAFACE_INSTALL}")
+
+    def _network(self):
+        if self._model is None:
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+            graph_def = tf.compat.v1.GraphDef()
+            with open(self._graph_path, "rb") as graph_file:
+                graph_def.ParseFromString(graph_file.read())
+            wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
+            graph = wrapped.graph
+            pruned = wrapped.prune(graph.as_graph_element("x:0"), graph.as_graph_element("Identity:0"))
+            self._model = lambda images: pruned(tf.convert_to_tensor(images, dtype=tf.float32)).numpy()
+        return self._model
+
+    def _resize_scale(self, height, width):
+        long_side = max(height, width)
+        if self.max_side is None or (long_side <= self.max_side and not self.upscale):
+            return 1.0
+        return self.max_side / long_side
+
+    def _detect_rgb(self, image_rgb):
+        height, width = image_rgb.shape[:2]
+        scale = self._resize_scale(height, width)
+        resized = image_rgb
+        if scale != 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            resized = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        rows = self._run(resized)
+        # Fractions of the padded input -> resized pixels -> original pixels (per-axis, as the resize rounds).
+        padded_h, padded_w = _padded(resized.shape[0]), _padded(resized.shape[1])
+        to_original = np.array(
+            [padded_w * width / resized.shape[1], padded_h * height / resized.shape[0]], dtype=np.float64
+        )
+        faces = []
+        for row in rows[rows[:, 15] >= self.score_threshold]:
+            points = row[:14].reshape(7, 2) * to_original
+            box = np.clip(points[:2].reshape(4), 0, [width - 1, height - 1, width - 1, height - 1])
+            faces.append(Face(box=box.astype(np.float32), score=float(row[15]), landmarks=points[2:].astype(np.float32)))
+        return faces
+
+    def _run(self, image_rgb):
+        """Pads a uint8 [h, w, 3] image to multiples of 32 and returns the graph's float64 [N, 16] rows."""
+        height, width = image_rgb.shape[:2]
+        padded = np.zeros((1, _padded(height), _padded(width), 3), dtype=np.float32)
+        padded[0, :height, :width] = image_rgb
+        return np.asarray(self._network()(padded), dtype=np.float64).reshape(-1, 16)
+
+
+def _padded(side):
+    return -(-side // RETINAFACE_STRIDE) * RETINAFACE_STRIDE
+
+
+DETECTORS = {"mtcnn": MTCNNDetector, "retinaface": RetinaFaceDetector}
+
+
+def make_detector(name="mtcnn", **kwargs):
+    """Builds a detector by name.
+
+    Args:
+      name: "mtcnn" or "retinaface".
+      **kwargs: passed to the detector's constructor (see ``MTCNNDetector`` / ``RetinaFaceDetector``).
+
+    Returns:
+      a Detector (the model loads on first use).
+
+    Raises:
+      ValueError: unknown name (the message lists the choices).
+      DetectorUnavailableError: the detector's package is not installed.
+    """
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(DETECTORS))}.")
+    return DETECTORS[name](**kwargs)
