@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30"],
-        "datasets": ["tensorflow-datasets>=4.9"],
+        "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
     },
 )

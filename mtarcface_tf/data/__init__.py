@@ -7,6 +7,13 @@ _EXPORTS = {
     "load_bin": "bin_pairs",
     "save_bin": "bin_pairs",
     "UnsafeFileError": "bin_pairs",
+    "BinFormatError": "bin_pairs",
+    "read_bin_raw": "bin_pairs",
+    "write_recordio": "recordio",
+    "convert_recordio": "convert",
+    "convert_folder": "convert",
+    "convert_bin": "convert",
+    "ConversionError": "convert",
     "MaskAugmenter": "masks",
 }
 __all__ = sorted(_EXPORTS)
