@@ -1,0 +1,146 @@
+"""Periodic/offline verification on insightface .bin sets: clean, masked and mixed pairs, plus mask usage.
+
+big_vision style: ``VerificationEvaluator.run(embed_fn)`` yields ``(name, value)`` metrics such as
+``lfw/clean/accuracy``, ``lfw/masked/accuracy-flip``, ``lfw/mixed/tar@far=1e-3``, ``lfw/mask_usage/accuracy``,
+and keeps the full result dicts in ``.results`` for ``mtarcface_tf.eval.report``.
+"""
+import os
+
+import numpy as np
+
+from mtarcface_tf.eval import embeddings as embeddings_lib
+from mtarcface_tf.eval import mask_usage, verification
+
+DEFAULT_VARIANTS = ("clean", "masked", "mixed")
+MASK_METRICS = ("accuracy", "precision", "recall", "f1")
+
+
+def mask_labels(variant, count):
+    """Returns int64 [count] mask labels of a variant's images, or None when the variant does not define them.
+
+    "clean": no image masked; "masked": all masked; "mixed": images[0::2] masked, images[1::2] clean.
+    """
+    if variant == "clean":
+        return np.zeros(count, np.int64)
+    if variant == "masked":
+        return np.ones(count, np.int64)
+    if variant == "mixed":
+        return (np.arange(count) % 2 == 0).astype(np.int64)
+    return None
+
+
+def set_name(path):
+    """Returns the name of a verification set from its file, e.g. ``/data/lfw.bin`` -> ``"lfw"``."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _pairs(embeddings):
+    return embeddings[0::2], embeddings[1::2]
+
+
+class VerificationEvaluator:
+    """Scores a model on verification .bin files; the images and their masked variants are built once and cached.
+
+    Args:
+      bins: paths of insightface verification .bin files.
+      masked: also evaluate the masked variants (``variants``); False evaluates clean pairs only.
+      flip: also report the flip-test metrics (``-flip`` suffix).
+      batch_size: images per model call.
+      seed: seed of the masks painted onto the pairs (same masks every call).
+      far: FAR of the TAR@FAR metric.
+      nrof_folds: insightface's folds.
+      variants: which outputs of ``masked_variants`` to score when ``masked``.
+    """
+
+    def __init__(self, bins, masked=True, flip=True, batch_size=128, seed=0, far=verification.DEFAULT_FAR,
+                 nrof_folds=10, variants=DEFAULT_VARIANTS):
+        self.bins = list(bins)
+        self.masked = masked
+        self.flip = flip
+        self.batch_size = batch_size
+        self.seed = seed
+        self.far = far
+        self.nrof_folds = nrof_folds
+        self.variants = tuple(variants) if masked else ("clean",)
+        self.results = {}
+        self._cache = {}
+
+    def _load(self, path):
+        """Returns {variant: (images uint8 [2N, 112, 112, 3], issame bool [N])}, loading ``path`` on first use."""
+        if path not in self._cache:
+            from mtarcface_tf.data import load_bin
+            images, issame = load_bin(path)
+            issame = np.asarray(issame, bool)
+            if len(images) != 2 * len(issame):
+                raise ValueError(f"{path}: {len(images)} images for {len(issame)} pairs; a verification .bin "
+                                 f"holds 2 images per pair")
+            if not self.masked:
+                self._cache[path] = {"clean": (images, issame)}
+            else:
+                from mtarcface_tf.data.masked_pairs import masked_variants
+                available = masked_variants(images, issame, self.seed)
+                missing = [v for v in self.variants if v not in available]
+                if missing:
+                    raise ValueError(f"masked_variants gives no {missing}; choose variants among {sorted(available)}")
+                self._cache[path] = {v: available[v] for v in self.variants}
+        return self._cache[path]
+
+    def _score_variant(self, embed_fn, path, variant, images, issame):
+        extracted = embeddings_lib.extract(embed_fn, images, self.batch_size, self.flip,
+                                           desc=f"{set_name(path)}/{variant}")
+        result = dict(plain=None, flip=None, issame=issame, mask_prob=extracted["mask_prob"],
+                      mask_labels=mask_labels(variant, len(images)))
+        kinds = ("plain", "flip") if self.flip else ("plain",)
+        try:
+            for kind in kinds:
+                key = "embedding_flip" if kind == "flip" else "embedding"
+                result[kind] = verification.evaluate(*_pairs(extracted[key]), issame, self.nrof_folds, self.far)
+        except ValueError as err:  # e.g. NaN embeddings of a diverged model: say which set
+            raise ValueError(f"{path} ({variant} pairs): {err}") from err
+        return result
+
+    def _metrics(self, name, variant, result):
+        tar = f"tar@far={verification.far_label(self.far)}"
+        for suffix, scores in (("", result["plain"]), ("-flip", result["flip"])):
+            if scores is None:
+                continue
+            yield f"{name}/{variant}/accuracy{suffix}", scores["accuracy"]
+            yield f"{name}/{variant}/accuracy_std{suffix}", scores["accuracy_std"]
+            yield f"{name}/{variant}/{tar}{suffix}", scores["tar"]
+
+    @staticmethod
+    def _mask_usage(variants):
+        scored = [r for r in variants.values() if r["mask_prob"] is not None and r["mask_labels"] is not None]
+        if not scored:
+            return None
+        return mask_usage.mask_usage_metrics(np.concatenate([r["mask_prob"] for r in scored]),
+                                             np.concatenate([r["mask_labels"] for r in scored]))
+
+    def run(self, embed_fn):
+        """Scores ``embed_fn`` on every set and variant; yields ``(name, float)`` and fills ``self.results``.
+
+        Args:
+          embed_fn: an ``EmbedFn`` from ``embeddings.make_embed_fn`` (a Keras model is wrapped automatically).
+
+        Yields:
+          ``("SET/VARIANT/METRIC[-flip]", value)`` for accuracy, accuracy_std and tar@far=F, then
+          ``("SET/mask_usage/METRIC", value)`` when the model has a mask head and masked variants are scored.
+
+        ``self.results[SET]`` = dict(``path``, ``pairs``, ``variants`` = {variant: dict(``plain``, ``flip``:
+        ``verification.evaluate`` dicts or None, ``issame``, ``mask_prob``, ``mask_labels``)}, ``mask_usage``).
+        """
+        if not hasattr(embed_fn, "input_size"):
+            embed_fn = embeddings_lib.make_embed_fn(embed_fn)
+        self.results = {}
+        for path in self.bins:
+            name = set_name(path)
+            variants = {}
+            for variant, (images, issame) in self._load(path).items():
+                variants[variant] = self._score_variant(embed_fn, path, variant, images, issame)
+                yield from self._metrics(name, variant, variants[variant])
+            usage = self._mask_usage(variants) if self.masked else None
+            pairs = len(next(iter(variants.values()))["issame"])
+            self.results[name] = dict(path=path, pairs=pairs, variants=variants, mask_usage=usage)
+            if usage is not None:
+                for metric in MASK_METRICS:
+                    yield f"{name}/mask_usage/{metric}", usage[metric]

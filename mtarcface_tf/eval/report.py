@@ -1,0 +1,255 @@
+"""Evaluation report: report.json, report.md (paper-style table) and PNG plots from ``VerificationEvaluator.results``.
+
+Plots (matplotlib ``Figure`` objects, no pyplot global state): ROC curves per set (one curve per variant, log FAR
+axis), histograms of same- and different-identity distances with their overlap (IOU), the mask confusion matrix.
+``report.json["recommended_threshold"]`` is the verification threshold at the chosen FAR that applications read.
+"""
+import json
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from mtarcface_tf.eval.verification import (DEFAULT_FAR, far_label, recommend_threshold,  # noqa: F401 (re-export)
+                                            recommend_threshold_from_distances)
+
+HISTOGRAM_BINS = np.linspace(0.0, 4.0, 81)
+TABLE_VARIANTS = ("clean", "masked", "mixed")
+REPORT_KEYS = ("model", "far_target", "sets", "recommended_threshold")
+MISSING = "–"
+
+
+def histogram_iou(same_distances, diff_distances, bins=HISTOGRAM_BINS):
+    """Returns the overlap of the two distance distributions: sum(min) / sum(max) of their normalized histograms.
+
+    Args:
+      same_distances, diff_distances: 1-D squared distances of same- and different-identity pairs.
+      bins: histogram bin edges.
+
+    Returns:
+      float in [0, 1]: 0 = perfectly separated, 1 = identical distributions (0 when a class is empty).
+    """
+    if not len(same_distances) or not len(diff_distances):
+        return 0.0
+    same = np.histogram(same_distances, bins)[0] / len(same_distances)
+    diff = np.histogram(diff_distances, bins)[0] / len(diff_distances)
+    return float(np.minimum(same, diff).sum() / np.maximum(same, diff).sum())
+
+
+def _scores(evaluation):
+    return dict(accuracy=evaluation["accuracy"], accuracy_std=evaluation["accuracy_std"], tar=evaluation["tar"],
+                tar_std=evaluation["tar_std"], far=evaluation["far"],
+                best_threshold=float(np.mean(evaluation["best_thresholds"])))
+
+
+def _shown(result):
+    """The evaluation plots and tables show: the flip test's when computed, else the plain one."""
+    return result["flip"] or result["plain"]
+
+
+def _variant_summary(result):
+    issame = result["issame"]
+    dist = _shown(result)["distances"]
+    summary = dict(plain=_scores(result["plain"]), histogram_iou=histogram_iou(dist[issame], dist[~issame]))
+    if result["flip"] is not None:
+        summary["flip"] = _scores(result["flip"])
+    return summary
+
+
+def headline(variant_summary):
+    """Returns the scores a table shows for one variant: the flip-test ones when present (insightface's habit)."""
+    return variant_summary.get("flip") or variant_summary["plain"]
+
+
+def _pct(value):
+    return MISSING if value is None else f"{100.0 * value:.2f}"
+
+
+def compare_table(reports):
+    """Returns a markdown table putting several reports side by side.
+
+    Args:
+      reports: dict model name -> report dict (the content of a report.json). With one report the model column
+        is left out.
+
+    Returns:
+      markdown text: one row per (set, model); columns accuracy (%) of clean, masked, mixed pairs, TAR@FAR (%) of
+      the same, and mask-usage accuracy (%). Flip-test numbers where the report has them; "–" where absent.
+    """
+    many = len(reports) > 1
+    far = far_label(next(iter(reports.values()))["far_target"]) if reports else far_label(DEFAULT_FAR)
+    header = (["set"] + (["model"] if many else []) + [f"{v} acc" for v in TABLE_VARIANTS]
+              + [f"{v} TAR@FAR={far}" for v in TABLE_VARIANTS] + ["mask acc"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    set_names = list(dict.fromkeys(name for report in reports.values() for name in report["sets"]))
+    for set_name in set_names:
+        for model, report in reports.items():
+            entry = report["sets"].get(set_name)
+            if entry is None:
+                continue
+            scores = [headline(entry["variants"][v]) if v in entry["variants"] else None for v in TABLE_VARIANTS]
+            cells = ([_pct(s and s["accuracy"]) for s in scores] + [_pct(s and s["tar"]) for s in scores]
+                     + [_pct(entry["mask_usage"] and entry["mask_usage"]["accuracy"])])
+            lines.append("| " + " | ".join([set_name] + ([model] if many else []) + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path):
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def plot_roc(set_name, variants, path):
+    """Writes a PNG of the ROC curves (TAR against FAR, log FAR axis) of every variant of one set."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for variant, result in variants.items():
+        evaluation = _shown(result)
+        fpr, tpr = evaluation["roc"]["fpr"], evaluation["roc"]["tpr"]
+        keep = fpr > 0
+        ax.plot(fpr[keep], tpr[keep], label=f"{variant} (acc {100 * evaluation['accuracy']:.2f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    flipped = any(r["flip"] for r in variants.values())
+    ax.set_title(f"{set_name}: ROC{' (flip test)' if flipped else ''}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def plot_distances(set_name, variants, path):
+    """Writes a PNG of same/different-identity squared-distance histograms per variant, with their IOU printed."""
+    fig = Figure(figsize=(4.5 * len(variants), 3.8))
+    for i, (variant, result) in enumerate(variants.items()):
+        ax = fig.add_subplot(1, len(variants), i + 1)
+        dist, issame = _shown(result)["distances"], result["issame"]
+        ax.hist(dist[issame], HISTOGRAM_BINS, alpha=0.6, density=True, label="same identity")
+        ax.hist(dist[~issame], HISTOGRAM_BINS, alpha=0.6, density=True, label="different identity")
+        ax.text(0.03, 0.95, f"IOU {histogram_iou(dist[issame], dist[~issame]):.3f}", transform=ax.transAxes,
+                va="top")
+        ax.set_xlabel("squared L2 distance")
+        ax.set_title(f"{set_name}/{variant}{' (flip test)' if result['flip'] else ''}")
+        ax.legend(loc="upper right", fontsize="small")
+    _save(fig, path)
+
+
+def plot_confusion(set_name, usage, path):
+    """Writes a PNG of the 2x2 mask-usage confusion matrix (rows true, columns predicted) with counts."""
+    matrix = np.asarray(usage["confusion_matrix"])
+    fig = Figure(figsize=(4, 3.6))
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, str(count), ha="center", va="center",
+                color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["no mask", "mask"])
+    ax.set_yticks([0, 1], ["no mask", "mask"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{set_name}: mask usage (acc {100 * usage['accuracy']:.2f}%)")
+    _save(fig, path)
+
+
+def _pooled_threshold(results, far):
+    dist = np.concatenate([r["plain"]["distances"] for s in results.values() for r in s["variants"].values()])
+    issame = np.concatenate([r["issame"] for s in results.values() for r in s["variants"].values()])
+    recommended = recommend_threshold_from_distances(dist, issame, far)
+    recommended["embedding"] = "plain (no flip test), L2-normalized"
+    recommended["source"] = sorted(f"{s}/{v}" for s, entry in results.items() for v in entry["variants"])
+    return recommended
+
+
+def build_report(results, far=DEFAULT_FAR, model_name=""):
+    """Returns the report dict (what report.json holds) of ``VerificationEvaluator.results``; no plots."""
+    if not results:
+        raise ValueError("no verification results to report; give at least one .bin")
+    sets = {}
+    for name, entry in results.items():
+        usage = entry["mask_usage"]
+        sets[name] = dict(path=entry["path"], pairs=entry["pairs"],
+                          variants={v: _variant_summary(r) for v, r in entry["variants"].items()},
+                          mask_usage=None if usage is None else {k: v for k, v in usage.items()}, plots={})
+    return dict(model=model_name, far_target=far, sets=sets, recommended_threshold=_pooled_threshold(results, far))
+
+
+def _write_plots(results, report, output_dir):
+    for name, entry in results.items():
+        plots = report["sets"][name]["plots"]
+        plots["roc"] = f"roc_{name}.png"
+        plot_roc(name, entry["variants"], os.path.join(output_dir, plots["roc"]))
+        plots["distances"] = f"distances_{name}.png"
+        plot_distances(name, entry["variants"], os.path.join(output_dir, plots["distances"]))
+        if entry["mask_usage"] is not None:
+            plots["mask_confusion"] = f"mask_confusion_{name}.png"
+            plot_confusion(name, entry["mask_usage"], os.path.join(output_dir, plots["mask_confusion"]))
+
+
+def _markdown(report, compare):
+    far = far_label(report["far_target"])
+    rec = report["recommended_threshold"]
+    lines = [f"# Verification report{': ' + report['model'] if report['model'] else ''}", "",
+             f"Accuracy and TAR@FAR={far} in % (insightface protocol, 10 folds; flip test where computed).", "",
+             compare_table({report["model"] or "model": report}), "## Recommended threshold", "",
+             f"At FAR={far} over {rec['pairs']} pairs ({', '.join(rec['source'])}): accept a pair when the squared "
+             f"L2 distance of the unit embeddings is below **{rec['squared_distance']:.4f}**, i.e. cosine similarity "
+             f"above **{rec['cosine_similarity']:.4f}** (measured FAR {rec['far']:.2e}, TAR {100 * rec['tar']:.2f}%).",
+             ""]
+    if compare:
+        lines += ["## Comparison", "", compare_table(compare), ""]
+    for name, entry in report["sets"].items():
+        lines += [f"## {name} ({entry['pairs']} pairs)", ""]
+        for variant, summary in entry["variants"].items():
+            lines.append(f"- {variant}: histogram IOU {summary['histogram_iou']:.3f}, mean best threshold "
+                         f"{headline(summary)['best_threshold']:.2f}")
+        if entry["mask_usage"] is not None:
+            lines += ["", "Mask usage:", "", "```", entry["mask_usage"]["report"].rstrip(), "```"]
+        lines += [""] + [f"![{kind}]({file})" for kind, file in entry["plots"].items()] + [""]
+    return "\n".join(lines)
+
+
+def _write_text(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name=""):
+    """Writes report.json, report.md and the PNG plots of an evaluation into ``output_dir``.
+
+    Args:
+      results: ``VerificationEvaluator.results`` (its ``far`` should equal ``far``).
+      output_dir: created when missing.
+      far: the FAR of the recommended threshold and of the TAR column.
+      compare: optional dict model name -> report dict to show side by side with this one (this one included
+        under ``model_name``).
+      model_name: label of the evaluated model in the tables.
+
+    Returns:
+      the report dict written to report.json.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    report = build_report(results, far, model_name)
+    _write_plots(results, report, output_dir)
+    if compare:
+        compare = {**compare, model_name or "this model": report}
+    _write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
+    _write_text(os.path.join(output_dir, "report.md"), _markdown(report, compare))
+    return report
+
+
+def load_report(path):
+    """Returns the report dict of a report.json; raises ValueError naming ``path`` when it is not one."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: report not found (write one with tools/evaluate.py)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            report = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a JSON report ({err})") from err
+    missing = [k for k in REPORT_KEYS if not isinstance(report, dict) or k not in report]
+    if missing:
+        raise ValueError(f"{path}: not a report.json of tools/evaluate.py (missing {missing})")
+    return report

@@ -1,0 +1,157 @@
+"""VerificationEvaluator end to end: a crafted insightface .bin, a tiny Keras model, the report and the tool."""
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import types
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtarcface_tf.eval import evaluator as evaluator_lib
+from mtarcface_tf.eval import report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL_SIZE = 32
+MASK_TOP = 50      # the fake mask paints rows MASK_TOP.. grey
+
+
+def _write_bin(path, pairs=40, seed=0):
+    """Writes an insightface .bin: pickle of (list of PNG bytes, list of bool); same pairs share a template."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, (pairs, 14, 14, 3)).astype(np.float32)
+    issame = [bool(i % 2 == 0) for i in range(pairs)]
+    images = []
+    for i, same in enumerate(issame):
+        second = i if same else (i + 1) % pairs
+        for template in (templates[i], templates[second]):
+            noisy = np.clip(template + rng.normal(0, 12, template.shape), 0, 255).astype(np.uint8)
+            images.append(cv2.imencode(".png", cv2.resize(noisy, (112, 112), interpolation=cv2.INTER_NEAREST))[1]
+                          .tobytes())
+    with open(path, "wb") as f:
+        pickle.dump((images, issame), f, protocol=4)
+    return path
+
+
+def _fake_masked_variants(images, issame, seed):
+    masked = images.copy()
+    masked[:, MASK_TOP:] = 128
+    mixed = images.copy()
+    mixed[0::2] = masked[0::2]
+    return {"clean": (images, issame), "masked": (masked, issame), "mixed": (mixed, issame),
+            "combined": (np.concatenate([images, masked]), np.concatenate([issame, issame]))}
+
+
+@pytest.fixture
+def masked_pairs(monkeypatch):
+    """The real masked_pairs module when it exists, else a fake painting the lower face grey."""
+    try:
+        return importlib.import_module("mtarcface_tf.data.masked_pairs")
+    except ImportError:
+        fake = types.ModuleType("mtarcface_tf.data.masked_pairs")
+        fake.masked_variants = _fake_masked_variants
+        monkeypatch.setitem(sys.modules, "mtarcface_tf.data.masked_pairs", fake)
+        return fake
+
+
+def _tiny_model():
+    """Embedding = pooled pixels of the upper face; mask logits from the spread of the lower face."""
+    inputs = keras.Input((MODEL_SIZE, MODEL_SIZE, 3))
+    pooled = keras.layers.AveragePooling2D(4)(inputs)
+    embedding = keras.layers.Flatten()(keras.layers.Cropping2D(((0, 4), (0, 0)))(pooled))
+    spread = keras.layers.Lambda(lambda x: keras.ops.std(x[:, MODEL_SIZE * 5 // 8:], axis=(1, 2, 3)))(inputs)
+    mask_logits = keras.layers.Lambda(lambda s: keras.ops.stack([s - 0.1, 0.1 - s], axis=1) * 50.0)(spread)
+    return keras.Model(inputs, {"embedding": embedding, "mask_logits": mask_logits})
+
+
+def test_evaluator_metrics_results_and_report(tmp_path, masked_pairs):
+    bin_path = _write_bin(str(tmp_path / "lfw.bin"))
+    scorer = evaluator_lib.VerificationEvaluator([bin_path], batch_size=32, far=1e-2)
+    metrics = dict(scorer.run(_tiny_model()))
+    for name in ("lfw/clean/accuracy", "lfw/masked/accuracy-flip", "lfw/mixed/tar@far=1e-2",
+                 "lfw/mixed/tar@far=1e-2-flip", "lfw/clean/accuracy_std", "lfw/mask_usage/accuracy",
+                 "lfw/mask_usage/f1"):
+        assert name in metrics, name
+    assert metrics["lfw/clean/accuracy"] > 0.9
+    if masked_pairs.masked_variants is _fake_masked_variants:
+        assert metrics["lfw/mask_usage/accuracy"] == 1.0
+    result = scorer.results["lfw"]
+    assert set(result["variants"]) == {"clean", "masked", "mixed"} and result["pairs"] == 40
+    assert result["variants"]["mixed"]["mask_labels"].tolist()[:4] == [1, 0, 1, 0]
+
+    cached = scorer._cache[bin_path]
+    again = dict(scorer.run(_tiny_model()))
+    assert scorer._cache[bin_path] is cached                     # variants built once
+    assert again.keys() == metrics.keys()
+
+    written = report.write_report(scorer.results, str(tmp_path / "out"), far=1e-2, model_name="tiny")
+    for name in ("report.md", "report.json", "roc_lfw.png", "distances_lfw.png", "mask_confusion_lfw.png"):
+        assert os.path.getsize(tmp_path / "out" / name) > 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["recommended_threshold"] == \
+        written["recommended_threshold"]
+
+
+def test_clean_only_and_odd_bin(tmp_path):
+    bin_path = _write_bin(str(tmp_path / "agedb.bin"), pairs=20)
+    scorer = evaluator_lib.VerificationEvaluator([bin_path], masked=False, flip=False, batch_size=64)
+    metrics = dict(scorer.run(_tiny_model()))
+    assert sorted(metrics) == ["agedb/clean/accuracy", "agedb/clean/accuracy_std", "agedb/clean/tar@far=1e-3"]
+    assert scorer.results["agedb"]["mask_usage"] is None
+
+    with open(bin_path, "rb") as f:
+        images, issame = pickle.load(f)
+    with open(tmp_path / "odd.bin", "wb") as f:
+        pickle.dump((images[:-1], issame), f)
+    with pytest.raises(ValueError, match="odd.bin"):
+        dict(evaluator_lib.VerificationEvaluator([str(tmp_path / "odd.bin")], masked=False).run(_tiny_model()))
+
+
+def _save_serving(model, path):
+    class Serving(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, MODEL_SIZE, MODEL_SIZE, 3], tf.uint8)])
+        def serve(self, images):
+            out = model((tf.cast(images, tf.float32) - 127.5) * 0.0078125, training=False)
+            return {"embedding": tf.math.l2_normalize(out["embedding"], axis=1),
+                    "mask_prob": tf.nn.softmax(out["mask_logits"])}
+
+    module = Serving()
+    module.model = model
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+
+
+def _tool(*args):
+    """Starts tools/evaluate.py in a subprocess; returns the Popen."""
+    env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "evaluate.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_tool_on_saved_model_and_user_errors(tmp_path):
+    bin_path = _write_bin(str(tmp_path / "lfw.bin"), pairs=20)
+    _save_serving(_tiny_model(), str(tmp_path / "sm"))
+    # Both runs at once: most of their time is importing TensorFlow.
+    good = _tool(f"--saved_model={tmp_path / 'sm'}", f"--bins={bin_path}", f"--output_dir={tmp_path / 'out'}",
+                 "--no_masked", "--batch_size=16")
+    bad = _tool(f"--saved_model={tmp_path / 'sm'}", f"--bins={tmp_path / 'nope.bin'}",
+                f"--output_dir={tmp_path / 'out2'}", "--no_masked")
+    _, good_err = good.communicate(timeout=120)
+    _, bad_err = bad.communicate(timeout=120)
+    assert good.returncode == 0, good_err[-2000:]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["sets"]["lfw"]["pairs"] == 20
+    assert bad.returncode == 1
+    assert bad_err.strip().splitlines()[-1].startswith("error: ") and "nope.bin" in bad_err
+    assert "Traceback" not in bad_err
+
+
+def test_nan_embeddings_name_the_file(tmp_path):
+    bin_path = _write_bin(str(tmp_path / "cfp_fp.bin"), pairs=10)
+    inputs = keras.Input((MODEL_SIZE, MODEL_SIZE, 3))
+    nan = keras.layers.Lambda(lambda x: keras.ops.log(x[:, 0, 0, :] - 10.0))(inputs)   # log of negatives
+    scorer = evaluator_lib.VerificationEvaluator([bin_path], masked=False, flip=False)
+    with pytest.raises(ValueError, match=r"cfp_fp.bin \(clean pairs\).*NaN"):
+        dict(scorer.run(keras.Model(inputs, {"embedding": nan})))
