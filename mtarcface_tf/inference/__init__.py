@@ -13,6 +13,11 @@ _EXPORTS = {
     "ARCFACE_TEMPLATE": "align",
     "align_face": "align",
     "estimate_similarity": "align",
+    "FaceRecognizer": "recognizer",
+    "NoFaceError": "recognizer",
+    "ModelLoadError": "recognizer",
+    "Gallery": "gallery",
+    "GalleryError": "gallery",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

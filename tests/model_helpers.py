@@ -1,0 +1,83 @@
+"""Shared by the export and recognizer tests: a tiny MTArcFace, a saved training workdir, fresh-process runs.
+
+Not a test module. The tiny network keeps the paper's layer types (LResNet units, BN, PReLU, mask head) at a
+size that builds and exports in seconds on 2 CPU cores.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from mtarcface_tf.configs import common
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 7   # not a size used anywhere else in the network, so a [D, 7] variable can only be the centres
+
+
+def tiny_config(mask_head=True, input_size=32, embedding_size=16):
+    """Returns a full config whose model is a one-unit-per-stage LResNet at width 0.125."""
+    config = common.base_config()
+    config.num_classes = NUM_CLASSES
+    config.model.units = (1, 1, 1, 1)
+    config.model.width = 0.125
+    config.model.input_size = input_size
+    config.model.embedding_size = embedding_size
+    config.model.mask_head = mask_head
+    return config
+
+
+def build_tiny_model(mask_head=True, input_size=32, embedding_size=16, seed=0):
+    """Returns ``(model, config)``: a freshly initialized tiny ``build_mtarcface`` network (deterministic)."""
+    from mtarcface_tf.model import build_mtarcface
+
+    keras.utils.set_random_seed(seed)
+    config = tiny_config(mask_head, input_size, embedding_size)
+    model = build_mtarcface(config.num_classes, config)
+    # Non-trivial BN statistics so that inference-mode BN is exercised, not an identity.
+    rng = np.random.default_rng(seed)
+    for weight in model.backbone.weights:
+        if weight.path.endswith("moving_mean"):
+            weight.assign(rng.normal(0, 0.1, weight.shape).astype("float32"))
+        elif weight.path.endswith("moving_variance"):
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+    return model, config
+
+
+def save_workdir(model, config, workdir, threshold=None):
+    """Saves ``model`` as a training workdir ``load_model`` reads (config.json + checkpoints/ckpt-1), plus a
+    report.json with ``recommended_threshold`` when given. Returns the workdir (str)."""
+    from mtarcface_tf.train.checkpoints import CHECKPOINT_DIR, check_and_save_config, make_checkpoint
+
+    check_and_save_config(config, str(workdir))
+    make_checkpoint(model).save(os.path.join(str(workdir), CHECKPOINT_DIR, "ckpt"))
+    if threshold is not None:
+        with open(os.path.join(str(workdir), "report.json"), "w", encoding="utf-8") as handle:
+            json.dump({"recommended_threshold": threshold}, handle)
+    return str(workdir)
+
+
+def random_faces(count, size=32, seed=0):
+    """Returns uint8 [count, size, size, 3] random images."""
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def start_python(args):
+    """Starts ``python ARGS...`` from the repository root in a fresh process (CPU only, quiet TF); returns the
+    ``subprocess.Popen`` (text stdout/stderr pipes). Use ``.communicate(timeout=...)`` to wait."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process, timeout=180):
+    """Waits for a ``start_python`` process; returns ``subprocess.CompletedProcess``."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_python(args, timeout=180):
+    """Runs ``python ARGS...`` like ``start_python`` and waits; returns ``subprocess.CompletedProcess``."""
+    return finish(start_python(args), timeout)

@@ -1,0 +1,57 @@
+"""Exports a trained MTArcFace model as a SavedModel for TF Serving (and optionally TFLite).
+
+  python tools/export.py --workdir=runs/tiny --export_dir=export [--tflite]
+  python tools/export.py --checkpoint=runs/tiny/ckpt-300 --export_dir=export
+
+Writes export/N/ (N = next free version; TF Serving's layout) with assets.extra/mtarcface.json holding the input
+size and, when the workdir has an evaluation report.json, the recommended threshold. With --tflite, also
+export/tflite/N/model_float.tflite and model_dynamic_int8.tflite, and prints their parity with the Keras model.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Training workdir (its newest checkpoint is exported).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export instead of --workdir's newest.")
+flags.DEFINE_string("export_dir", None, "Model base directory; the export goes to EXPORT_DIR/<next version>.")
+flags.DEFINE_string("report", None, "Evaluation report.json with recommended_threshold (default: WORKDIR/report.json).")
+flags.DEFINE_bool("tflite", False, "Also write float and dynamic-range int8 TFLite models and check their parity.")
+flags.mark_flag_as_required("export_dir")
+
+
+def main(argv):
+    del argv
+    from mtarcface_tf.export.saved_model import ExportError, export_saved_model, next_version_dir, \
+        read_report_threshold
+    from mtarcface_tf.train.checkpoints import load_model
+
+    source = FLAGS.checkpoint or FLAGS.workdir
+    if not source:
+        print("error: pass --workdir=RUN_DIR or --checkpoint=PREFIX.", file=sys.stderr)
+        return 1
+    report = FLAGS.report if FLAGS.report is not None else (
+        os.path.join(FLAGS.workdir, "report.json") if FLAGS.workdir else "")
+    try:
+        model, _ = load_model(source)
+        threshold = read_report_threshold(report) if report else None
+        version_dir = export_saved_model(model, next_version_dir(FLAGS.export_dir), threshold=threshold)
+    except (ExportError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"SavedModel written to {version_dir} (threshold: {threshold or 'not calibrated'})")
+    if FLAGS.tflite:
+        from mtarcface_tf.export.tflite import export_tflite
+
+        folder = os.path.join(FLAGS.export_dir, "tflite", os.path.basename(version_dir))
+        for quantization, result in export_tflite(version_dir, model, folder).items():
+            print(f"TFLite {quantization}: {result['path']} ({result['bytes']} bytes), max |diff| of embeddings "
+                  f"{result['max_abs_diff']:.2e}, min cosine {result['min_cosine']:.6f}")
+        print(json.dumps({"export_dir": version_dir, "tflite_dir": folder}))
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
