@@ -18,7 +18,7 @@ def base_config():
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "lresnet"     # "lresnet" | "inception_resnet_v1"
     config.model.depth = 50               # 18 | 34 | 50 | 100 (units per stage from the depth)
-    config.model.units = ()               # explicit units per stage, overrides depth when given
+    config.model.units = ()               # lresnet: units per stage (overrides depth); inception: block repeats
     config.model.width = 1.0              # multiplier of filters [64, 64, 128, 256, 512]
     config.model.input_size = 112
     config.model.embedding_size = 512

@@ -7,6 +7,12 @@ _EXPORTS = {
     "build_mtarcface": "build",
     "arcface_logits": "arcface",
     "mtarcface_loss": "losses",
+    "triplet_loss": "losses",
+    "focal_cross_entropy": "losses",
+    "import_reference": "reference_import",
+    "load_reference_weights": "reference_import",
+    "ReferenceImportError": "reference_import",
+    "inception_resnet_v1_features": "inception_resnet_v1",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

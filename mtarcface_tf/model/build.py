@@ -2,6 +2,7 @@
 import keras
 
 from mtarcface_tf.model.heads import ArcFaceHead, mask_head
+from mtarcface_tf.model.inception_resnet_v1 import BLOCKS, inception_resnet_v1_features
 from mtarcface_tf.model.lresnet import embedding_head, lresnet_features
 
 
@@ -11,8 +12,15 @@ def _lresnet(inputs, cfg):
                             bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon)
 
 
+def _inception_resnet_v1(inputs, cfg):
+    # config.model.units, when given, holds the repeats of block35, block17 and block8.
+    return inception_resnet_v1_features(inputs, blocks=tuple(cfg.units) or BLOCKS, width=cfg.width,
+                                        dropout=cfg.dropout, weight_decay=cfg.weight_decay,
+                                        bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon)
+
+
 # A new backbone is a function (inputs, model_config) -> flattened features [B, F]; register it here.
-FEATURE_BUILDERS = {"lresnet": _lresnet}
+FEATURE_BUILDERS = {"lresnet": _lresnet, "inception_resnet_v1": _inception_resnet_v1}
 
 
 def _model_config(config):

@@ -1,0 +1,65 @@
+"""Imports a checkpoint published by the reference (dmonterom/face_recognition_TF2) as a training workdir.
+
+  python tools/import_reference.py --checkpoint=/data/reference/ckpt --workdir=runs/reference
+  python tools/evaluate.py --workdir=runs/reference --bins=/data/lfw.bin,/data/cfp_fp.bin --output_dir=reports/ref
+  python tools/train.py --config=configs/finetune_mtarcface.py --workdir=runs/reference ...   # fine-tunes
+
+The workdir holds config.json (configs/finetune_mtarcface.py unless --config is given, with the class count) and
+checkpoints/ckpt-0 with the model, a fresh optimizer, step 0 and the RNG: what tools/train.py resumes from and
+what load_model reads. Every variable's shape is checked; mismatches are listed and refused unless --allow_partial.
+"""
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "Reference checkpoint prefix (the path without .index).")
+flags.DEFINE_string("workdir", None, "New workdir to write config.json and checkpoints/ into.")
+flags.DEFINE_integer("num_classes", None, "ArcFace classes (default: the checkpoint's); centres load only when "
+                                          "it equals the checkpoint's.")
+flags.DEFINE_bool("allow_partial", False, "Leave variables that do not fit freshly initialised instead of failing.")
+config_flags.DEFINE_config_file("config", None, "Config of the network and of later fine-tuning "
+                                                "(default: configs/finetune_mtarcface.py).")
+flags.mark_flags_as_required(["checkpoint", "workdir"])
+
+
+def _write_workdir(model, config, workdir):
+    """Saves ``model`` as step 0 of a run of ``config``, with the objects the trainer checkpoints."""
+    import tensorflow as tf
+
+    from mtarcface_tf.train import checkpoints
+    from mtarcface_tf.train.schedules import make_optimizer
+
+    existing = tf.train.latest_checkpoint(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+    if existing:
+        raise checkpoints.CheckpointError(f"{workdir} already holds a run ({existing}); import into a new --workdir")
+    checkpoints.check_and_save_config(config, workdir)
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = checkpoints.make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
+    latest, _ = checkpoints.make_managers(checkpoint, workdir, config.keep_checkpoints)
+    return latest.save(checkpoint_number=0)
+
+
+def main(argv):
+    del argv
+    from mtarcface_tf.configs import finetune_mtarcface
+    from mtarcface_tf.model.reference_import import ReferenceImportError, import_reference
+    from mtarcface_tf.train.checkpoints import CheckpointError
+
+    config = FLAGS.config if FLAGS.config is not None else finetune_mtarcface.get_config()
+    try:
+        model, report = import_reference(FLAGS.checkpoint, config, FLAGS.num_classes, FLAGS.allow_partial)
+        path = _write_workdir(model, config, FLAGS.workdir)
+    except (ReferenceImportError, CheckpointError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(report.summary())
+    print(f"wrote {path} (config {FLAGS.workdir}/config.json, {config.num_classes} classes)")
+
+
+if __name__ == "__main__":
+    app.run(main)
