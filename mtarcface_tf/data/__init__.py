@@ -15,6 +15,12 @@ _EXPORTS = {
     "convert_bin": "convert",
     "ConversionError": "convert",
     "MaskAugmenter": "masks",
+    "normalize": "pipeline",
+    "make_train_dataset": "pipeline",
+    "make_eval_images_dataset": "pipeline",
+    "CorruptRecordCounter": "pipeline",
+    "masked_variants": "masked_pairs",
+    "mask_labels_for": "masked_pairs",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,400 @@
+"""MaskTheFace-style face masks painted on aligned faces, in pure TensorFlow ops, vectorised over the batch.
+
+MaskTheFace (Anwar & Raychowdhury, 2020) fits a mask picture to dlib landmarks, one image at a time (a few
+images/s). Here every mask is an implicit shape evaluated on the pixel grid of the whole batch at once:
+
+* six anchor points are derived from the 5-point ArcFace template (nose bridge, left/right cheek, the mouth
+  corners, a chin point below the mouth) and jittered per image; a left/right "pose" widens one side;
+* each mask type (surgical, N95, KN95, cloth, gas-like) is a 12-vertex convex outline in a face frame spanned
+  by those anchors (u: -1 left cheek .. +1 right cheek, v: 0 nose bridge .. 1 chin), plus per-type details
+  (pleats, a centre seam or fold, a valve, filter cartridges) gathered from small parameter tables, so no
+  branch depends on the type;
+* coverage is a soft (anti-aliased) signed-distance test against the outline's half-planes: one batched
+  matmul of the pixel grid with the edge lines;
+* half the masks are a plain colour (white, light blue, green, black or random), half a procedural texture
+  (stripes, checks, dots, floral interference) blended 50/50 with the colour, as MaskTheFace does;
+* the mask colour is shaded by the blurred luminance of the face under it, relative to its mean;
+* rows above the eye line (plus a margin) are never computed, so the eyes are never touched.
+
+Only the images drawn to be masked are processed (gathered, painted, scattered back), so the cost scales
+with the mask probability.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+TEMPLATE_SIZE = 112.0
+# ArcFace 112x112 template: left eye, right eye, nose tip, left mouth corner, right mouth corner (x, y).
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+MASK_TYPES = ("surgical", "n95", "kn95", "cloth", "gas")
+COLOURS = ("white", "light_blue", "green", "black", "random")
+TEXTURES = ("stripes", "checks", "dots", "floral")
+
+# Anchor geometry, as fractions of template distances.
+BRIDGE_FRACTION = 0.3      # nose bridge: this far from the eye midpoint towards the nose tip
+CHEEK_OFFSET = 0.5         # cheeks: this many eye distances outside each eye, halfway between nose and mouth
+CHIN_DROP = 0.75           # chin: this many nose-to-mouth distances below the mouth
+EYE_MARGIN = 0.15          # masks start at least this many eye distances below the lower eye
+
+# Per-image randomisation, in template pixels (scaled with the image) or fractions.
+JITTER_PX = 1.5
+POSE_RANGE = 0.12          # one side of the mask up to 12% wider, the other narrower
+TEXTURE_PERIOD_PX = (5.0, 11.0)
+TEXTURE_SHARPNESS = 6.0
+TEXTURE_WEIGHT = 0.5       # MaskTheFace's default pattern weight
+SHADE_STRENGTH = 0.7
+SHADE_RANGE = (0.45, 1.35)
+SHADE_BLUR_PX = 8.0        # luminance is averaged over blocks of this many template pixels, then upsampled
+EDGE_SOFTNESS_PX = 1.2
+SDF_STEP = 4               # distance fields are sampled every this many pixels and upsampled bilinearly
+
+PALETTE = np.array([[236, 236, 236], [140, 185, 225], [110, 160, 130], [38, 38, 42]], np.float32)
+
+_COS = np.cos(np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False) - np.pi / 2)
+_SIN = np.sin(np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False) - np.pi / 2)
+
+
+def _ellipse(center_v, radius_u, radius_v):
+    """Returns 12 (u, v) points on an ellipse, starting at the top, clockwise on screen."""
+    return np.stack([radius_u * _COS, center_v + radius_v * _SIN], axis=1)
+
+
+# Outlines in the face frame, 12 vertices each, clockwise on screen starting at the top.
+OUTLINES = np.array([
+    # surgical: flat top over the nose, straight sides, wide, under the chin
+    [[-0.45, 0.02], [0.45, 0.02], [0.95, 0.1], [1.05, 0.35], [1.05, 0.65], [0.85, 0.95],
+     [0.4, 1.1], [-0.4, 1.1], [-0.85, 0.95], [-1.05, 0.65], [-1.05, 0.35], [-0.95, 0.1]],
+    # N95: a rounded cup
+    _ellipse(0.54, 0.92, 0.56),
+    # KN95: pointed over the nose and at the chin (the fold)
+    [[0.0, -0.06], [0.35, 0.02], [0.8, 0.15], [1.0, 0.38], [0.9, 0.7], [0.5, 0.95],
+     [0.0, 1.1], [-0.5, 0.95], [-0.9, 0.7], [-1.0, 0.38], [-0.8, 0.15], [-0.35, 0.02]],
+    # cloth: snug and rounded, a little narrower
+    [[-0.3, 0.04], [0.3, 0.04], [0.7, 0.12], [0.92, 0.35], [0.92, 0.62], [0.75, 0.88],
+     [0.35, 1.04], [-0.35, 1.04], [-0.75, 0.88], [-0.92, 0.62], [-0.92, 0.35], [-0.7, 0.12]],
+    # gas-like: a narrow snout (the cartridges are discs below)
+    [[-0.25, 0.0], [0.25, 0.0], [0.55, 0.15], [0.68, 0.4], [0.66, 0.68], [0.5, 0.92],
+     [0.22, 1.04], [-0.22, 1.04], [-0.5, 0.92], [-0.66, 0.68], [-0.68, 0.4], [-0.55, 0.15]],
+], np.float32)
+
+PLEAT_AMPLITUDE = np.array([0.22, 0.0, 0.0, 0.0, 0.0], np.float32)
+PLEAT_COUNT = 3.0
+SEAM_AMPLITUDE = np.array([0.0, 0.0, 0.3, 0.18, 0.0], np.float32)
+SEAM_WIDTH_PX = 0.9
+# Two discs per type: (u, v, radius_u, radius_v), added to the outline and darkened by DISC_SHADE (a valve,
+# filter cartridges). Unused ones sit far below the image.
+_NO_DISC = [0.0, 10.0, 0.01, 0.01]
+DISCS = np.array([
+    [_NO_DISC, _NO_DISC],
+    [[0.42, 0.62, 0.17, 0.13], _NO_DISC],
+    [_NO_DISC, _NO_DISC],
+    [_NO_DISC, _NO_DISC],
+    [[-0.72, 0.78, 0.34, 0.27], [0.72, 0.78, 0.34, 0.27]],
+], np.float32)
+DISC_SHADE = np.array([1.0, 0.72, 1.0, 1.0, 0.5], np.float32)
+
+# Texture z = a1*s1 + a2*s2 + a12*s1*s2 + a3*s3 + a4*s4 + bias over waves s1 (0 deg), s2 (90), s3 (60), s4 (120).
+TEXTURE_WEIGHTS = np.array([
+    [1.0, 0.0, 0.0, 0.0, 0.0, 0.0],      # stripes
+    [0.0, 0.0, 1.5, 0.0, 0.0, 0.0],      # checks
+    [0.7, 0.7, 0.0, 0.0, 0.0, -0.9],     # dots
+    [0.6, 0.0, 0.0, 0.6, 0.6, -0.6],     # floral-like hexagonal interference
+], np.float32)
+
+# Columns of the per-image uniform draw.
+_R_LABEL, _R_TYPE, _R_COLOUR, _R_TEXTURED, _R_PATTERN, _R_PERIOD, _R_ANGLE = range(7)
+_R_PHASE = slice(7, 10)
+_R_POSE = 10
+_R_JITTER = slice(11, 16)       # centre x, bridge y, chin y, left width, right width
+_R_RGB = slice(16, 19)
+_R_TEX_A = slice(19, 22)
+_R_TEX_B = slice(22, 25)
+_NUM_RANDOM = 25
+
+
+def template_anchors(image_size=112):
+    """Returns the six mask anchors for a square aligned face of ``image_size`` pixels.
+
+    Returns a dict of float32 (x, y) numpy arrays in pixel coordinates of that size: ``nose_bridge``,
+    ``left_cheek``, ``right_cheek``, ``mouth_left``, ``mouth_right``, ``chin``, plus the float ``eye_line``
+    (the lowest row of the eyes plus a margin; masks never reach above it).
+    """
+    t = ARCFACE_TEMPLATE
+    eye_mid, mouth_mid, nose = (t[0] + t[1]) / 2, (t[3] + t[4]) / 2, t[2]
+    eye_distance = float(np.linalg.norm(t[1] - t[0]))
+    cheek_y = (nose[1] + mouth_mid[1]) / 2
+    anchors = {
+        "nose_bridge": eye_mid + BRIDGE_FRACTION * (nose - eye_mid),
+        "left_cheek": np.array([t[0][0] - CHEEK_OFFSET * eye_distance, cheek_y], np.float32),
+        "right_cheek": np.array([t[1][0] + CHEEK_OFFSET * eye_distance, cheek_y], np.float32),
+        "mouth_left": t[3],
+        "mouth_right": t[4],
+        "chin": mouth_mid + CHIN_DROP * (mouth_mid - nose),
+    }
+    scale = image_size / TEMPLATE_SIZE
+    out = {k: ((v + 0.5) * scale - 0.5).astype(np.float32) for k, v in anchors.items()}
+    out["eye_line"] = float((max(t[0][1], t[1][1]) + EYE_MARGIN * eye_distance + 0.5) * scale - 0.5)
+    return out
+
+
+def first_mask_row(image_size=112):
+    """Returns the first pixel row a mask may change; every row above it is left untouched."""
+    return int(math.floor(template_anchors(image_size)["eye_line"]))
+
+
+class MaskAugmenter:
+    """Paints random MaskTheFace-style masks on a batch of aligned faces.
+
+    ``MaskAugmenter(probability=0.5, seed=None)(images, seed=None) -> (images, mask_labels)``.
+
+    Args:
+      probability: chance that each image gets a mask (0 disables, 1 masks every image).
+      seed: int or None. With a seed the masks are a pure function of (seed, call seed, images).
+
+    Reproducibility: pass a per-batch ``seed`` (int tensor [2], e.g. ``[epoch, batch_index]``) to the call for
+    a stream of batches; it is folded into the instance seed. Without a call seed, an instance seed gives the
+    same masks on every call, and no seed at all draws fresh (not reproducible) masks each call.
+    """
+
+    def __init__(self, probability=0.5, seed=None):
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"mask probability must be in [0, 1], got {probability}")
+        self.probability = float(probability)
+        self.seed = seed
+
+    def __call__(self, images, seed=None):
+        """Masks a random subset of ``images``.
+
+        Args:
+          images: uint8 or float32 (values 0..255) tensor [B, S, S, 3], RGB faces aligned to the ArcFace
+            template scaled to S (S static; 112 normally, any square size works).
+          seed: optional int tensor [2] varying the masks per call deterministically.
+
+        Returns:
+          ``(images, mask_labels)``: the images in the input dtype (only images with label 1 differ, and only
+          below the eye line) and int32 [B] labels, 1 where a mask was painted.
+        """
+        images = tf.convert_to_tensor(images)
+        size = images.shape[1]
+        if images.shape.rank != 4 or size is None or images.shape[2] != size or images.shape[3] != 3:
+            raise ValueError(f"MaskAugmenter expects images [B, S, S, 3] with a static square size S, "
+                             f"got shape {images.shape}")
+        if images.dtype not in (tf.uint8, tf.float32):
+            raise ValueError(f"MaskAugmenter expects uint8 or float32 images, got {images.dtype.name}")
+        batch = tf.shape(images)[0]
+        draws = tf.random.stateless_uniform([batch, _NUM_RANDOM], self._seed(seed))
+        labels = tf.cast(draws[:, _R_LABEL] < self.probability, tf.int32)
+        index = tf.where(labels > 0)
+        chosen = tf.gather_nd(images, index)
+        painted = paint_masks(chosen, tf.gather_nd(draws, index))
+        return tf.tensor_scatter_nd_update(images, index, painted), labels
+
+    def _seed(self, call_seed):
+        """Returns the int32 [2] stateless seed for one call."""
+        if call_seed is None and self.seed is None:
+            return tf.random.uniform([2], 0, np.iinfo(np.int32).max, dtype=tf.int32)
+        seed = tf.constant([self.seed or 0, 0], tf.int32)
+        if call_seed is not None:
+            call_seed = tf.cast(tf.reshape(call_seed, [2]), tf.int32)
+            seed = tf.random.experimental.stateless_fold_in(seed, call_seed[0])
+            seed = tf.random.experimental.stateless_fold_in(seed, call_seed[1])
+        return seed
+
+
+def paint_masks(images, draws):
+    """Paints one mask on every image.
+
+    Args:
+      images: uint8 or float32 (0..255) [M, S, S, 3] aligned faces.
+      draws: float32 [M, 25] uniform random numbers in [0, 1) choosing each mask (type, colour, texture,
+        jitter, pose); column 0 is unused here (it decided the label).
+
+    Returns:
+      The images, same dtype and shape, masked below the eye line only.
+    """
+    size = images.shape[1]
+    top = first_mask_row(size)
+    left, right = _column_window(size)
+    lower = tf.cast(images[:, top:, left:right], tf.float32)
+    geometry = _mask_geometry(draws, size)
+    x = tf.range(left, right, dtype=tf.float32)
+    y = tf.range(top, size, dtype=tf.float32)
+    soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
+    coverage = tf.clip_by_value(0.5 - _signed_distances(geometry, x, y) / soft, 0.0, 1.0)
+    # The top edge fades in below the eye line, so rows above it stay untouched even with jitter.
+    eye_line = template_anchors(size)["eye_line"]
+    top_fade = tf.clip_by_value((y - eye_line) / soft, 0.0, 1.0)[None, :, None]
+    alpha = coverage[..., 0] * top_fade
+    weight = alpha * _details(geometry, coverage[..., 1], x, y, size) * _shading(lower, size)
+    base, contrast = _mask_colours(draws)
+    # lower + alpha * (colour * shade - lower), with colour = base + texture * contrast, in few full-size ops
+    painted = (lower * (1.0 - alpha)[..., None] + weight[..., None] * base
+               + (weight * _texture(draws, x, y, size))[..., None] * contrast)
+    if images.dtype == tf.uint8:
+        # Truncation, not rounding: a pixel with alpha = 0 is exactly its integer value, and the up to one level
+        # darker painted pixels do not matter for augmentation; it saves a full-size op.
+        painted = tf.saturate_cast(painted, tf.uint8)
+    else:
+        painted = tf.clip_by_value(painted, 0.0, 255.0)
+    middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
+    return tf.concat([images[:, :top], middle], axis=1)
+
+
+def _column_window(size):
+    """Returns the columns ``[left, right)`` a mask can reach at the widest outline, pose and jitter."""
+    anchors = template_anchors(size)
+    reach = max(np.abs(OUTLINES[..., 0]).max(), (np.abs(DISCS[..., 0]) + DISCS[..., 2]).max())
+    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
+    jitter = JITTER_PX * size / TEMPLATE_SIZE
+    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter) * (1 + POSE_RANGE)
+    margin = 2.0 * max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE) + jitter
+    left = int(max(0, np.floor(centre - reach * half - margin)))
+    right = int(min(size, np.ceil(centre + reach * half + margin)))
+    return left, right
+
+
+def _mask_geometry(draws, size):
+    """Returns the per-image mask frame in pixels: vertices [M,12,2], discs [M,2,4], frame scalars [M]."""
+    anchors = template_anchors(size)
+    scale = size / TEMPLATE_SIZE
+    jitter = (draws[:, _R_JITTER] * 2.0 - 1.0) * JITTER_PX * scale
+    pose = (draws[:, _R_POSE] * 2.0 - 1.0) * POSE_RANGE
+    centre_x = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2 + jitter[:, 0]
+    top_y = anchors["nose_bridge"][1] + jitter[:, 1]
+    chin_y = anchors["chin"][1] + jitter[:, 2]
+    left_w = (centre_x - anchors["left_cheek"][0] + jitter[:, 3]) * (1.0 + pose)
+    right_w = (anchors["right_cheek"][0] - centre_x + jitter[:, 4]) * (1.0 - pose)
+    mask_type = tf.minimum(tf.cast(draws[:, _R_TYPE] * len(MASK_TYPES), tf.int32), len(MASK_TYPES) - 1)
+    frame = {"centre_x": centre_x, "top_y": top_y, "height": chin_y - top_y, "type": mask_type}
+
+    def to_pixels(u, v):
+        width = tf.where(u < 0.0, left_w[:, None], right_w[:, None])
+        return centre_x[:, None] + u * width, top_y[:, None] + v * frame["height"][:, None], width
+
+    outline = tf.gather(tf.constant(OUTLINES), mask_type)
+    vx, vy, _ = to_pixels(outline[..., 0], outline[..., 1])
+    disc = tf.gather(tf.constant(DISCS), mask_type)
+    dx, dy, width = to_pixels(disc[..., 0], disc[..., 1])
+    frame["vertices"] = tf.stack([vx, vy], axis=-1)
+    frame["discs"] = tf.stack([dx, dy, disc[..., 2] * width, disc[..., 3] * frame["height"][:, None]], axis=-1)
+    return frame
+
+
+def _signed_distances(geometry, x, y):
+    """Returns approximate pixel distances [M,H,W,2] to the mask (outline united with its discs) and to the discs.
+
+    Negative inside. The fields are piecewise smooth, so they are evaluated on a grid SDF_STEP times coarser and
+    upsampled bilinearly: straight edges stay exact, only corners round off slightly.
+    """
+    height, width = y.shape[0], x.shape[0]
+    step = SDF_STEP
+    # Sample points where bilinear resizing (half-pixel centres) expects them, with one extra sample on each
+    # side so that no output pixel lies beyond the outermost samples (where resizing would clamp).
+    coarse_width, coarse_height = -(-width // step) + 2, -(-height // step) + 2
+    coarse_x = x[0] - step + (step - 1) / 2 + step * tf.range(coarse_width, dtype=tf.float32)
+    coarse_y = y[0] - step + (step - 1) / 2 + step * tf.range(coarse_height, dtype=tf.float32)
+    outline = _polygon_distance(geometry["vertices"], coarse_x, coarse_y)
+    discs = tf.reduce_min(_disc_distances(geometry["discs"], coarse_x, coarse_y), axis=-1)
+    fields = tf.stack([tf.minimum(outline, discs), discs], axis=-1)
+    upsampled = tf.image.resize(fields, [coarse_height * step, coarse_width * step], method="bilinear")
+    return upsampled[:, step:step + height, step:step + width]
+
+
+def _polygon_distance(vertices, x, y):
+    """Distance [M,H,W] (negative inside) to the convex polygons ``vertices`` [M,V,2] on the grid x [W] × y [H]."""
+    start, end = vertices, tf.roll(vertices, shift=-1, axis=1)
+    edge = end - start
+    normal = tf.stack([edge[..., 1], -edge[..., 0]], axis=-1)
+    normal = normal / (tf.norm(normal, axis=-1, keepdims=True) + 1e-6)
+    offset = tf.reduce_sum(normal * start, axis=-1)
+    # Orient every normal outwards: the centroid must be on the negative side.
+    centroid = tf.reduce_mean(vertices, axis=1, keepdims=True)
+    side = tf.reduce_sum(normal * centroid, axis=-1) - offset
+    sign = tf.where(side > 0.0, -1.0, 1.0)
+    lines = tf.concat([normal, -offset[..., None]], axis=-1) * sign[..., None]       # [M, V, 3]
+    height, width = tf.shape(y)[0], tf.shape(x)[0]
+    gx, gy = tf.meshgrid(x, y)
+    grid = tf.stack([tf.reshape(gx, [-1]), tf.reshape(gy, [-1]), tf.ones([height * width])], axis=1)
+    distance = tf.reduce_max(tf.matmul(tf.broadcast_to(grid[None], [tf.shape(lines)[0], height * width, 3]),
+                                       lines, transpose_b=True), axis=-1)
+    return tf.reshape(distance, [-1, height, width])
+
+
+def _disc_distances(discs, x, y):
+    """Approximate distance [M,H,W,D] (negative inside) to the ellipses ``discs`` [M,D,4] (cx, cy, rx, ry)."""
+    cx, cy, rx, ry = (discs[:, None, None, :, i] for i in range(4))
+    ex = (x[None, None, :, None] - cx) / rx
+    ey = (y[None, :, None, None] - cy) / ry
+    return (tf.sqrt(ex * ex + ey * ey) - 1.0) * tf.minimum(rx, ry)
+
+
+def _details(geometry, discs, x, y, size):
+    """Multiplicative shade [M,H,W] of the type's details: pleats, a centre seam, darker discs (coverage [M,H,W])."""
+    mask_type = geometry["type"]
+    v = (y[None, :, None] - geometry["top_y"][:, None, None]) / geometry["height"][:, None, None]
+    pleat = tf.nn.relu(tf.cos(2.0 * np.pi * PLEAT_COUNT * v)) ** 4
+    pleat = 1.0 - tf.gather(tf.constant(PLEAT_AMPLITUDE), mask_type)[:, None, None] * pleat
+    seam_width = SEAM_WIDTH_PX * size / TEMPLATE_SIZE
+    seam = tf.exp(-tf.square((x[None, None, :] - geometry["centre_x"][:, None, None]) / seam_width))
+    seam = 1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None] * seam
+    disc_darkening = 1.0 - tf.gather(tf.constant(DISC_SHADE), mask_type)[:, None, None]
+    return (pleat * seam) * (1.0 - disc_darkening * discs)
+
+
+def _mask_colours(draws):
+    """Returns ``(base, contrast)`` [M,1,1,3] (0..255): mask colour = base + texture pattern * contrast.
+
+    Plain masks (half of them) have zero contrast; textured ones blend a two-colour pattern with weight
+    TEXTURE_WEIGHT into the colour, as MaskTheFace blends its pattern images.
+    """
+    count = len(COLOURS)
+    colour_index = tf.minimum(tf.cast(draws[:, _R_COLOUR] * count, tf.int32), count - 1)
+    fixed = tf.gather(tf.constant(PALETTE), tf.minimum(colour_index, len(PALETTE) - 1))
+    colour = tf.where((colour_index == count - 1)[:, None], draws[:, _R_RGB] * 255.0, fixed)
+    weight = tf.cast(draws[:, _R_TEXTURED] < 0.5, tf.float32)[:, None] * TEXTURE_WEIGHT
+    first, second = draws[:, _R_TEX_A] * 255.0, draws[:, _R_TEX_B] * 255.0
+    base = colour * (1.0 - weight) + first * weight
+    contrast = (second - first) * weight
+    return base[:, None, None, :], contrast[:, None, None, :]
+
+
+def _texture(draws, x, y, size):
+    """Returns the procedural pattern [M,H,W] in [0,1]: stripes, checks, dots or floral interference."""
+    count = len(TEXTURES)
+    kind = tf.minimum(tf.cast(draws[:, _R_PATTERN] * count, tf.int32), count - 1)
+    low, high = TEXTURE_PERIOD_PX
+    period = (low + (high - low) * draws[:, _R_PERIOD]) * size / TEMPLATE_SIZE
+    angle = draws[:, _R_ANGLE] * np.pi
+    frequency = 2.0 * np.pi / period
+    phase = draws[:, _R_PHASE] * 2.0 * np.pi
+
+    def wave(direction, phase_index):
+        # sin(a + b) = sin a cos b + cos a sin b: transcendental functions on rows and columns only.
+        along_x = (frequency * tf.cos(angle + direction))[:, None] * x[None, :] + phase[:, phase_index][:, None]
+        along_y = (frequency * tf.sin(angle + direction))[:, None] * y[None, :]
+        return (tf.sin(along_x)[:, None, :] * tf.cos(along_y)[:, :, None]
+                + tf.cos(along_x)[:, None, :] * tf.sin(along_y)[:, :, None])
+
+    s1, s2 = wave(0.0, 0), wave(np.pi / 2, 1)
+    s3, s4 = wave(np.pi / 3, 2), wave(2 * np.pi / 3, 1)
+    w = tf.gather(tf.constant(TEXTURE_WEIGHTS), kind)[:, None, None, :]
+    z = w[..., 0] * s1 + w[..., 1] * s2 + w[..., 2] * s1 * s2 + w[..., 3] * s3 + w[..., 4] * s4 + w[..., 5]
+    # A clipped ramp instead of a sigmoid: the same soft edges without an exp per pixel.
+    return tf.clip_by_value(0.5 + 0.25 * TEXTURE_SHARPNESS * z, 0.0, 1.0)
+
+
+def _shading(lower, size):
+    """Shade [M,H,W] following the face's blurred luminance (``lower`` [M,H,W,3]) relative to its mean there.
+
+    The blur is coarse enough that the mouth and nose do not show through the mask, only the lighting.
+    """
+    block = max(2, int(round(SHADE_BLUR_PX * size / TEMPLATE_SIZE)))
+    blurred = tf.nn.avg_pool2d(lower, block, block, "SAME")
+    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    mean = tf.reduce_mean(luminance, axis=[1, 2, 3])
+    ratio = luminance / (mean[:, None, None, None] + 1.0)
+    low, high = SHADE_RANGE
+    shade = tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high)
+    return tf.image.resize(shade, tf.shape(lower)[1:3], method="bilinear")[..., 0]

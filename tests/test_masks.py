@@ -1,0 +1,146 @@
+"""Tests of mtarcface_tf.data.masks: placement, labels, probability, determinism, graph use, dtypes and sizes."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtarcface_tf.data import masks
+
+
+def noise_faces(count, size, seed=0):
+    """uint8 [count, size, size, 3] uniform noise: a painted pixel almost never equals the original."""
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def changed(before, after):
+    """bool [B,S,S]: pixels where any channel differs."""
+    return np.any(np.asarray(before) != np.asarray(after), axis=-1)
+
+
+def mouth_box(size):
+    """Rows/cols around the nose tip and mouth (template 48..64 x 76..92 scaled), always under a mask."""
+    scale = size / 112.0
+    return slice(int(76 * scale), int(92 * scale)), slice(int(48 * scale), int(64 * scale))
+
+
+def eye_box(size):
+    """Rows/cols of both eyes (template 30..82 x 40..56 scaled)."""
+    scale = size / 112.0
+    return slice(int(40 * scale), int(56 * scale)), slice(int(30 * scale), int(82 * scale))
+
+
+@pytest.mark.parametrize("size", [64, 112])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_placement_covers_nose_and_mouth_never_eyes(size, dtype):
+    faces = noise_faces(16, size).astype(dtype)
+    out, labels = masks.MaskAugmenter(probability=1.0, seed=3)(tf.constant(faces))
+    out = out.numpy()
+    assert out.dtype == dtype and out.shape == faces.shape
+    assert labels.numpy().tolist() == [1] * 16
+    diff = changed(faces, out)
+    rows, cols = mouth_box(size)
+    assert diff[:, rows, cols].mean(axis=(1, 2)).min() > 0.95
+    first = masks.first_mask_row(size)
+    assert not diff[:, :first].any()
+    rows, cols = eye_box(size)
+    assert not diff[:, rows, cols].any()
+    assert out.min() >= 0 and out.max() <= 255
+
+
+def test_label_zero_images_are_bit_identical():
+    faces = noise_faces(64, 32)
+    out, labels = masks.MaskAugmenter(probability=0.5, seed=1)(tf.constant(faces))
+    out, labels = out.numpy(), labels.numpy()
+    assert labels.dtype == np.int32 and set(labels.tolist()) == {0, 1}
+    np.testing.assert_array_equal(out[labels == 0], faces[labels == 0])
+    assert changed(faces[labels == 1], out[labels == 1]).any(axis=(1, 2)).all()
+
+
+@pytest.mark.parametrize("probability", [0.0, 0.3, 1.0])
+def test_probability_is_respected(probability):
+    faces = np.zeros((2000, 16, 16, 3), np.uint8)
+    _, labels = masks.MaskAugmenter(probability=probability, seed=5)(tf.constant(faces))
+    assert abs(labels.numpy().mean() - probability) < 0.04
+
+
+def test_deterministic_under_a_seed_and_varies_with_call_seed():
+    faces = tf.constant(noise_faces(8, 48))
+    augmenter = masks.MaskAugmenter(probability=0.5, seed=7)
+    first, labels1 = augmenter(faces, seed=[3, 1])
+    again, labels2 = masks.MaskAugmenter(probability=0.5, seed=7)(faces, seed=[3, 1])
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    np.testing.assert_array_equal(labels1.numpy(), labels2.numpy())
+    other, _ = augmenter(faces, seed=[4, 1])
+    assert not np.array_equal(first.numpy(), other.numpy())
+    fixed1, _ = augmenter(faces)
+    fixed2, _ = augmenter(faces)
+    np.testing.assert_array_equal(fixed1.numpy(), fixed2.numpy())
+
+
+def test_runs_in_tf_data_map_and_tf_function():
+    faces = noise_faces(12, 40)
+    augmenter = masks.MaskAugmenter(probability=1.0, seed=0)
+    dataset = tf.data.Dataset.from_tensor_slices(faces).batch(4, drop_remainder=True).enumerate()
+    dataset = dataset.map(lambda index, images: augmenter(images, seed=tf.stack([tf.cast(index, tf.int32), 0])))
+    batches = [(images.numpy(), labels.numpy()) for images, labels in dataset]
+    assert len(batches) == 3 and all(images.shape == (4, 40, 40, 3) for images, _ in batches)
+    assert all(labels.tolist() == [1, 1, 1, 1] for _, labels in batches)
+    graph_fn = tf.function(lambda images: augmenter(images, seed=tf.constant([0, 0])))
+    eager, _ = augmenter(tf.constant(faces[:4]), seed=[0, 0])
+    np.testing.assert_array_equal(graph_fn(tf.constant(faces[:4]))[0].numpy(), eager.numpy())
+    np.testing.assert_array_equal(batches[0][0], eager.numpy())
+
+
+def test_empty_selection_and_empty_batch():
+    faces = noise_faces(4, 32)
+    out, labels = masks.MaskAugmenter(probability=0.0, seed=0)(tf.constant(faces))
+    np.testing.assert_array_equal(out.numpy(), faces)
+    assert labels.numpy().sum() == 0
+    out, labels = masks.MaskAugmenter(probability=1.0, seed=0)(tf.zeros([0, 32, 32, 3], tf.uint8))
+    assert out.shape == (0, 32, 32, 3) and labels.shape == (0,)
+
+
+def test_mask_types_have_distinct_outlines():
+    size = 112
+    faces = tf.constant(noise_faces(len(masks.MASK_TYPES), size))
+    draws = np.full((len(masks.MASK_TYPES), 25), 0.5, np.float32)
+    draws[:, 1] = (np.arange(len(masks.MASK_TYPES)) + 0.5) / len(masks.MASK_TYPES)
+    out = masks.paint_masks(faces, tf.constant(draws)).numpy()
+    areas = changed(faces.numpy(), out)
+    for i in range(len(areas)):
+        for j in range(i + 1, len(areas)):
+            assert (areas[i] != areas[j]).sum() > 100, (masks.MASK_TYPES[i], masks.MASK_TYPES[j])
+
+
+def test_anchors_lie_between_template_points():
+    anchors = masks.template_anchors(112)
+    eyes_y, nose_y, mouth_y = 51.6, 71.7, 92.3
+    assert eyes_y < anchors["eye_line"] < anchors["nose_bridge"][1] < nose_y
+    assert anchors["chin"][1] > mouth_y + 5
+    assert anchors["left_cheek"][0] < 38.3 and anchors["right_cheek"][0] > 73.5
+    half = masks.template_anchors(56)
+    np.testing.assert_allclose(half["chin"], (anchors["chin"] + 0.5) / 2 - 0.5, atol=1e-4)
+
+
+def test_bad_input_raises_clear_errors():
+    augmenter = masks.MaskAugmenter(probability=0.5, seed=0)
+    with pytest.raises(ValueError, match="S, S, 3"):
+        augmenter(tf.zeros([2, 32, 24, 3], tf.uint8))
+    with pytest.raises(ValueError, match="uint8 or float32"):
+        augmenter(tf.zeros([2, 32, 32, 3], tf.int32))
+    with pytest.raises(ValueError, match="probability"):
+        masks.MaskAugmenter(probability=1.5)
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_coarse_distance_field_matches_exact_edges(size):
+    draws = tf.random.stateless_uniform([12, 25], [1, 2])
+    geometry = masks._mask_geometry(draws, size)
+    left, right = masks._column_window(size)
+    x = tf.range(left, right, dtype=tf.float32)
+    y = tf.range(masks.first_mask_row(size), size, dtype=tf.float32)
+    approx = masks._signed_distances(geometry, x, y)[..., 0].numpy()
+    discs = tf.reduce_min(masks._disc_distances(geometry["discs"], x, y), axis=-1)
+    exact = np.minimum(masks._polygon_distance(geometry["vertices"], x, y).numpy(), discs.numpy())
+    edge = np.abs(exact) < 2.0
+    assert np.median(np.abs(approx - exact)[edge]) < 0.1
+    assert (np.abs(approx - exact)[edge] > 0.6).mean() < 0.05   # only near corners and where discs meet
