@@ -4,3 +4,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs the paper-size network; still part of the suite")

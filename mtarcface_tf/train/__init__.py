@@ -1,1 +1,13 @@
-"""train subpackage."""
+"""Training: train_and_evaluate on tf.distribute, the train step, schedules, checkpoints."""
+from mtarcface_tf._lazy import lazy_exports
+
+_EXPORTS = {
+    "train_and_evaluate": "trainer",
+    "train_model": "trainer",
+    "TrainingError": "trainer",
+    "load_model": "checkpoints",
+    "CheckpointError": "checkpoints",
+    "make_train_step": "step",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,145 @@
+"""Checkpoints of a training workdir: the saved config, the latest/best managers, resume, and ``load_model``.
+
+A workdir holds ``config.json`` (the resolved config), ``checkpoints/`` (the newest ``keep_checkpoints`` ones),
+``best/`` (the best by masked verification accuracy) and ``tb/`` (TensorBoard).
+"""
+import json
+import os
+
+import ml_collections
+import tensorflow as tf
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+# The parts of the config that fix the shapes of the weights: a workdir cannot resume with others.
+ARCHITECTURE_KEYS = ("num_classes", "model")
+
+
+class CheckpointError(ValueError):
+    """A workdir or checkpoint that does not fit the requested network (other config, missing files)."""
+
+
+def config_to_json(config):
+    """Returns the config as indented JSON text."""
+    return json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
+
+
+def config_from_json(text):
+    """Returns the ``ml_collections.ConfigDict`` of a ``config_to_json`` text."""
+    return ml_collections.ConfigDict(json.loads(text))
+
+
+def _architecture(config_dict):
+    return {key: config_dict.get(key) for key in ARCHITECTURE_KEYS}
+
+
+def check_and_save_config(config, workdir):
+    """Writes ``config`` as ``WORKDIR/config.json`` (atomically), after checking that a config already there
+    describes the same architecture and classes. Raises ``CheckpointError`` naming the workdir and the fix."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    new = json.loads(config_to_json(config))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError as err:
+                raise CheckpointError(f"{path}: unreadable ({err}); use another --workdir") from err
+        changed = sorted(k for k in ARCHITECTURE_KEYS if _architecture(old)[k] != _architecture(new)[k])
+        if changed:
+            details = "; ".join(_describe_change(old.get(k), new.get(k), k) for k in changed)
+            raise CheckpointError(f"{workdir} holds a run of another architecture ({details}); use another "
+                                  f"--workdir or the same config")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config_to_json(config))
+    os.replace(tmp, path)
+
+
+def _describe_change(old, new, key):
+    if isinstance(old, dict) and isinstance(new, dict):
+        diffs = [f"{key}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                 if old.get(k) != new.get(k)]
+        return ", ".join(diffs)
+    return f"{key}: {old!r} -> {new!r}"
+
+
+def make_checkpoint(model, optimizer=None, step=None, rng=None):
+    """Returns a ``tf.train.Checkpoint`` of the model and, when given, the optimizer, step variable and
+    ``tf.random.Generator``."""
+    parts = {"model": model, "optimizer": optimizer, "step": step, "rng": rng}
+    return tf.train.Checkpoint(**{k: v for k, v in parts.items() if v is not None})
+
+
+def make_managers(checkpoint, directory, keep):
+    """Returns ``(latest, best)`` ``tf.train.CheckpointManager``s: ``DIR/checkpoints`` keeping ``keep``,
+    and ``DIR/best`` keeping one."""
+    latest = tf.train.CheckpointManager(checkpoint, os.path.join(directory, CHECKPOINT_DIR), max_to_keep=keep)
+    best = tf.train.CheckpointManager(checkpoint, os.path.join(directory, BEST_DIR), max_to_keep=1)
+    return latest, best
+
+
+def restore_latest(checkpoint, workdir):
+    """Restores the newest checkpoint of ``WORKDIR/checkpoints`` into ``checkpoint``; returns its path or None.
+
+    Raises ``CheckpointError`` when it does not fit the objects (another architecture).
+    """
+    path = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+    if path is None:
+        return None
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        raise CheckpointError(f"{path}: does not fit this network ({_first_line(err)}); use another --workdir") from err
+    return path
+
+
+def _first_line(err):
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _resolve(path):
+    """Returns ``(checkpoint prefix, config.json path)`` for a workdir, a checkpoint directory or a prefix."""
+    candidates = [os.path.join(path, CHECKPOINT_DIR), path, os.path.join(path, BEST_DIR)]
+    prefix = next((p for p in map(_latest_in, candidates) if p), None)
+    if prefix is None and tf.io.gfile.exists(path + ".index"):
+        prefix = path
+    if prefix is None:
+        raise CheckpointError(f"{path}: no checkpoint found (give a training workdir, its checkpoints/ or best/ "
+                              f"directory, or a checkpoint prefix such as WORKDIR/checkpoints/ckpt-10)")
+    folder = os.path.dirname(os.path.abspath(prefix))
+    for directory in (os.path.abspath(path), folder, os.path.dirname(folder)):
+        config_path = os.path.join(directory, CONFIG_FILE)
+        if os.path.isfile(config_path):
+            return prefix, config_path
+    raise CheckpointError(f"{path}: no {CONFIG_FILE} beside the checkpoint {prefix}; load it from its training "
+                          f"workdir")
+
+
+def _latest_in(directory):
+    return tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+
+
+def load_model(path):
+    """Rebuilds the training network of a run and restores its weights.
+
+    Args:
+      path: a training workdir (``config.json`` + ``checkpoints/``), its ``checkpoints/`` or ``best/`` directory,
+        or a checkpoint prefix (``WORKDIR/checkpoints/ckpt-N``).
+    Returns:
+      ``(model, config)``: the ``MTArcFace`` network (float32) and the run's ``ConfigDict``.
+    Raises:
+      ``CheckpointError`` (a ValueError) naming the path when nothing is there or the weights do not fit.
+    """
+    from mtarcface_tf.model import build_mtarcface
+
+    prefix, config_path = _resolve(path)
+    with open(config_path, encoding="utf-8") as f:
+        config = config_from_json(f.read())
+    model = build_mtarcface(config.num_classes, config)
+    try:
+        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        raise CheckpointError(f"{prefix}: does not fit the network of {config_path} ({_first_line(err)})") from err
+    return model, config

@@ -1,0 +1,67 @@
+"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1 train in lock-step; only the chief writes the workdir."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+from _train_helpers import write_tiny_records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_WORKER = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    from _train_helpers import tiny_config
+    from mtarcface_tf.train.trainer import train_model
+
+    data_dir, workdir, out_file = sys.argv[1:4]
+    config = tiny_config(data_dir, steps=3, batch_size=8)
+    config.strategy = "multi_worker"
+    model, results = train_model(config, workdir)
+    digest = hashlib.sha256()
+    for variable in model.trainable_variables:
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    with open(out_file, "w") as f:
+        f.write(f"{digest.hexdigest()} {results['step']} {results['loss']}")
+""")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_hold_identical_weights(tmp_path):
+    data_dir = write_tiny_records(tmp_path / "records", shards=2)
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    workdir = tmp_path / "run"
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+                   CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), data_dir, str(workdir), str(tmp_path / f"worker{index}.txt")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    for proc in procs:
+        try:
+            logs.append(proc.communicate(timeout=240)[0])
+        finally:
+            proc.kill()
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, log[-3000:]
+    chief, other = [(tmp_path / f"worker{i}.txt").read_text().split() for i in range(2)]
+    assert chief[1] == other[1] == "3"
+    assert chief[0] == other[0], "the workers' trainable weights differ"
+    assert sorted(os.listdir(workdir / "checkpoints"))[-1].startswith("ckpt-3")
+    assert os.path.isfile(workdir / "config.json") and os.listdir(workdir / "tb")
