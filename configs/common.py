@@ -63,8 +63,9 @@ def base_config():
     config.optimizer.warmup_steps = 0
 
     config.strategy = "mirrored"          # "default" | "mirrored" | "multi_worker"
-    config.mixed_precision = ""           # "" | "mixed_float16" | "mixed_bfloat16"
-    config.jit_compile = True
+    # "" | "mixed_float16" (GPU) | "mixed_bfloat16" (TPU; 1.4x faster on CPUs with AVX512-BF16/AMX, slower on others)
+    config.mixed_precision = ""
+    config.jit_compile = True             # XLA for the forward/backward pass; used on GPU only (slower on CPU)
 
     config.log_every_secs = 10.0
     config.checkpoint_every = 1000

@@ -20,7 +20,6 @@ def get_config():
     config.batch_size = 128
     config.num_steps = DEMO_STEPS
     config.strategy = "default"
-    config.jit_compile = False            # XLA made this small network ~2x slower on CPU (381 vs 770 ms/step)
 
     config.model.units = (1, 1, 1, 1)
     config.model.width = 0.25
