@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from mtarcface_tf.data.pipeline import normalize
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = 112
@@ -21,14 +23,6 @@ SAVED_MODEL_SIGNATURE = "serving_default"
 
 class EmbeddingSourceError(ValueError):
     """A model source that cannot give embeddings (not a model, wrong signature, other architecture)."""
-
-
-def _normalize(images):
-    try:
-        from mtarcface_tf.data.pipeline import normalize
-    except ImportError:  # the pipeline module is written in parallel; same formula as its normalize
-        return (tf.cast(images, tf.float32) - 127.5) * 0.0078125
-    return normalize(images)
 
 
 class EmbedFn:
@@ -70,7 +64,7 @@ def _keras_input_size(model):
 def _from_keras(model, name):
     @tf.function(reduce_retracing=True)
     def run(images):
-        outputs = model(_normalize(images), training=False)
+        outputs = model(normalize(images), training=False)
         if not isinstance(outputs, dict) or "embedding" not in outputs:
             raise EmbeddingSourceError(f"{name}: the model must return a dict with 'embedding' (and optionally "
                                        f"'mask_logits'); build it with mtarcface_tf.model.build_mtarcface")

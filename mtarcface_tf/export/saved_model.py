@@ -23,8 +23,7 @@ SERVING_SIGNATURE = "serving_default"
 JPEG_SIGNATURE = "serve_jpeg"
 METADATA_DIR = "assets.extra"
 METADATA_FILE = "mtarcface.json"
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 0.0078125
+THRESHOLD_KEYS = ("cosine_similarity", "squared_distance")
 
 
 class ExportError(ValueError):
@@ -35,11 +34,12 @@ def _serving_functions(backbone, input_size):
     """Returns (serve_uint8, serve_encoded) tf.functions over ``backbone``; see the module docstring."""
     # TensorFlow is imported here, not at module level, so the path helpers below stay light for the CLI.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from mtarcface_tf.data.pipeline import normalize  # pylint: disable=import-outside-toplevel
 
     has_mask = "mask_logits" in backbone.output
 
     def heads(pixels):
-        outputs = backbone((tf.cast(pixels, tf.float32) - PIXEL_MEAN) * PIXEL_SCALE, training=False)
+        outputs = backbone(normalize(pixels), training=False)
         result = {"embedding": tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=-1)}
         if has_mask:
             result["mask_prob"] = tf.nn.softmax(tf.cast(outputs["mask_logits"], tf.float32), axis=-1)
@@ -82,16 +82,18 @@ def model_metadata(model, threshold=None):
       dict with ``input_size`` (int), ``embedding_size`` (int), ``mask_head`` (bool), ``normalization`` and, when
       given, ``recommended_threshold``.
     """
+    from mtarcface_tf.data import pipeline  # pylint: disable=import-outside-toplevel
     backbone = _backbone_of(model)
     metadata = {
         "input_size": int(backbone.input.shape[1]),
         "embedding_size": int(backbone.output["embedding"].shape[-1]),
         "mask_head": "mask_logits" in backbone.output,
-        "normalization": {"mean": PIXEL_MEAN, "scale": PIXEL_SCALE, "channels": "RGB"},
+        "normalization": {"mean": pipeline.PIXEL_MEAN, "scale": pipeline.PIXEL_SCALE, "channels": "RGB"},
         "signatures": [SERVING_SIGNATURE, JPEG_SIGNATURE],
     }
     if threshold:
-        metadata["recommended_threshold"] = {key: float(value) for key, value in dict(threshold).items()}
+        metadata["recommended_threshold"] = {key: float(value) for key, value in dict(threshold).items()
+                                             if key in THRESHOLD_KEYS}
     return metadata
 
 

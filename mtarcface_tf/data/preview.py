@@ -1,0 +1,62 @@
+"""PNG grids of faces with and without synthetic masks, for people to judge the augmentation."""
+import os
+
+import cv2
+import numpy as np
+
+LABEL_HEIGHT_RATIO = 260.0   # text scale = tile height / this
+
+
+def faces_from_records(path, count, size):
+    """Returns up to ``count`` uint8 faces [N, size, size, 3] read from TFRecords at ``path`` (any ``list_shards`` form)."""
+    import tensorflow as tf
+    from mtarcface_tf.data import records
+    faces = []
+    for serialized in tf.data.TFRecordDataset(records.list_shards(path)).take(count):
+        image_raw, _ = records.parse_example(serialized)
+        image = tf.io.decode_image(image_raw, channels=3, expand_animations=False)
+        faces.append(tf.image.resize(image, (size, size), method="area").numpy())
+    return np.round(np.stack(faces)).astype(np.uint8)
+
+
+def _label(tile, text):
+    """Writes ``text`` on the tile's bottom edge (white with a dark outline), in place."""
+    scale = tile.shape[0] / LABEL_HEIGHT_RATIO
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(tile, text, (2, tile.shape[0] - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+                    cv2.LINE_AA)
+
+
+def mask_preview_grid(faces, cols, probability=1.0, seed=0):
+    """Masks ``faces`` with ``MaskAugmenter`` and lays them out: each clean row is followed by its masked row.
+
+    Args:
+      faces: uint8 [N, S, S, 3] aligned faces; N is cut to a multiple of ``cols``.
+      cols: tiles per row. probability, seed: of the augmenter.
+    Returns:
+      (grid uint8 [2 * N / cols * S, cols * S, 3] RGB, number of masked faces).
+    """
+    from mtarcface_tf.data.masks import MaskAugmenter
+    faces = np.asarray(faces)[: len(faces) // cols * cols]
+    if not len(faces):
+        raise ValueError(f"need at least cols={cols} faces for a preview grid")
+    masked, labels = MaskAugmenter(probability=probability, seed=seed)(faces)
+    masked, labels = np.asarray(masked).copy(), np.asarray(labels)
+    clean = faces.copy()
+    for tile in clean:
+        _label(tile, "clean")
+    for tile, label in zip(masked, labels):
+        _label(tile, "mask=1" if label else "mask=0")
+    rows = []
+    for start in range(0, len(faces), cols):
+        rows += [np.concatenate(list(clean[start:start + cols]), axis=1),
+                 np.concatenate(list(masked[start:start + cols]), axis=1)]
+    return np.concatenate(rows, axis=0), int(labels.sum())
+
+
+def write_png(path, image_rgb):
+    """Writes an RGB uint8 image as PNG through a temporary name."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    os.replace(tmp, path)
