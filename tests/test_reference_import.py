@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mtarcface_tf.configs import finetune_mtarcface
 from mtarcface_tf.model import build_lresnet, build_lresnet50, build_mtarcface
-from mtarcface_tf.model.reference_import import (ReferenceImportError, expected_layout, import_reference,
+from mtarcface_tf.train.reference_import import (ReferenceImportError, expected_layout, import_reference,
                                                  load_reference_weights, reference_layer_names)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,6 @@ The workdir holds config.json (configs/finetune_mtarcface.py unless --config is 
 checkpoints/ckpt-0 with the model, a fresh optimizer, step 0 and the RNG: what tools/train.py resumes from and
 what load_model reads. Every variable's shape is checked; mismatches are listed and refused unless --allow_partial.
 """
-import os
 import sys
 
 from absl import app, flags
@@ -25,35 +24,16 @@ config_flags.DEFINE_config_file("config", None, "Config of the network and of la
 flags.mark_flags_as_required(["checkpoint", "workdir"])
 
 
-def _write_workdir(model, config, workdir):
-    """Saves ``model`` as step 0 of a run of ``config``, with the objects the trainer checkpoints."""
-    import tensorflow as tf
-
-    from mtarcface_tf.train import checkpoints
-    from mtarcface_tf.train.schedules import make_optimizer
-
-    existing = tf.train.latest_checkpoint(os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-    if existing:
-        raise checkpoints.CheckpointError(f"{workdir} already holds a run ({existing}); import into a new --workdir")
-    checkpoints.check_and_save_config(config, workdir)
-    optimizer = make_optimizer(config)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = checkpoints.make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
-    latest, _ = checkpoints.make_managers(checkpoint, workdir, config.keep_checkpoints)
-    return latest.save(checkpoint_number=0)
-
-
 def main(argv):
     del argv
     from mtarcface_tf.configs import finetune_mtarcface
-    from mtarcface_tf.model.reference_import import ReferenceImportError, import_reference
-    from mtarcface_tf.train.checkpoints import CheckpointError
+    from mtarcface_tf.train.reference_import import ReferenceImportError, import_reference
+    from mtarcface_tf.train.checkpoints import CheckpointError, save_initial_checkpoint
 
     config = FLAGS.config if FLAGS.config is not None else finetune_mtarcface.get_config()
     try:
         model, report = import_reference(FLAGS.checkpoint, config, FLAGS.num_classes, FLAGS.allow_partial)
-        path = _write_workdir(model, config, FLAGS.workdir)
+        path = save_initial_checkpoint(model, config, FLAGS.workdir)
     except (ReferenceImportError, CheckpointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

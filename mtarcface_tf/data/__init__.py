@@ -20,6 +20,9 @@ _EXPORTS = {
     "make_eval_images_dataset": "pipeline",
     "CorruptRecordCounter": "pipeline",
     "masked_variants": "masked_pairs",
+    "render_faces": "synthetic",
+    "generate_dataset": "synthetic",
+    "SyntheticDataError": "synthetic",
     "mask_labels_for": "masked_pairs",
 }
 __all__ = sorted(_EXPORTS)

@@ -9,9 +9,6 @@ _EXPORTS = {
     "mtarcface_loss": "losses",
     "triplet_loss": "losses",
     "focal_cross_entropy": "losses",
-    "import_reference": "reference_import",
-    "load_reference_weights": "reference_import",
-    "ReferenceImportError": "reference_import",
     "inception_resnet_v1_features": "inception_resnet_v1",
 }
 __all__ = sorted(_EXPORTS)

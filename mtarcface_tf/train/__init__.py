@@ -8,6 +8,10 @@ _EXPORTS = {
     "load_model": "checkpoints",
     "CheckpointError": "checkpoints",
     "make_train_step": "step",
+    "save_initial_checkpoint": "checkpoints",
+    "import_reference": "reference_import",
+    "load_reference_weights": "reference_import",
+    "ReferenceImportError": "reference_import",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

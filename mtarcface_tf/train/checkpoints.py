@@ -95,6 +95,26 @@ def restore_latest(checkpoint, workdir):
     return path
 
 
+def save_initial_checkpoint(model, config, workdir):
+    """Saves ``model`` as step 0 of a new run of ``config`` in ``workdir`` (config.json + checkpoints/ckpt-0).
+
+    The checkpoint holds what the trainer checkpoints (model, a fresh optimizer, step, RNG), so ``tools/train.py``
+    resumes from it and ``load_model`` reads it. Returns the checkpoint path; raises CheckpointError when the
+    workdir already holds a run.
+    """
+    from mtarcface_tf.train.schedules import make_optimizer
+    existing = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+    if existing:
+        raise CheckpointError(f"{workdir} already holds a run ({existing}); write into a new --workdir")
+    check_and_save_config(config, workdir)
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
+    latest, _ = make_managers(checkpoint, workdir, config.keep_checkpoints)
+    return latest.save(checkpoint_number=0)
+
+
 def _first_line(err):
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 

@@ -24,6 +24,9 @@ SYNTHETIC_DIR = "synthfaces"
 IMAGE_GRID_SIZE = 32   # augmented training images shown in TensorBoard at the start
 
 
+LOSS_TYPES = ("arcface", "triplet")
+
+
 class TrainingError(Exception):
     """A run that cannot go on for a reason the user can fix (data, config, memory, diverging loss)."""
 
@@ -33,6 +36,8 @@ def _check_config(config):
         raise TrainingError(f"config.grad_accum_steps={config.grad_accum_steps}: must be >= 1")
     if config.num_steps < 1:
         raise TrainingError(f"config.num_steps={config.num_steps}: must be >= 1")
+    if config.loss.type not in LOSS_TYPES:
+        raise TrainingError(f"config.loss.type={config.loss.type!r}: choose one of {', '.join(LOSS_TYPES)}")
     if config.mixed_precision not in ("", "mixed_float16", "mixed_bfloat16"):
         raise TrainingError(f"config.mixed_precision={config.mixed_precision!r}: choose '', 'mixed_float16' "
                             f"(GPU) or 'mixed_bfloat16' (CPU/TPU)")

@@ -1,0 +1,352 @@
+"""SynthFaces: procedural cartoon faces aligned to the ArcFace 112x112 template, with identity in the upper face
+(head shape, skin, hair, eyebrows, eyes, ears) and the lower face (nose, mouth, lips, jaw/chin, beard, moles).
+
+An identity is a parameter dict drawn from ``np.random.default_rng([seed, IDENTITY_STREAM, identity])``; each image
+of it draws pose (rotation, scale, shift around the template), expression, gaze, lighting, background, blur and noise
+from ``np.random.default_rng([seed, IMAGE_STREAM, identity, image])``, so an image depends only on
+(seed, identity, image), never on how the work is split. Faces are drawn supersampled, warped by the pose, area-
+downsampled to 112 and then to ``image_size`` when smaller; landmarks follow the same mapping, so template-placed
+masks land on nose, mouth and chin.
+"""
+import glob
+import json
+import os
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from mtarcface_tf.data import synthetic_draw as draw
+
+GENERATOR_VERSION = 1           # bump when the drawing changes: cached data sets are then refused, not mixed
+IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
+SETTINGS_FILE, TRAIN_NAME, BIN_KEY = "synthfaces.json", "train", "synth"
+SUPERSAMPLE = 2                 # canvas pixels per template pixel
+MARGIN = 16                     # template pixels drawn around the 112x112 square (room for the pose warp)
+MAX_ROTATION_DEG, MAX_SCALE, MAX_SHIFT = 8.0, 0.05, 3.0
+
+_SKIN = np.array([[240, 208, 184], [212, 162, 128], [168, 112, 80], [110, 72, 52]], np.float64)
+_HAIR = np.array([[28, 22, 20], [62, 42, 30], [112, 78, 48], [140, 70, 40], [205, 170, 110], [155, 150, 145]],
+                 np.float64)
+_HAIR_P = np.array([0.3, 0.25, 0.17, 0.08, 0.12, 0.08])
+_IRIS = np.array([[95, 60, 35], [50, 32, 22], [80, 120, 170], [85, 125, 80], [120, 130, 135], [130, 100, 50]],
+                 np.float64)
+_LIP_RED = np.array([190, 70, 80], np.float64)
+_BEARDS = ("none", "stubble", "goatee", "full")
+_BEARD_P = (0.6, 0.15, 0.1, 0.15)
+
+
+def _colour(rng, palette, jitter, probabilities=None):
+    """Returns a palette colour (RGB floats) with uniform per-channel jitter of +-``jitter``."""
+    base = palette[rng.choice(len(palette), p=probabilities)]
+    return np.clip(base + rng.uniform(-jitter, jitter, 3), 0, 255)
+
+
+def identity_params(seed, identity):
+    """Returns the parameter dict of SynthFaces identity ``identity`` (int >= 0) under ``seed`` (int).
+
+    Values are floats in template units (112x112 pixels) or RGB colours (float arrays in 0..255), plus the
+    strings ``beard`` and the list ``moles`` of (x, y, radius). The same (seed, identity) always gives the same dict.
+    """
+    rng = np.random.default_rng([seed, IDENTITY_STREAM, identity])
+    u = rng.uniform
+    tone = u(0, 1)
+    skin = np.array([np.interp(tone, np.linspace(0, 1, len(_SKIN)), _SKIN[:, c]) for c in range(3)])
+    skin = np.clip(skin + u(-10, 10, 3), 0, 255)
+    hair = _colour(rng, _HAIR, 14, _HAIR_P)
+    long_hair = u() < 0.35
+    p = dict(
+        skin=skin, hair_colour=hair,
+        face_w_temple=u(32, 39), face_w_cheek=u(33, 41), face_w_jaw=u(21, 35), chin_y=u(101, 114),
+        chin_power=u(1.4, 3.5), crown_y=u(-6, 6), neck_w=u(13, 19), chin_cleft=bool(u() < 0.15),
+        ear_y=u(54, 62), ear_rx=u(3.5, 6.0), ear_ry=u(8, 12),
+        hair_volume=u(0, 8), hair_side_len=u(65, 125) if long_hair else u(40, 60), sideburn=u(1.5, 5),
+        hairline_y=u(12, 32), hairline_slope=u(-6, 6), hairline_curve=u(-5, 8),
+        fringe_wave=u(0, 3), fringe_freq=u(1.5, 6), fringe_phase=u(0, 2 * np.pi),
+        brow_thick=u(1.6, 4.2), brow_len=u(12, 19), brow_gap=u(7.5, 12), brow_angle=u(-12, 14),
+        brow_arch=u(0, 3.5), brow_inner=u(5, 10), brow_colour=hair * u(0.45, 0.9),
+        eye_w=u(5.5, 8), eye_h_up=u(2.5, 4.5), eye_h_lo=u(1.4, 3), eye_slant=u(-8, 8), eye_skew=u(-0.3, 0.3),
+        eye_spread=u(-1.5, 1.5), eye_dy=u(-1, 1), iris_r=u(2.3, 3.4), iris_colour=_colour(rng, _IRIS, 15),
+        lid_thick=u(0.6, 1.8), lid_dark=u(0.5, 0.95), eye_crease=u(0, 2.5) if u() < 0.6 else 0.0,
+        nose_top=u(53, 61), nose_w=u(4.5, 10.5), nose_tip_r=u(2.2, 4.2), nose_dx=u(-1, 1), nose_dy=u(-2, 2),
+        nostril_rx=u(1.0, 2.2), nostril_ry=u(0.6, 1.3), bridge_dark=u(0.05, 0.35),
+        mouth_hw=u(11, 18), mouth_dy=u(-2, 2), lip_up=u(1.5, 4.5), lip_lo=u(2, 6), cupid=u(0.1, 0.6),
+        mouth_open_max=u(3, 6), lip_colour=np.clip(skin + u(0.15, 0.75) * (_LIP_RED - skin) + u(-10, 10, 3), 0, 255),
+        fold_dark=u(0.05, 0.3) if u() < 0.5 else 0.0,
+        beard=_BEARDS[rng.choice(len(_BEARDS), p=_BEARD_P)], beard_top=u(66, 80), beard_alpha=u(0.5, 0.95),
+        beard_colour=hair * u(0.7, 1.1), moustache=u(0.5, 0.95) if u() < 0.3 else 0.0,
+    )
+    if p["beard"] == "stubble":
+        p["beard_alpha"] *= 0.4
+    p["moles"] = [(u(28, 84), u(62, 106), u(0.7, 1.7)) for _ in range(rng.poisson(1.2))]
+    return p
+
+
+def _image_state(rng):
+    """Per-image expression, gaze and hair: smile, mouth opening, eye openness, brow raise, gaze, hair changes."""
+    return dict(smile=rng.uniform(-0.3, 1.0), open=rng.uniform(0, 1) if rng.random() < 0.3 else 0.0,
+                eye_open=rng.uniform(0.55, 1.1), brow_raise=rng.uniform(-1, 1.5),
+                gaze=rng.uniform(-1, 1, 2) * [1.0, 0.5], hair_tint=rng.uniform(0.88, 1.12),
+                hairline_shift=rng.uniform(-1.5, 1.5), hair_volume_shift=rng.uniform(-1, 1))
+
+
+def _pose_matrix(rng):
+    """Returns the 2x3 similarity (template -> 112 output) of a random pose around the template centre."""
+    angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
+    scale = 1 + rng.uniform(-MAX_SCALE, MAX_SCALE)
+    shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+    a = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = np.array([draw.CENTRE_X, draw.CENTRE_X])
+    return np.hstack([a, (centre + shift - a @ centre)[:, None]])
+
+
+def _canvas_warp(pose, margin):
+    """Returns the 2x3 map from canvas pixels (one per template unit, ``margin`` border) to output pixels."""
+    return np.hstack([pose[:, :2], (pose[:, 2] - margin * pose[:, :2].sum(axis=1))[:, None]])
+
+
+def _draw_face(canvas, params, state, rng):
+    """Draws all parts of the face; returns the five landmarks [5, 2] in template coordinates."""
+    hair = dict(params, hair_colour=params["hair_colour"] * state["hair_tint"],
+                hairline_y=params["hairline_y"] + state["hairline_shift"],
+                hair_volume=max(0.0, params["hair_volume"] + state["hair_volume_shift"]))
+    draw.draw_back_hair(canvas, hair)
+    draw.draw_head(canvas, params)
+    eyes = draw.draw_eyes(canvas, params, state)
+    draw.draw_front_hair(canvas, hair)
+    draw.draw_brows(canvas, params, state)
+    tip = draw.draw_nose(canvas, params)
+    corners = draw.mouth_corners(params, state)
+    draw.draw_folds(canvas, params, tip, corners)
+    draw.draw_beard(canvas, params, tip, rng)
+    draw.draw_mouth(canvas, params, state)
+    draw.draw_moles(canvas, params)
+    return np.concatenate([eyes, tip[None], corners]).astype(np.float32)
+
+
+def _photometric(image, rng):
+    """Applies lighting (directional gradient, brightness, colour cast), blur and noise to float32 [S, S, 3]."""
+    size = image.shape[0]
+    theta = rng.uniform(0, 2 * np.pi)
+    strength = rng.uniform(0, 0.45)
+    grid = np.linspace(-1, 1, size, dtype=np.float32)
+    light = 1 + strength * (np.cos(theta) * grid[None, :] + np.sin(theta) * grid[:, None])
+    gain = rng.uniform(0.7, 1.2) * rng.uniform(0.93, 1.07, 3)
+    image *= cv2.merge([light * np.float32(g) for g in gain])   # per-channel fields: fast same-shape product
+    if rng.random() < 0.5:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * size / draw.TEMPLATE_SIZE)
+    noise = np.float32(rng.uniform(0, 6) * np.sqrt(3.0))        # uniform noise with std up to 6
+    image += noise * (2 * rng.random(image.shape, dtype=np.float32) - 1)
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
+
+
+def render_face(params, rng, image_size=112):
+    """Renders one image of the identity ``params`` with per-image variation drawn from ``rng``.
+
+    Args:
+      params: dict from ``identity_params``.
+      rng: ``np.random.Generator`` of this image (e.g. ``default_rng([seed, IMAGE_STREAM, identity, image])``).
+      image_size: output side in pixels, <= 112 (rendered at 112, then ``cv2.INTER_AREA``-downsampled).
+
+    Returns:
+      ``(image, landmarks)``: uint8 [S, S, 3] RGB and float32 [5, 2] (x, y) pixel coordinates of the eye centres,
+      nose tip and mouth corners (the ArcFace template order).
+    """
+    if not 8 <= image_size <= draw.TEMPLATE_SIZE:
+        raise ValueError(f"image_size must be in 8..{draw.TEMPLATE_SIZE}, got {image_size}")
+    k = SUPERSAMPLE
+    side = (draw.TEMPLATE_SIZE + 2 * MARGIN) * k
+    pose = _pose_matrix(rng)
+    state = _image_state(rng)
+    colours = rng.uniform(0, 255, (2, 3))
+    background = draw.draw_background(rng, (side, side), colours)
+    canvas = draw.Canvas(background, k, MARGIN)
+    landmarks = _draw_face(canvas, params, state, rng)
+    unit = cv2.resize(canvas.image, (side // k, side // k), interpolation=cv2.INTER_AREA)
+    image = cv2.warpAffine(unit, _canvas_warp(pose, MARGIN), (draw.TEMPLATE_SIZE,) * 2, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT)
+    if image_size < draw.TEMPLATE_SIZE:
+        image = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    image = _photometric(image.astype(np.float32), rng)
+    landmarks = landmarks @ pose[:, :2].T + pose[:, 2]
+    ratio = image_size / draw.TEMPLATE_SIZE
+    return image, ((landmarks + 0.5) * ratio - 0.5).astype(np.float32)
+
+
+def image_rng(seed, identity, image):
+    """Returns the ``np.random.Generator`` of image ``image`` of identity ``identity`` under ``seed``."""
+    return np.random.default_rng([seed, IMAGE_STREAM, identity, image])
+
+
+def render_identity(seed, identity, images, image_size=112):
+    """Returns uint8 [len(images), S, S, 3] RGB: the given image indices of one identity."""
+    params = identity_params(seed, identity)
+    out = np.empty((len(images), image_size, image_size, 3), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = render_face(params, image_rng(seed, identity, image), image_size)[0]
+    return out
+
+
+def render_faces(num_identities, images_per_identity, image_size=112, seed=0, first_identity=0):
+    """Renders identities ``first_identity ..`` + ``num_identities`` - 1, ``images_per_identity`` images each.
+
+    Returns ``(images, labels)``: uint8 [N, S, S, 3] RGB and int64 [N] in 0..num_identities-1 (relative to
+    ``first_identity``), identity-major order, N = num_identities * images_per_identity.
+    """
+    images = [render_identity(seed, first_identity + i, range(images_per_identity), image_size)
+              for i in range(num_identities)]
+    labels = np.repeat(np.arange(num_identities, dtype=np.int64), images_per_identity)
+    if not images:
+        return np.empty((0, image_size, image_size, 3), np.uint8), labels
+    return np.concatenate(images), labels
+
+
+class SyntheticDataError(Exception):
+    """A SynthFaces output directory or argument is unusable (the message names it and the fix)."""
+
+
+def _init_worker():
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _encode_jpeg(image_rgb, quality):
+    """Returns JPEG bytes of uint8 [S, S, 3] RGB at ``quality``."""
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image_rgb[..., ::-1]),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SyntheticDataError("cv2 could not encode a JPEG")
+    return encoded.tobytes()
+
+
+def _train_chunk(task):
+    """Worker: renders identities [start, stop) and returns a list of (JPEG bytes, identity label)."""
+    seed, start, stop, per_identity, image_size, (q_lo, q_hi) = task
+    out = []
+    for identity in range(start, stop):
+        params = identity_params(seed, identity)
+        for image in range(per_identity):
+            rng = image_rng(seed, identity, image)
+            face = render_face(params, rng, image_size)[0]
+            out.append((_encode_jpeg(face, rng.integers(q_lo, q_hi + 1)), identity))
+    return out
+
+
+def _pairs_chunk(task):
+    """Worker: renders the (identity, image) list of a task; returns uint8 [K, S, S, 3] RGB."""
+    seed, image_size, items = task
+    return np.stack([render_face(identity_params(seed, i), image_rng(seed, i, j), image_size)[0] for i, j in items])
+
+
+def eval_pair_plan(seed, first_identity, num_identities, num_pairs):
+    """Returns ``(items, issame)``: 2P (identity, image) pairs and bool [P], half same, half different identity.
+
+    Pair i is items 2i and 2i+1, using image indices 2i and 2i+1 so no image repeats. Identities are drawn from
+    ``first_identity .. first_identity + num_identities - 1``.
+    """
+    rng = np.random.default_rng([seed, PAIRS_STREAM])
+    issame = rng.permutation(np.arange(num_pairs) < num_pairs // 2)
+    items = []
+    for i, same in enumerate(issame):
+        a, b = rng.choice(num_identities, 2, replace=False)
+        items += [(first_identity + a, 2 * i), (first_identity + (a if same else b), 2 * i + 1)]
+    return items, issame
+
+
+def _run(function, tasks, workers, bar):
+    """Yields ``function(task)`` in task order, over ``workers`` spawn processes (in-process when <= 1)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            result = function(task)
+            bar.update(len(result))
+            yield result
+        return
+    import multiprocessing
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
+        for result in pool.imap(function, tasks):
+            bar.update(len(result))
+            yield result
+
+
+def _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
+              jpeg_quality):
+    """Validates the arguments; returns the dict that identifies a data set (stored in ``synthfaces.json``)."""
+    q_lo, q_hi = (int(q) for q in jpeg_quality)
+    checks = [(identities >= 1, "identities must be >= 1"),
+              (images_per_identity >= 1, "images_per_identity must be >= 1"),
+              (eval_pairs == 0 or eval_identities >= 2, "eval_pairs > 0 needs eval_identities >= 2"),
+              (eval_pairs >= 0 and eval_identities >= 0, "eval_pairs and eval_identities must be >= 0"),
+              (8 <= image_size <= draw.TEMPLATE_SIZE, f"image_size must be in 8..{draw.TEMPLATE_SIZE}"),
+              (num_shards >= 1, "num_shards must be >= 1"),
+              (1 <= q_lo <= q_hi <= 100, "jpeg_quality must be (low, high) with 1 <= low <= high <= 100")]
+    for ok, message in checks:
+        if not ok:
+            raise SyntheticDataError(message)
+    return dict(version=GENERATOR_VERSION, identities=int(identities), images_per_identity=int(images_per_identity),
+                eval_identities=int(eval_identities), eval_pairs=int(eval_pairs), image_size=int(image_size),
+                seed=int(seed), num_shards=int(num_shards), jpeg_quality=[q_lo, q_hi])
+
+
+def _result(output_dir, settings, cached):
+    train = os.path.join(output_dir, TRAIN_NAME)
+    bins = {BIN_KEY: os.path.join(output_dir, BIN_KEY + ".bin")} if settings["eval_pairs"] else {}
+    return dict(train=train, manifest=os.path.join(train, TRAIN_NAME + ".manifest.json"), bins=bins,
+                images=settings["identities"] * settings["images_per_identity"],
+                identities=settings["identities"], settings=settings, cached=cached)
+
+
+def _check_existing(output_dir, settings):
+    """Returns True when ``output_dir`` holds a complete data set made with ``settings``; raises on a different one."""
+    path = os.path.join(output_dir, SETTINGS_FILE)
+    if not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        existing = json.load(f)
+    if existing != settings:
+        changed = ", ".join(f"{k}: {existing.get(k)} -> {v}" for k, v in settings.items() if existing.get(k) != v)
+        raise SyntheticDataError(f"{output_dir}: holds SynthFaces made with other settings ({changed}); "
+                                 f"use another output directory or delete this one")
+    return True
+
+
+def generate_dataset(output_dir, identities, images_per_identity, eval_identities, eval_pairs, image_size=112,
+                     seed=0, num_shards=2, workers=2, jpeg_quality=(70, 95), progress=True, command=""):
+    """Writes (or reuses) a SynthFaces training set and verification pairs under ``output_dir``.
+
+    Layout: ``train/train-0000i-of-0000N.tfrecord`` + ``train/train.manifest.json`` (identities 0..identities-1,
+    JPEG at a per-image quality in ``jpeg_quality``), ``synth.bin`` (insightface format, ``eval_pairs`` pairs, half
+    same identity, from identities ``identities .. identities + eval_identities - 1``, disjoint from training),
+    and ``synthfaces.json`` (the settings), written last. A directory whose ``synthfaces.json`` matches is reused
+    without writing anything; one made with other settings raises SyntheticDataError (delete it or pick another).
+    Work is spread over ``workers`` spawn processes; the output does not depend on ``workers``.
+
+    Returns dict(train=<TFRecord dir>, manifest=<path>, bins={"synth": <.bin path>} (empty without pairs),
+    images, identities, settings, cached).
+    """
+    from mtarcface_tf.data import bin_pairs, records
+    settings = _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
+                         jpeg_quality)
+    if _check_existing(output_dir, settings):
+        return _result(output_dir, settings, cached=True)
+    result = _result(output_dir, settings, cached=False)
+    train_dir = result["train"]
+    os.makedirs(train_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(train_dir, "*.tfrecord")):
+        os.remove(stale)  # an interrupted run with another shard count must not leave extra shards
+    per_task = max(1, min(16, identities // (8 * max(workers, 1))))
+    tasks = [(seed, start, min(start + per_task, identities), images_per_identity, image_size,
+              tuple(settings["jpeg_quality"])) for start in range(0, identities, per_task)]
+    total = result["images"] + 2 * eval_pairs
+    with tqdm(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
+        with records.ShardedRecordWriter(train_dir, TRAIN_NAME, num_shards) as writer:
+            for chunk in _run(_train_chunk, tasks, workers, bar):
+                for encoded, label in chunk:
+                    writer.write(encoded, label)
+            writer.close(source="synthfaces", command=command, extra={"synthfaces": settings})
+        if eval_pairs:
+            items, issame = eval_pair_plan(seed, identities, eval_identities, eval_pairs)
+            step = max(2, min(64, len(items) // (8 * max(workers, 1))))
+            pair_tasks = [(seed, image_size, items[i:i + step]) for i in range(0, len(items), step)]
+            images = np.concatenate(list(_run(_pairs_chunk, pair_tasks, workers, bar)))
+            bin_pairs.save_bin(result["bins"][BIN_KEY], images, issame, ext=".jpg")
+    records.atomic_write_text(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
+    return result
