@@ -12,9 +12,11 @@ import time
 
 import numpy as np
 
-from mtarcface_tf.configs import demo_arcface, demo_mtarcface
+from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, triplet
 
 MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
+BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
+TRAIN_TIME_FILE = "train_time.json"
 QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=300)
 GALLERY_PEOPLE = 10          # synthetic people enrolled without masks, then identified from masked photos
 GALLERY_IMAGES = 3           # enrollment images per person (their mean embedding is stored)
@@ -22,9 +24,27 @@ VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces maske
 SAMPLE_PEOPLE = 16           # faces in the samples PNG (two rows, each with its masked copy)
 
 
-def demo_configs(quick=False):
-    """Returns {model name: config} of the two demo models; ``quick`` shrinks data and steps for a smoke run."""
+def slug(name):
+    """Returns the directory name of a model name, e.g. "ArcFace+focal" -> "arcface_focal"."""
+    return name.lower().replace("+", "_")
+
+
+def demo_configs(quick=False, all_baselines=False):
+    """Returns {model name: config} of the two demo models (with ``all_baselines`` also ArcFace+focal and triplet,
+    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run."""
     configs = {name: module.get_config() for name, module in MODELS.items()}
+    if all_baselines:
+        reference = configs["MTArcFace"]
+        for name, module in BASELINES.items():
+            config = module.get_config()
+            config.data.synthetic = reference.data.synthetic.copy_and_resolve_references()
+            config.num_classes = reference.num_classes
+            config.num_steps = reference.num_steps
+            if config.data.identities_per_batch:   # keep K images per identity at the demo's batch size
+                images_per_identity = config.batch_size // config.data.identities_per_batch
+                config.data.identities_per_batch = reference.batch_size // images_per_identity
+            config.batch_size = reference.batch_size
+            configs[name] = config
     if quick:
         for config in configs.values():
             config.num_steps = QUICK["steps"]
@@ -77,8 +97,16 @@ def _train_in_child(name, config_json, workdir, threads):
     logging.getLogger("mtarcface_tf").setLevel(logging.INFO)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _train_timed(ml_collections.ConfigDict(json.loads(config_json)), workdir, threads)
+
+
+def _train_timed(config, workdir, threads):
+    """Trains one model and records its wall time in ``workdir/train_time.json``."""
     from mtarcface_tf.train.trainer import train_and_evaluate
-    train_and_evaluate(ml_collections.ConfigDict(json.loads(config_json)), workdir)
+    start = time.time()
+    train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, TRAIN_TIME_FILE), "w", encoding="utf-8") as f:
+        json.dump({"seconds": time.time() - start, "threads": threads}, f)
 
 
 def train_models(configs, output_dir, parallel=True):
@@ -86,11 +114,10 @@ def train_models(configs, output_dir, parallel=True):
 
     Returns {name: workdir}. Raises RuntimeError naming the model whose training failed.
     """
-    workdirs = {name: os.path.join(output_dir, name.lower()) for name in configs}
+    workdirs = {name: os.path.join(output_dir, slug(name)) for name in configs}
     if not parallel:
-        from mtarcface_tf.train.trainer import train_and_evaluate
         for name, config in configs.items():
-            train_and_evaluate(config, workdirs[name])
+            _train_timed(config, workdirs[name], os.cpu_count())
         return workdirs
     threads = max(1, (os.cpu_count() or 2) // len(configs))
     context = multiprocessing.get_context("spawn")
@@ -119,7 +146,7 @@ def evaluate_models(workdirs, bins, output_dir):
         evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS)
         for _ in evaluator.run(make_embed_fn(workdir)):
             pass
-        reports[name] = report_lib.write_report(evaluator.results, os.path.join(output_dir, "reports", name.lower()),
+        reports[name] = report_lib.write_report(evaluator.results, os.path.join(output_dir, "reports", slug(name)),
                                                 model_name=name)
     return reports
 
@@ -150,14 +177,26 @@ def recognize_masked_people(export_dir, config, output_dir):
     return dict(people=GALLERY_PEOPLE, queries=len(results), identified=identified, mask_detected=mask_detected)
 
 
-def run_demo(output_dir, quick=False, parallel=True):
-    """Runs the whole demo into ``output_dir``; returns a summary dict and writes ``output_dir/summary.json``."""
+def training_times(workdirs):
+    """Returns a markdown line with each model's training wall time (models trained side by side share the CPU)."""
+    parts = []
+    for name, workdir in workdirs.items():
+        with open(os.path.join(workdir, TRAIN_TIME_FILE), encoding="utf-8") as f:
+            parts.append(f"{name} {json.load(f)['seconds']:.0f} s")
+    return "Training time (wall, models trained side by side): " + ", ".join(parts) + "."
+
+
+def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
+    """Runs the whole demo into ``output_dir``; returns a summary dict and writes ``output_dir/summary.json``.
+
+    ``all_baselines`` also trains ArcFace+focal and the triplet model on the same data and adds them to the table.
+    """
     from mtarcface_tf.eval import report as report_lib
     from mtarcface_tf.export import export_saved_model
     from mtarcface_tf.train.checkpoints import load_model
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
-    configs = demo_configs(quick)
+    configs = demo_configs(quick, all_baselines)
     mt_config = configs["MTArcFace"]
     print(f"[1/5] SynthFaces into {output_dir}/synthfaces", flush=True)
     data = generate_data(mt_config, output_dir)
@@ -165,11 +204,11 @@ def run_demo(output_dir, quick=False, parallel=True):
     for config in configs.values():
         config.data.train = data["train"]
         config.eval.bins = ()
-    print(f"[2/5] training ArcFace and MTArcFace ({mt_config.num_steps} steps each)", flush=True)
+    print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)
     reports = evaluate_models(workdirs, list(data["bins"].values()), output_dir)
-    table = report_lib.compare_table(reports)
+    table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
     model, _ = load_model(workdirs["MTArcFace"])
     threshold = reports["MTArcFace"]["recommended_threshold"]
@@ -199,7 +238,7 @@ def _write_summary(output_dir, summary):
              f"without masks: {100 * recognition['identified']:.1f}% correct; mask detected on "
              f"{100 * recognition['mask_detected']:.1f}%.", "",
              "![SynthFaces with and without masks](synthfaces_samples.png)", "",
-             "Per-model reports with plots: " + ", ".join(f"[{n}](reports/{n.lower()}/report.md)"
+             "Per-model reports with plots: " + ", ".join(f"[{n}](reports/{slug(n)}/report.md)"
                                                          for n in summary["reports"]),
              "", f"Total time: {summary['seconds']:.0f} s."]
     with open(os.path.join(output_dir, "report.md.tmp"), "w", encoding="utf-8") as f:

@@ -17,6 +17,7 @@ HISTOGRAM_BINS = np.linspace(0.0, 4.0, 81)
 TABLE_VARIANTS = ("clean", "masked", "mixed")
 REPORT_KEYS = ("model", "far_target", "sets", "recommended_threshold")
 MISSING = "–"
+UNION = "combined"   # the variant that pools clean, masked and mixed pairs
 
 
 def histogram_iou(same_distances, diff_distances, bins=HISTOGRAM_BINS):
@@ -153,11 +154,13 @@ def plot_confusion(set_name, usage, path):
 
 
 def _pooled_threshold(results, far):
-    dist = np.concatenate([r["plain"]["distances"] for s in results.values() for r in s["variants"].values()])
-    issame = np.concatenate([r["issame"] for s in results.values() for r in s["variants"].values()])
+    # "combined" is the union of the other variants: pooling it too would count its pairs twice.
+    pooled = [(f"{s}/{v}", r) for s, entry in results.items() for v, r in entry["variants"].items() if v != UNION]
+    dist = np.concatenate([r["plain"]["distances"] for _, r in pooled])
+    issame = np.concatenate([r["issame"] for _, r in pooled])
     recommended = recommend_threshold_from_distances(dist, issame, far)
     recommended["embedding"] = "plain (no flip test), L2-normalized"
-    recommended["source"] = sorted(f"{s}/{v}" for s, entry in results.items() for v in entry["variants"])
+    recommended["source"] = sorted(name for name, _ in pooled)
     return recommended
 
 

@@ -13,7 +13,9 @@ log = logging.getLogger("mtarcface_tf.train")
 
 
 _LINE_METRICS = (("loss", "loss"), ("arcface_loss", "arcface"), ("mask_loss", "mask_ce"), ("reg_loss", "reg"),
-                 ("identity_accuracy", "id_acc"), ("mask_accuracy", "mask_acc"))
+                 ("identity_accuracy", "id_acc"), ("mask_accuracy", "mask_acc"),
+                 ("triplet_active_fraction", "active"), ("triplet_positive_distance", "d_pos"),
+                 ("triplet_negative_distance", "d_neg"))
 
 
 def format_duration(seconds):

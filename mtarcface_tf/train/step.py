@@ -16,6 +16,8 @@ from mtarcface_tf.train.schedules import current_learning_rate, margin_at
 
 # Order of the summed statistics every replica all-reduces in one call.
 _STATS = ("arcface_loss", "mask_loss", "reg_loss", "identity_accuracy", "mask_accuracy")
+# Triplet training also reports these (per-example terms holding the replica's batch statistic).
+_TRIPLET_STATS = ("triplet_active_fraction", "triplet_positive_distance", "triplet_negative_distance")
 
 
 def _triplet_terms(embedding, labels, loss_config):
@@ -24,14 +26,19 @@ def _triplet_terms(embedding, labels, loss_config):
     The batch loss is repeated on each of the B examples, so ``compute_average_loss`` (sum / global batch)
     gives the mean of the replicas' triplet losses.
     """
-    loss, _ = triplet_loss(embedding, labels, margin=loss_config.triplet_margin, mining=loss_config.triplet_mining)
+    loss, stats = triplet_loss(embedding, labels, margin=loss_config.triplet_margin,
+                               mining=loss_config.triplet_mining)
     distances = pairwise_squared_distances(tf.stop_gradient(embedding))
     distances += 5.0 * tf.eye(tf.shape(distances)[0])   # exclude self (distances are at most 4)
     nearest = tf.argmin(distances, axis=1, output_type=tf.int32)
-    return {
-        "arcface": loss * tf.ones(tf.shape(labels), tf.float32),
+    ones = tf.ones(tf.shape(labels), tf.float32)
+    terms = {
+        "arcface": loss * ones,
         "identity_correct": tf.cast(tf.equal(tf.gather(labels, nearest), labels), tf.float32),
     }
+    for name, key in zip(_TRIPLET_STATS, ("active_fraction", "positive_distance", "negative_distance")):
+        terms[name] = tf.stop_gradient(tf.cast(stats[key], tf.float32)) * ones
+    return terms
 
 
 def per_example_objective(model, outputs, targets, margin, loss_config):
@@ -123,6 +130,7 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
     """
     accum = int(config.grad_accum_steps)
     has_mask = model.has_mask_head
+    stat_names = _STATS + (_TRIPLET_STATS if config.loss.type == "triplet" else ())
     scale_loss = getattr(optimizer, "scale_loss", None) if config.mixed_precision == "mixed_float16" else None
 
     def gradients(images, targets, margin):
@@ -147,7 +155,7 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
             arcface, mask, reg,
             tf.reduce_sum(terms["identity_correct"]) / global_batch_size,
             tf.reduce_sum(terms["mask_correct"]) / global_batch_size if has_mask else tf.constant(0.0),
-        ]) / accum
+        ] + [tf.reduce_sum(terms[name]) / global_batch_size for name in stat_names[len(_STATS):]]) / accum
         return grads, stats
 
     # XLA on GPU only: on CPU its convolutions run ~2x slower than TensorFlow's oneDNN kernels (bench/train_step.py).
@@ -167,7 +175,7 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
                 grads = g if grads is None else [a + b for a, b in zip(grads, g)]
                 stats = s if stats is None else stats + s
         stats = _all_reduce_sum(stats, num_replicas)
-        metrics = dict(zip(_STATS, tf.unstack(stats)))
+        metrics = dict(zip(stat_names, tf.unstack(stats)))
         mask_term = tf.math.log1p(metrics["mask_loss"]) if has_mask else 0.0
         metrics["loss"] = metrics["arcface_loss"] + mask_term + metrics["reg_loss"]
         finite = tf.math.is_finite(metrics["loss"])
