@@ -19,6 +19,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from mtarcface_tf.data import bin_pairs, records
+from mtarcface_tf.data.image_codec import encode_jpeg
 from mtarcface_tf.data.recordio import RecordIOError, RecordIOReader
 
 DEFAULT_IMAGE_SIZE = 112
@@ -162,19 +163,6 @@ def list_image_folder(input_dir):
     return items, names
 
 
-def largest_face(faces):
-    """Returns the face with the largest box area (boxes are x1, y1, x2, y2)."""
-    return max(faces, key=lambda f: max(f.box[2] - f.box[0], 0) * max(f.box[3] - f.box[1], 0))
-
-
-def _encode_jpeg(image_rgb, quality):
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image_rgb[..., ::-1]),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError("cv2 could not encode the aligned face as JPEG")
-    return encoded.tobytes()
-
-
 class FolderJob:
     """Writes images of an identity-folder tree: as they are (already aligned) or detected and aligned.
 
@@ -208,8 +196,8 @@ class FolderJob:
             return None
         if len(faces) > 1:
             stats.note("several_faces_took_largest", path)
-        face = align_face(image_rgb, np.asarray(largest_face(faces).landmarks, np.float32), self.image_size)
-        return _encode_jpeg(face, self.jpeg_quality)
+        face = align_face(image_rgb, np.asarray(max(faces, key=lambda f: f.area).landmarks, np.float32), self.image_size)
+        return encode_jpeg(face, self.jpeg_quality)
 
     def _record_bytes(self, path, stats):
         """Returns the encoded image to store for ``path``, or None when it is skipped (and counted)."""

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtarcface_tf.data import synthetic_draw as draw
+from mtarcface_tf.data.image_codec import encode_jpeg
 
 GENERATOR_VERSION = 1           # bump when the drawing changes: cached data sets are then refused, not mixed
 IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
@@ -209,15 +210,6 @@ def _init_worker():
     cv2.setNumThreads(1)  # one process per core already
 
 
-def _encode_jpeg(image_rgb, quality):
-    """Returns JPEG bytes of uint8 [S, S, 3] RGB at ``quality``."""
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image_rgb[..., ::-1]),
-                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise SyntheticDataError("cv2 could not encode a JPEG")
-    return encoded.tobytes()
-
-
 def _train_chunk(task):
     """Worker: renders identities [start, stop) and returns a list of (JPEG bytes, identity label)."""
     seed, start, stop, per_identity, image_size, (q_lo, q_hi) = task
@@ -227,7 +219,7 @@ def _train_chunk(task):
         for image in range(per_identity):
             rng = image_rng(seed, identity, image)
             face = render_face(params, rng, image_size)[0]
-            out.append((_encode_jpeg(face, rng.integers(q_lo, q_hi + 1)), identity))
+            out.append((encode_jpeg(face, rng.integers(q_lo, q_hi + 1)), identity))
     return out
 
 
