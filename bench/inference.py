@@ -60,7 +60,8 @@ def main(argv):
     del argv
     import numpy as np
     import tensorflow as tf
-    from mtarcface_tf.export.saved_model import PIXEL_MEAN, PIXEL_SCALE, SERVING_SIGNATURE, export_saved_model
+    from mtarcface_tf.data.pipeline import normalize
+    from mtarcface_tf.export.saved_model import SERVING_SIGNATURE, export_saved_model
 
     model, config = _model()
     size = config.model.input_size
@@ -68,7 +69,7 @@ def main(argv):
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
     def keras_graph(images):
-        outputs = backbone((tf.cast(images, tf.float32) - PIXEL_MEAN) * PIXEL_SCALE, training=False)
+        outputs = backbone(normalize(images), training=False)
         return tf.math.l2_normalize(outputs["embedding"], axis=-1), tf.nn.softmax(outputs["mask_logits"])
 
     with tempfile.TemporaryDirectory() as folder:

@@ -84,9 +84,10 @@ def test_evaluator_metrics_results_and_report(tmp_path, masked_pairs):
     assert set(result["variants"]) == {"clean", "masked", "mixed"} and result["pairs"] == 40
     assert result["variants"]["mixed"]["mask_labels"].tolist()[:4] == [1, 0, 1, 0]
 
-    cached = scorer._cache[bin_path]
+    (key,) = [k for k in scorer._cache if k[0] == bin_path]     # cached per (file, model input size)
+    cached = scorer._cache[key]
     again = dict(scorer.run(_tiny_model()))
-    assert scorer._cache[bin_path] is cached                     # variants built once
+    assert scorer._cache[key] is cached                          # variants built once
     assert again.keys() == metrics.keys()
 
     written = report.write_report(scorer.results, str(tmp_path / "out"), far=1e-2, model_name="tiny")

@@ -87,29 +87,20 @@ def read_bin_raw(path):
     return bins, issame
 
 
-def _stored_size(bins):
-    """Returns the side of the first image when it is square, else None."""
-    first = cv2.imdecode(np.frombuffer(bins[0], np.uint8), cv2.IMREAD_COLOR) if bins else None
-    if first is None or first.shape[0] != first.shape[1]:
-        return None
-    return first.shape[0]
-
-
 def load_bin(path, image_size=None):
     """Loads an insightface verification ``.bin``.
 
     Args:
       path: the ``.bin`` file.
-      image_size: side of the returned square images; None keeps the size of the first image when it is
-        square (112 for insightface's sets), else 112. Images of another size are resized (bilinear, as
-        insightface does) with one warning naming the file.
+      image_size: side of the returned square images; None means 112. Images of another size are resized
+        (bilinear, as insightface does) with one warning naming the file.
 
     Returns:
       ``(images, issame)``: uint8 [2N, S, S, 3] RGB and bool [N].
     Raises FileNotFoundError, UnsafeFileError, or BinFormatError (a ValueError) naming ``path``.
     """
+    size = image_size or DEFAULT_IMAGE_SIZE
     bins, issame = read_bin_raw(path)
-    size = image_size or _stored_size(bins) or DEFAULT_IMAGE_SIZE
     images = np.empty((len(bins), size, size, 3), np.uint8)
     resized = 0
     for i, encoded in enumerate(bins):

@@ -65,25 +65,27 @@ class VerificationEvaluator:
         self.results = {}
         self._cache = {}
 
-    def _load(self, path):
-        """Returns {variant: (images uint8 [2N, 112, 112, 3], issame bool [N])}, loading ``path`` on first use."""
-        if path not in self._cache:
+    def _load(self, path, image_size):
+        """Returns {variant: (images uint8 [2N, S, S, 3], issame bool [N])} at the model's input size S, loading
+        ``path`` on first use (load_bin resizes other sizes with a warning, as insightface does)."""
+        key = (path, image_size)
+        if key not in self._cache:
             from mtarcface_tf.data import load_bin
-            images, issame = load_bin(path)
+            images, issame = load_bin(path, image_size=image_size)
             issame = np.asarray(issame, bool)
             if len(images) != 2 * len(issame):
                 raise ValueError(f"{path}: {len(images)} images for {len(issame)} pairs; a verification .bin "
                                  f"holds 2 images per pair")
             if not self.masked:
-                self._cache[path] = {"clean": (images, issame)}
+                self._cache[key] = {"clean": (images, issame)}
             else:
                 from mtarcface_tf.data.masked_pairs import masked_variants
                 available = masked_variants(images, issame, self.seed)
                 missing = [v for v in self.variants if v not in available]
                 if missing:
                     raise ValueError(f"masked_variants gives no {missing}; choose variants among {sorted(available)}")
-                self._cache[path] = {v: available[v] for v in self.variants}
-        return self._cache[path]
+                self._cache[key] = {v: available[v] for v in self.variants}
+        return self._cache[key]
 
     def _score_variant(self, embed_fn, path, variant, images, issame):
         extracted = embeddings_lib.extract(embed_fn, images, self.batch_size, self.flip,
@@ -135,7 +137,7 @@ class VerificationEvaluator:
         for path in self.bins:
             name = set_name(path)
             variants = {}
-            for variant, (images, issame) in self._load(path).items():
+            for variant, (images, issame) in self._load(path, embed_fn.input_size).items():
                 variants[variant] = self._score_variant(embed_fn, path, variant, images, issame)
                 yield from self._metrics(name, variant, variants[variant])
             usage = self._mask_usage(variants) if self.masked else None

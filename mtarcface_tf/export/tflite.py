@@ -8,7 +8,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from mtarcface_tf.export.saved_model import PIXEL_MEAN, PIXEL_SCALE, SERVING_SIGNATURE
+from mtarcface_tf.data.pipeline import normalize
+from mtarcface_tf.export.saved_model import SERVING_SIGNATURE
 
 QUANTIZATIONS = ("float", "dynamic_int8")
 
@@ -61,7 +62,7 @@ def keras_reference(model, images):
       images: uint8 [B, S, S, 3] RGB.
     """
     backbone = getattr(model, "backbone", model)
-    outputs = backbone((np.asarray(images, np.float32) - PIXEL_MEAN) * PIXEL_SCALE, training=False)
+    outputs = backbone(normalize(np.asarray(images)), training=False)
     embedding = np.asarray(outputs["embedding"], np.float32)
     result = {"embedding": embedding / np.linalg.norm(embedding, axis=-1, keepdims=True)}
     if "mask_logits" in outputs:
