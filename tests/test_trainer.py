@@ -144,3 +144,28 @@ def test_paper_config_runs_its_real_code_path(data_dir, tmp_path):
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["step"] == 2 and np.isfinite(results["loss"])
     assert json.load(open(tmp_path / "paper" / "config.json"))["num_classes"] == 85742
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(data_dir, tmp_path):
+    config_file = tmp_path / "cfg.py"
+    config_file.write_text(
+        "from _train_helpers import tiny_config\n"
+        "def get_config():\n"
+        f"    c = tiny_config({str(data_dir)!r}, steps=100000)\n"
+        "    c.checkpoint_every = 100000\n"
+        "    return c\n")
+    workdir = str(tmp_path / "run")
+    command, env = _tool(config_file, workdir)
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not glob.glob(os.path.join(workdir, "tb", "*")) and time.time() < deadline:
+        assert run.poll() is None, "the run ended before it started training"
+        time.sleep(0.05)
+    time.sleep(2.0)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr[-2000:]
+    assert "SIGTERM received: saving at step" in stderr
+    saved = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    assert saved is not None
+    assert int(saved.rsplit("-", 1)[1]) == json.loads(stdout.strip().splitlines()[-1])["step"] > 0
