@@ -186,10 +186,13 @@ class MaskAugmenter:
         batch = tf.shape(images)[0]
         draws = tf.random.stateless_uniform([batch, _NUM_RANDOM], self._seed(seed))
         labels = tf.cast(draws[:, _R_LABEL] < self.probability, tf.int32)
-        index = tf.where(labels > 0)
-        chosen = tf.gather_nd(images, index)
-        painted = paint_masks(chosen, tf.gather_nd(draws, index))
-        return tf.tensor_scatter_nd_update(images, index, painted), labels
+        chosen = tf.cast(tf.where(labels > 0)[:, 0], tf.int32)
+        kept = tf.cast(tf.where(labels == 0)[:, 0], tf.int32)
+        painted = paint_masks(tf.gather(images, chosen), tf.gather(draws, chosen))
+        # Stitching the kept and painted images (disjoint indices) is much cheaper than tensor_scatter_nd_update.
+        merged = tf.dynamic_stitch([kept, chosen], [tf.gather(images, kept), painted])
+        merged.set_shape(images.shape)
+        return merged, labels
 
     def _seed(self, call_seed):
         """Returns the int32 [2] stateless seed for one call."""
@@ -222,16 +225,28 @@ def paint_masks(images, draws):
     x = tf.range(left, right, dtype=tf.float32)
     y = tf.range(top, size, dtype=tf.float32)
     soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
-    coverage = tf.clip_by_value(0.5 - _signed_distances(geometry, x, y) / soft, 0.0, 1.0)
+    # The smooth fields (mask and disc coverage before clipping, shading) share one coarse grid and one upsampling.
+    fields = _coarse_fields(geometry, lower, x, y, size)
+    height, width = y.shape[0], x.shape[0]
+    mask_coverage, disc_coverage, shade = (fields[:, SDF_STEP:SDF_STEP + height, SDF_STEP:SDF_STEP + width, c]
+                                           for c in range(3))
     # The top edge fades in below the eye line, so rows above it stay untouched even with jitter.
     eye_line = template_anchors(size)["eye_line"]
     top_fade = tf.clip_by_value((y - eye_line) / soft, 0.0, 1.0)[None, :, None]
-    alpha = coverage[..., 0] * top_fade
-    weight = alpha * _details(geometry, coverage[..., 1], x, y, size) * _shading(lower, size)
+    alpha = tf.clip_by_value(mask_coverage, 0.0, 1.0) * top_fade
+    low, high = SHADE_RANGE
+    shade = low + (high - low) * shade
+    weight = alpha * _details(geometry, tf.clip_by_value(disc_coverage, 0.0, 1.0), x, y, size) * shade
     base, contrast = _mask_colours(draws)
-    # lower + alpha * (colour * shade - lower), with colour = base + texture * contrast, in few full-size ops
-    painted = (lower * (1.0 - alpha)[..., None] + weight[..., None] * base
-               + (weight * _texture(draws, x, y, size))[..., None] * contrast)
+    # lower + alpha * (colour * shade - lower), with colour = base + texture * contrast. Broadcasting a field
+    # over the channels is slow in TF; outer products with batched matmuls (K = 1) are several times faster.
+
+    def outer(field, rows):
+        return tf.matmul(tf.reshape(field, [-1, height * width, 1]), rows)
+
+    colour = outer(weight, base[:, 0]) + outer(weight * _texture(draws, x, y, size), contrast[:, 0])
+    painted = tf.reshape(lower, [-1, height * width, 3]) * outer(1.0 - alpha, tf.ones([1, 3])) + colour
+    painted = tf.reshape(painted, [-1, height, width, 3])
     if images.dtype == tf.uint8:
         # Truncation, not rounding: a pixel with alpha = 0 is exactly its integer value, and the up to one level
         # darker painted pixels do not matter for augmentation; it saves a full-size op.
@@ -282,24 +297,56 @@ def _mask_geometry(draws, size):
     return frame
 
 
+def _coarse_fields(geometry, lower, x, y, size):
+    """Returns the smooth per-pixel fields of the window ``lower`` [M,H,W,3] (pixels x [W] × y [H]).
+
+    Returns [M, H', W', 3]; crop to [:, SDF_STEP:SDF_STEP + H, SDF_STEP:SDF_STEP + W]. Channels: 0.5 - distance
+    / softness to the mask (outline united with its discs) and to the discs (clip them to [0, 1] for an anti-aliased
+    coverage), and the shading mapped linearly from SHADE_RANGE to [0, 1]. All three are upsampled from the
+    coarse grid (see ``_coarse_grid``) in one resize; the distance transform is linear, so applying it before
+    upsampling changes nothing.
+    """
+    soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
+    coarse_x, coarse_y, rows, columns = _coarse_grid(x, y)
+    mask, discs = _coarse_distances(geometry, coarse_x, coarse_y)
+    shade = _shading(lower, size, rows, columns)
+    fields = tf.stack([0.5 - mask / soft, 0.5 - discs / soft, shade], axis=-1)
+    return tf.image.resize(fields, [len(rows) * SDF_STEP, len(columns) * SDF_STEP], method="bilinear")
+
+
+def _coarse_grid(x, y):
+    """Returns the coarse sample points ``(coarse_x, coarse_y)`` for the pixels x [W] × y [H], and their offsets
+    from (x[0], y[0]) as numpy arrays ``(rows, columns)``.
+
+    The fields are piecewise smooth, so they are evaluated on a grid SDF_STEP times coarser and upsampled
+    bilinearly: straight edges stay exact, only corners round off slightly. The points lie where bilinear
+    resizing (half-pixel centres) to SDF_STEP times the samples expects them, with one extra sample on each side
+    so that no pixel lies beyond the outermost samples (where resizing would clamp): crop the upsampled fields
+    to [SDF_STEP:SDF_STEP + H, SDF_STEP:SDF_STEP + W].
+    """
+    step = SDF_STEP
+    coarse_width, coarse_height = -(-x.shape[0] // step) + 2, -(-y.shape[0] // step) + 2
+    offsets = (step - 1) / 2 - step + step * np.arange(max(coarse_width, coarse_height), dtype=np.float32)
+    rows, columns = offsets[:coarse_height], offsets[:coarse_width]
+    return x[0] + tf.constant(columns), y[0] + tf.constant(rows), rows, columns
+
+
+def _coarse_distances(geometry, coarse_x, coarse_y):
+    """Returns the distances [M,h,w] (negative inside) to the mask (outline united with discs) and to the discs."""
+    outline = _polygon_distance(geometry["vertices"], coarse_x, coarse_y)
+    discs = tf.reduce_min(_disc_distances(geometry["discs"], coarse_x, coarse_y), axis=-1)
+    return tf.minimum(outline, discs), discs
+
+
 def _signed_distances(geometry, x, y):
     """Returns approximate pixel distances [M,H,W,2] to the mask (outline united with its discs) and to the discs.
 
-    Negative inside. The fields are piecewise smooth, so they are evaluated on a grid SDF_STEP times coarser and
-    upsampled bilinearly: straight edges stay exact, only corners round off slightly.
+    Negative inside; upsampled from the coarse grid exactly as the fields ``paint_masks`` uses.
     """
-    height, width = y.shape[0], x.shape[0]
-    step = SDF_STEP
-    # Sample points where bilinear resizing (half-pixel centres) expects them, with one extra sample on each
-    # side so that no output pixel lies beyond the outermost samples (where resizing would clamp).
-    coarse_width, coarse_height = -(-width // step) + 2, -(-height // step) + 2
-    coarse_x = x[0] - step + (step - 1) / 2 + step * tf.range(coarse_width, dtype=tf.float32)
-    coarse_y = y[0] - step + (step - 1) / 2 + step * tf.range(coarse_height, dtype=tf.float32)
-    outline = _polygon_distance(geometry["vertices"], coarse_x, coarse_y)
-    discs = tf.reduce_min(_disc_distances(geometry["discs"], coarse_x, coarse_y), axis=-1)
-    fields = tf.stack([tf.minimum(outline, discs), discs], axis=-1)
-    upsampled = tf.image.resize(fields, [coarse_height * step, coarse_width * step], method="bilinear")
-    return upsampled[:, step:step + height, step:step + width]
+    coarse_x, coarse_y, rows, columns = _coarse_grid(x, y)
+    fields = tf.stack(_coarse_distances(geometry, coarse_x, coarse_y), axis=-1)
+    upsampled = tf.image.resize(fields, [len(rows) * SDF_STEP, len(columns) * SDF_STEP], method="bilinear")
+    return upsampled[:, SDF_STEP:SDF_STEP + y.shape[0], SDF_STEP:SDF_STEP + x.shape[0]]
 
 
 def _polygon_distance(vertices, x, y):
@@ -370,31 +417,59 @@ def _texture(draws, x, y, size):
     frequency = 2.0 * np.pi / period
     phase = draws[:, _R_PHASE] * 2.0 * np.pi
 
-    def wave(direction, phase_index):
-        # sin(a + b) = sin a cos b + cos a sin b: transcendental functions on rows and columns only.
+    # z = a1*s1 + a2*s2 + a12*s1*s2 + a3*s3 + a4*s4 + bias with s = sin(ax + ay) = sin(ax)cos(ay) + cos(ax)sin(ay)
+    # is a sum of 13 separable (row x column) terms, so the whole field is one batched matmul.
+    w = tf.gather(tf.constant(TEXTURE_WEIGHTS), kind) * (0.25 * TEXTURE_SHARPNESS)             # [M, 6]
+    rows, columns = [], []
+    sin_cos = []
+    for direction, phase_index in ((0.0, 0), (np.pi / 2, 1), (np.pi / 3, 2), (2 * np.pi / 3, 1)):
         along_x = (frequency * tf.cos(angle + direction))[:, None] * x[None, :] + phase[:, phase_index][:, None]
         along_y = (frequency * tf.sin(angle + direction))[:, None] * y[None, :]
-        return (tf.sin(along_x)[:, None, :] * tf.cos(along_y)[:, :, None]
-                + tf.cos(along_x)[:, None, :] * tf.sin(along_y)[:, :, None])
-
-    s1, s2 = wave(0.0, 0), wave(np.pi / 2, 1)
-    s3, s4 = wave(np.pi / 3, 2), wave(2 * np.pi / 3, 1)
-    w = tf.gather(tf.constant(TEXTURE_WEIGHTS), kind)[:, None, None, :]
-    z = w[..., 0] * s1 + w[..., 1] * s2 + w[..., 2] * s1 * s2 + w[..., 3] * s3 + w[..., 4] * s4 + w[..., 5]
+        sin_cos.append((tf.sin(along_x), tf.cos(along_x), tf.sin(along_y), tf.cos(along_y)))
+    for k, weight_index in enumerate((0, 1, 3, 4)):
+        sx, cx, sy, cy = sin_cos[k]
+        wk = w[:, weight_index][:, None]
+        rows += [wk * cy, wk * sy]
+        columns += [sx, cx]
+    (s1x, c1x, s1y, c1y), (s2x, c2x, s2y, c2y) = sin_cos[0], sin_cos[1]
+    w12 = w[:, 2][:, None]
+    rows += [w12 * c1y * c2y, w12 * c1y * s2y, w12 * s1y * c2y, w12 * s1y * s2y]
+    columns += [s1x * s2x, s1x * c2x, c1x * s2x, c1x * c2x]
+    rows.append(tf.broadcast_to(0.5 + w[:, 5][:, None], tf.shape(rows[0])))
+    columns.append(tf.ones_like(columns[0]))
+    z = tf.matmul(tf.stack(rows, axis=2), tf.stack(columns, axis=1))                        # [M, H, W]
     # A clipped ramp instead of a sigmoid: the same soft edges without an exp per pixel.
-    return tf.clip_by_value(0.5 + 0.25 * TEXTURE_SHARPNESS * z, 0.0, 1.0)
+    return tf.clip_by_value(z, 0.0, 1.0)
 
 
-def _shading(lower, size):
-    """Shade [M,H,W] following the face's blurred luminance (``lower`` [M,H,W,3]) relative to its mean there.
+def _interpolation_matrix(positions, blocks, length):
+    """Returns the [len(positions), blocks] bilinear weights resizing ``blocks`` samples to ``length`` pixels
+    (half-pixel centres, as tf.image.resize) evaluated at the pixel ``positions``."""
+    source = np.clip((np.asarray(positions, np.float64) + 0.5) * blocks / length - 0.5, 0.0, blocks - 1)
+    lower = np.minimum(np.floor(source).astype(int), blocks - 1)
+    upper = np.minimum(lower + 1, blocks - 1)
+    fraction = source - lower
+    matrix = np.zeros([len(source), blocks], np.float32)
+    matrix[np.arange(len(source)), lower] += 1.0 - fraction
+    matrix[np.arange(len(source)), upper] += fraction
+    return matrix
 
-    The blur is coarse enough that the mouth and nose do not show through the mask, only the lighting.
+
+def _shading(lower, size, rows, columns):
+    """Shade following the face's blurred luminance (``lower`` [M,H,W,3]) relative to its mean there.
+
+    Returns [M, len(rows), len(columns)], sampled at those pixel offsets in the window and mapped linearly from
+    SHADE_RANGE to [0, 1]. The blur is coarse enough that the mouth and nose do not show through the mask, only
+    the lighting.
     """
     block = max(2, int(round(SHADE_BLUR_PX * size / TEMPLATE_SIZE)))
     blurred = tf.nn.avg_pool2d(lower, block, block, "SAME")
-    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-    mean = tf.reduce_mean(luminance, axis=[1, 2, 3])
-    ratio = luminance / (mean[:, None, None, None] + 1.0)
+    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1)
+    mean = tf.reduce_mean(luminance, axis=[1, 2])
+    ratio = luminance / (mean[:, None, None] + 1.0)
     low, high = SHADE_RANGE
-    shade = tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high)
-    return tf.image.resize(shade, tf.shape(lower)[1:3], method="bilinear")[..., 0]
+    shade = (tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high) - low) / (high - low)
+    height, width = lower.shape[1], lower.shape[2]
+    along_y = tf.constant(_interpolation_matrix(rows, -(-height // block), height))
+    along_x = tf.constant(_interpolation_matrix(columns, -(-width // block), width))
+    return tf.matmul(tf.matmul(along_y[None], shade), along_x[None], transpose_b=True)
