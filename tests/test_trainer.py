@@ -152,16 +152,16 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(data_dir, tmp_path):
         "from _train_helpers import tiny_config\n"
         "def get_config():\n"
         f"    c = tiny_config({str(data_dir)!r}, steps=100000)\n"
-        "    c.checkpoint_every = 100000\n"
+        "    c.checkpoint_every = 3\n"
         "    return c\n")
     workdir = str(tmp_path / "run")
     command, env = _tool(config_file, workdir)
     run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not glob.glob(os.path.join(workdir, "tb", "*")) and time.time() < deadline:
-        assert run.poll() is None, "the run ended before it started training"
+    # The first checkpoint is written inside the training loop, where the handlers are installed.
+    while not glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.index")) and time.time() < deadline:
+        assert run.poll() is None, "the run ended before its first checkpoint"
         time.sleep(0.05)
-    time.sleep(2.0)
     run.send_signal(signal.SIGTERM)
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr[-2000:]
