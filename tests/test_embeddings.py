@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mtarcface_tf.eval import embeddings as emb
+from mtarcface_tf.export import export_saved_model
 
 SIZE = 16
 
@@ -64,16 +65,7 @@ def test_extract_resizes_to_model_input(caplog):
 def test_saved_model_source(tmp_path):
     model = _tiny_model()
 
-    class Serving(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.uint8)])
-        def serve(self, images):
-            out = model((tf.cast(images, tf.float32) - 127.5) * 0.0078125, training=False)
-            return {"embedding": tf.math.l2_normalize(out["embedding"], axis=1),
-                    "mask_prob": tf.nn.softmax(out["mask_logits"])}
-
-    module = Serving()
-    module.model = model
-    tf.saved_model.save(module, str(tmp_path / "sm"), signatures={"serving_default": module.serve})
+    export_saved_model(model, str(tmp_path / "sm"))
     embed_fn = emb.make_embed_fn(str(tmp_path / "sm"))
     images = _images(6)
     got = emb.extract(embed_fn, images, batch_size=4, flip=False)

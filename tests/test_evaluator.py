@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from mtarcface_tf.eval import evaluator as evaluator_lib
 from mtarcface_tf.eval import report
+from mtarcface_tf.export import export_saved_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_SIZE = 32
@@ -112,19 +113,6 @@ def test_clean_only_and_odd_bin(tmp_path):
         dict(evaluator_lib.VerificationEvaluator([str(tmp_path / "odd.bin")], masked=False).run(_tiny_model()))
 
 
-def _save_serving(model, path):
-    class Serving(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None, MODEL_SIZE, MODEL_SIZE, 3], tf.uint8)])
-        def serve(self, images):
-            out = model((tf.cast(images, tf.float32) - 127.5) * 0.0078125, training=False)
-            return {"embedding": tf.math.l2_normalize(out["embedding"], axis=1),
-                    "mask_prob": tf.nn.softmax(out["mask_logits"])}
-
-    module = Serving()
-    module.model = model
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-
-
 def _tool(*args):
     """Starts tools/evaluate.py in a subprocess; returns the Popen."""
     env = dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
@@ -134,7 +122,7 @@ def _tool(*args):
 
 def test_tool_on_saved_model_and_user_errors(tmp_path):
     bin_path = _write_bin(str(tmp_path / "lfw.bin"), pairs=20)
-    _save_serving(_tiny_model(), str(tmp_path / "sm"))
+    export_saved_model(_tiny_model(), str(tmp_path / "sm"))
     # Both runs at once: most of their time is importing TensorFlow.
     good = _tool(f"--saved_model={tmp_path / 'sm'}", f"--bins={bin_path}", f"--output_dir={tmp_path / 'out'}",
                  "--no_masked", "--batch_size=16")
