@@ -1,0 +1,72 @@
+"""Result files: every figure published in README comes from a run whose JSON is kept under ``docs/results/``.
+
+One home for the record's shape: ``{"name", "command", "date", "machine", "git_revision", "figures"}``. Benchmarks
+and the demo call :func:`save_result` with their figures; README names the file beside each figure.
+"""
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+DEFAULT_DIR = os.path.join("docs", "results")
+
+
+def machine_description():
+    """Returns a one-line description of this machine: CPU model, logical cores, memory, OS (str)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            kib = int(f.readline().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores{memory}, {platform.system()} {platform.release()}"
+
+
+def git_revision(cwd=None):
+    """Returns ``git describe --always --dirty`` of the checkout holding ``cwd`` (str), or "unknown"."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=cwd, capture_output=True, text=True,
+                             timeout=10, check=True)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def save_result(name, figures, out_dir=DEFAULT_DIR, command=None):
+    """Writes ``out_dir/NAME.json`` (temporary name, then rename) and returns its path.
+
+    Args:
+      name: file stem, e.g. ``"pipeline"`` or ``"demo"``.
+      figures: JSON-serialisable dict of the measured figures.
+      out_dir: folder of result files (created when missing).
+      command: the command line that produced the figures; default: this process's ``sys.argv``.
+    """
+    record = {
+        "name": name,
+        "command": command or " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_description(),
+        "git_revision": git_revision(),
+        "figures": figures,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
