@@ -1,6 +1,7 @@
 """Result files: every figure published in README comes from a run whose JSON is kept under ``docs/results/``.
 
-One home for the record's shape: ``{"name", "command", "date", "machine", "git_revision", "figures"}``. Benchmarks
+One home for the record's shape: ``{"name", "command", "date", "machine", "load_average_1min", "git_revision",
+"figures"}`` (the load average says whether other work shared the machine while it ran). Benchmarks
 and the demo call :func:`save_result` with their figures; README names the file beside each figure.
 """
 import datetime
@@ -59,6 +60,7 @@ def save_result(name, figures, out_dir=DEFAULT_DIR, command=None):
         "command": command or " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_description(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "git_revision": git_revision(),
         "figures": figures,
     }
