@@ -5,6 +5,8 @@ Every number the code needs lives here (or in the config that overrides it), nev
 """
 import ml_collections
 
+from mtarcface_tf.data import synthetic
+
 
 def base_config():
     """Returns the full MTArcFace config of the paper (LResNet-50, MS1MV2, SGD, 300k steps)."""
@@ -40,6 +42,7 @@ def base_config():
     config.data = ml_collections.ConfigDict()
     config.data.train = ""                # TFRecords: directory, *.manifest.json, glob or file
     config.data.mask_probability = 0.5    # 0 disables mask augmentation
+    config.data.mask_placement = "landmarks"  # fitted to each record's landmarks (template where a record has none)
     config.data.flip = True
     config.data.shuffle_buffer = 20_000
     config.data.identities_per_batch = 0  # > 0: P identities x K images per batch (triplet training)
@@ -51,6 +54,9 @@ def base_config():
     config.data.synthetic.eval_pairs = 1000
     config.data.synthetic.image_size = 112        # rendered at 112, area-downsampled to this size
     config.data.synthetic.seed = 1234
+    config.data.synthetic.spread = 1.0            # < 1: identities closer to each other (harder)
+    # Per-image pose ranges (+-): rotation and yaw in degrees, scale a fraction, shift in template pixels.
+    config.data.synthetic.pose = ml_collections.ConfigDict(synthetic.DEFAULT_POSE)
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"         # "sgd" | "adam"

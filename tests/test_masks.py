@@ -1,4 +1,5 @@
 """Tests of mtarcface_tf.data.masks: placement, labels, probability, determinism, graph use, dtypes and sizes."""
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -144,3 +145,82 @@ def test_coarse_distance_field_matches_exact_edges(size):
     edge = np.abs(exact) < 2.0
     assert np.median(np.abs(approx - exact)[edge]) < 0.1
     assert (np.abs(approx - exact)[edge] > 0.6).mean() < 0.05   # only near corners and where discs meet
+
+
+def _rotated(points, degrees, scale, shift, size):
+    """Returns (points [..., 2] under the similarity about the image centre, its 2x3 matrix for cv2)."""
+    matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), degrees, scale)
+    matrix[:, 2] += shift
+    return points @ matrix[:, :2].T + matrix[:, 2], matrix
+
+
+@pytest.mark.parametrize("degrees,scale,shift", [(25.0, 0.9, (4.0, -3.0)), (-30.0, 1.1, (-5.0, 2.0))])
+def test_landmark_masks_follow_a_known_similarity(degrees, scale, shift):
+    # Reference: the template-placed mask warped by cv2 with the same similarity that moved the landmarks.
+    size = 112
+    draws = tf.random.stateless_uniform([6, 25], [4, 2])
+    faces = tf.constant(noise_faces(6, size))
+    template = masks.template_points(size)
+    reference = masks.mask_alpha(faces, draws).numpy()
+    moved, matrix = _rotated(template, degrees, scale, np.array(shift), size)
+    landmarks = tf.constant(np.repeat(moved[None], 6, axis=0).astype(np.float32))
+    alpha = masks.mask_alpha(faces, draws, landmarks).numpy()
+    for placed, expected in zip(alpha, reference):
+        warped = cv2.warpAffine(expected, matrix, (size, size), flags=cv2.INTER_LINEAR)
+        inside, expected_inside = placed > 0.5, warped > 0.5
+        iou = (inside & expected_inside).sum() / (inside | expected_inside).sum()
+        assert iou > 0.95, iou
+
+
+def test_rows_without_landmarks_fall_back_to_the_template():
+    size = 64
+    faces = tf.constant(noise_faces(4, size))
+    draws = tf.random.stateless_uniform([4, 25], [5, 1])
+    landmarks = np.full((4, 5, 2), np.nan, np.float32)
+    fallback = masks.mask_alpha(faces, draws, tf.constant(landmarks)).numpy()
+    template = masks.mask_alpha(faces, draws).numpy()
+    assert np.abs(fallback - template).mean() < 0.01
+    assert (np.abs(fallback - template) > 0.5).mean() < 0.002     # only resampling of the soft edge differs
+
+
+def test_masks_fit_faces_in_large_poses_where_template_masks_miss():
+    # SynthFaces' landmarks are exact (the generator places nose, mouth and eyes there).
+    from mtarcface_tf.data import synthetic
+    pose = dict(rotation=30.0, scale=0.15, shift=8.0, yaw=30.0)
+    faces, _, landmarks = synthetic.render_faces(60, 1, image_size=112, seed=11, pose=pose, with_landmarks=True)
+    draws = tf.random.stateless_uniform([60, 25], [6, 0])
+    right = {}
+    for name, marks in (("template", None), ("landmarks", tf.constant(landmarks))):
+        alpha = masks.mask_alpha(tf.constant(faces), draws, marks).numpy()
+        right[name] = masks.placement_checks(alpha, landmarks).all(axis=1).mean()
+    assert right["landmarks"] >= 0.95, right
+    assert right["template"] <= 0.8, right
+
+
+def test_painted_landmark_masks_change_only_where_alpha_is_positive():
+    size = 64
+    faces = noise_faces(8, size)
+    template = masks.template_points(size)
+    moved, _ = _rotated(template, 20.0, 1.0, np.zeros(2), size)
+    landmarks = tf.constant(np.repeat(moved[None], 8, axis=0).astype(np.float32))
+    draws = tf.random.stateless_uniform([8, 25], [7, 0])
+    out = masks.paint_masks(tf.constant(faces), draws, landmarks).numpy()
+    alpha = masks.mask_alpha(tf.constant(faces), draws, landmarks).numpy()
+    diff = changed(faces, out)
+    assert not diff[alpha == 0].any()
+    assert diff[alpha > 0.5].mean() > 0.95
+
+
+def test_yaw_shown_by_landmarks_moves_the_mask_towards_nose_and_mouth():
+    # A head turned to its left: nose and mouth move off the eye midpoint; the mask follows them, not the eyes.
+    size = 112
+    faces = tf.constant(noise_faces(8, size))
+    draws = tf.random.stateless_uniform([8, 25], [8, 0])
+    turned = masks.template_points(size).copy()
+    turned[2:, 0] += 6.0
+    alpha = masks.mask_alpha(faces, draws, tf.constant(np.repeat(turned[None], 8, axis=0))).numpy()
+    frontal = masks.mask_alpha(faces, draws).numpy()
+    columns = np.arange(size)
+    centre = lambda a: (a.sum(axis=1) * columns).sum(axis=1) / a.sum(axis=(1, 2))   # noqa: E731
+    shift = centre(alpha) - centre(frontal)
+    assert (shift > 1.5).all(), shift

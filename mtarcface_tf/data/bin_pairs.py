@@ -4,6 +4,8 @@
 ``cv2.imencode`` output), ``issame_list`` N booleans: pair i is images 2i and 2i+1. Files pickled under Python 2
 are read with ``encoding='bytes'``, as insightface does. The unpickler accepts only the few classes such a file
 holds, so a malicious pickle raises UnsafeFileError before any object is built and runs no code.
+A ``.bin`` may have its images' five landmarks beside it (``NAME.bin.landmarks.npy``, see ``save_landmarks``):
+masked variants then fit each mask to its face.
 """
 import io
 import logging
@@ -143,3 +145,32 @@ def save_bin(path, images, issame, ext=".png"):
     with open(tmp, "wb") as f:
         pickle.dump((bins, issame), f, protocol=_PICKLE_PROTOCOL)
     os.replace(tmp, path)
+
+
+LANDMARKS_SUFFIX = ".landmarks.npy"    # beside a .bin: its images' landmarks as fractions of the side
+
+
+def landmarks_path(bin_path):
+    """Returns the path of the landmarks file that goes with the verification ``.bin`` at ``bin_path``."""
+    return bin_path + LANDMARKS_SUFFIX
+
+
+def save_landmarks(bin_path, landmarks, image_size):
+    """Writes the landmarks [2P, 5, 2] (pixels of the .bin's ``image_size`` images) beside ``bin_path`` as
+    fractions of the side (so they hold at any resize), through a temporary name."""
+    path = landmarks_path(bin_path)
+    with open(path + ".tmp", "wb") as f:
+        np.save(f, ((np.asarray(landmarks, np.float64) + 0.5) / image_size).astype(np.float32))
+    os.replace(path + ".tmp", path)
+
+
+def load_landmarks(bin_path, count, image_size):
+    """Returns the float32 [count, 5, 2] landmarks stored beside ``bin_path`` in pixels of ``image_size`` images,
+    or None when there are none (or not for ``count`` images)."""
+    path = landmarks_path(bin_path)
+    if not os.path.isfile(path):
+        return None
+    fractions = np.load(path, allow_pickle=False)
+    if fractions.shape != (count, 5, 2):
+        return None
+    return (fractions * image_size - 0.5).astype(np.float32)

@@ -25,11 +25,12 @@ def _resize(images, image_size):
     return tf.saturate_cast(tf.round(resized), tf.uint8).numpy()
 
 
-def mask_all(images, seed=0, batch_size=MASK_BATCH):
+def mask_all(images, seed=0, batch_size=MASK_BATCH, landmarks=None):
     """Returns every image of ``images`` (uint8 [N,S,S,3]) with a mask painted on it, uint8 [N,S,S,3].
 
     Batch b (of ``batch_size`` images, the last one padded) uses call seed ``[b, 0]`` of a
-    ``MaskAugmenter(probability=1, seed=seed)``.
+    ``MaskAugmenter(probability=1, seed=seed)``. ``landmarks`` (float32 [N, 5, 2], pixels) fit the masks to
+    each face; None places them on the template.
     """
     augmenter = masks.MaskAugmenter(probability=1.0, seed=seed)
     paint = tf.function(augmenter.__call__)
@@ -38,7 +39,11 @@ def mask_all(images, seed=0, batch_size=MASK_BATCH):
         chunk = images[start:start + batch_size]
         padding = batch_size - len(chunk)
         padded = np.concatenate([chunk, np.zeros((padding,) + chunk.shape[1:], np.uint8)]) if padding else chunk
-        masked, _ = paint(tf.constant(padded), seed=tf.constant([b, 0], tf.int32))
+        marks = None
+        if landmarks is not None:
+            marks = np.asarray(landmarks[start:start + batch_size], np.float32)
+            marks = tf.constant(np.concatenate([marks, np.full((padding, 5, 2), np.nan, np.float32)]))
+        masked, _ = paint(tf.constant(padded), seed=tf.constant([b, 0], tf.int32), landmarks=marks)
         out[start:start + len(chunk)] = masked.numpy()[:len(chunk)]
     return out
 
@@ -55,7 +60,7 @@ def mask_labels_for(variant, num_pairs):
     return labels[variant]
 
 
-def masked_variants(images, issame, seed=0, image_size=None):
+def masked_variants(images, issame, seed=0, image_size=None, landmarks=None):
     """Returns the four variants of a verification set.
 
     Args:
@@ -63,6 +68,7 @@ def masked_variants(images, issame, seed=0, image_size=None):
       issame: bool [N].
       seed: int seed of the masks.
       image_size: resize the faces (area) to this size first, when given (the demo evaluates at 64).
+      landmarks: optional float32 [2N, 5, 2] landmarks (pixels of ``images``) the masks are fitted to.
 
     Returns:
       dict ``variant -> (images uint8 [2N,S,S,3] ([6N,...] for "combined"), issame bool [N] ([3N]))`` for
@@ -78,7 +84,10 @@ def masked_variants(images, issame, seed=0, image_size=None):
     if len(images) != 2 * len(issame):
         raise ValueError(f"{len(images)} images for {len(issame)} pairs: a verification set holds 2 images per pair")
     clean = _resize(images, image_size)
-    masked = mask_all(clean, seed)
+    if landmarks is not None:
+        ratio = clean.shape[1] / images.shape[1]
+        landmarks = (np.asarray(landmarks, np.float32) + 0.5) * ratio - 0.5
+    masked = mask_all(clean, seed, landmarks=landmarks)
     mixed = clean.copy()
     mixed[0::2] = masked[0::2]
     combined = np.concatenate([clean, masked, mixed])

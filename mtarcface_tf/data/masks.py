@@ -3,8 +3,13 @@
 MaskTheFace (Anwar & Raychowdhury, 2020) fits a mask picture to dlib landmarks, one image at a time (a few
 images/s). Here every mask is an implicit shape evaluated on the pixel grid of the whole batch at once:
 
-* six anchor points are derived from the 5-point ArcFace template (nose bridge, left/right cheek, the mouth
-  corners, a chin point below the mouth) and jittered per image; a left/right "pose" widens one side;
+* the mask is placed from that image's five landmarks, as MaskTheFace fits its masks: a least-squares similarity
+  maps the landmarks onto the ArcFace template (the face's in-plane rotation, scale and position); in that
+  canonical frame six anchor points come from the mapped landmarks (nose bridge, left/right cheek from the eyes,
+  a chin point below the mouth), so the landmarks' asymmetry (a turned head: nose and mouth off the eye midpoint)
+  makes one side of the mask narrower; the mask is painted there and warped back onto the image (two batched
+  projective warps). Images without landmarks use the template itself (no warp). Anchors are jittered per
+  image and a random left/right "pose" widens one side;
 * each mask type (surgical, N95, KN95, cloth, gas-like) is a 12-vertex convex outline in a face frame spanned
   by those anchors (u: -1 left cheek .. +1 right cheek, v: 0 nose bridge .. 1 chin), plus per-type details
   (pleats, a centre seam or fold, a valve, filter cartridges) gathered from small parameter tables, so no
@@ -14,7 +19,8 @@ images/s). Here every mask is an implicit shape evaluated on the pixel grid of t
 * half the masks are a plain colour (white, light blue, green, black or random), half a procedural texture
   (stripes, checks, dots, floral interference) blended 50/50 with the colour, as MaskTheFace does;
 * the mask colour is shaded by the blurred luminance of the face under it, relative to its mean;
-* rows above the eye line (plus a margin) are never computed, so the eyes are never touched.
+* the mask fades in below the line of the eyes plus a margin (in the canonical frame), so the eyes are never
+  touched; without landmarks the rows above it are not even computed.
 
 Only the images drawn to be masked are processed (gathered, painted, scattered back), so the cost scales
 with the mask probability.
@@ -37,6 +43,10 @@ BRIDGE_FRACTION = 0.3      # nose bridge: this far from the eye midpoint towards
 CHEEK_OFFSET = 0.5         # cheeks: this many eye distances outside each eye, halfway between nose and mouth
 CHIN_DROP = 0.75           # chin: this many nose-to-mouth distances below the mouth
 EYE_MARGIN = 0.15          # masks start at least this many eye distances below the lower eye
+# Landmarks mapped into the canonical frame stay within this many template pixels of the template's: the fit
+# absorbs rotation, scale and shift, so only the yaw (and detector error) remain; a wild detection cannot drag
+# the mask off the face, and the painted window stays a fixed size.
+LANDMARK_REACH_PX = 10.0
 
 # Per-image randomisation, in template pixels (scaled with the image) or fractions.
 JITTER_PX = 1.5
@@ -114,6 +124,35 @@ _R_TEX_B = slice(22, 25)
 _NUM_RANDOM = 25
 
 
+def template_points(image_size=112):
+    """Returns the ArcFace template's five points [5, 2] float32 in pixels of an ``image_size`` square (pixel
+    centres at integers, as landmarks in records are)."""
+    return ((ARCFACE_TEMPLATE + 0.5) * (image_size / TEMPLATE_SIZE) - 0.5).astype(np.float32)
+
+
+def anchor_values(points):
+    """Returns the mask anchors of five landmarks ``points`` [..., 5, 2] (numpy array or tensor, pixels).
+
+    Returns a dict of [...] arrays: ``bridge_x``, ``bridge_y`` (nose bridge), ``left_x``, ``right_x``
+    (cheeks, outside the eyes), ``cheek_y``, ``chin_x``, ``chin_y`` (below the mouth) and ``eye_line`` (the
+    lower eye plus a margin; masks never reach above it). Plain arithmetic, so numpy and TensorFlow both work.
+    """
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = ((points[..., i, 0], points[..., i, 1]) for i in range(5))
+    eye_mid_x, eye_mid_y, mouth_x, mouth_y = (lx + rx) / 2, (ly + ry) / 2, (mlx + mrx) / 2, (mly + mry) / 2
+    eye_distance = ((rx - lx) ** 2 + (ry - ly) ** 2) ** 0.5
+    lower_eye = (ly + ry + abs(ly - ry)) / 2
+    return {
+        "bridge_x": eye_mid_x + BRIDGE_FRACTION * (nx - eye_mid_x),
+        "bridge_y": eye_mid_y + BRIDGE_FRACTION * (ny - eye_mid_y),
+        "left_x": lx - CHEEK_OFFSET * eye_distance,
+        "right_x": rx + CHEEK_OFFSET * eye_distance,
+        "cheek_y": (ny + mouth_y) / 2,
+        "chin_x": mouth_x + CHIN_DROP * (mouth_x - nx),
+        "chin_y": mouth_y + CHIN_DROP * (mouth_y - ny),
+        "eye_line": lower_eye + EYE_MARGIN * eye_distance,
+    }
+
+
 def template_anchors(image_size=112):
     """Returns the six mask anchors for a square aligned face of ``image_size`` pixels.
 
@@ -121,22 +160,12 @@ def template_anchors(image_size=112):
     ``left_cheek``, ``right_cheek``, ``mouth_left``, ``mouth_right``, ``chin``, plus the float ``eye_line``
     (the lowest row of the eyes plus a margin; masks never reach above it).
     """
-    t = ARCFACE_TEMPLATE
-    eye_mid, mouth_mid, nose = (t[0] + t[1]) / 2, (t[3] + t[4]) / 2, t[2]
-    eye_distance = float(np.linalg.norm(t[1] - t[0]))
-    cheek_y = (nose[1] + mouth_mid[1]) / 2
-    anchors = {
-        "nose_bridge": eye_mid + BRIDGE_FRACTION * (nose - eye_mid),
-        "left_cheek": np.array([t[0][0] - CHEEK_OFFSET * eye_distance, cheek_y], np.float32),
-        "right_cheek": np.array([t[1][0] + CHEEK_OFFSET * eye_distance, cheek_y], np.float32),
-        "mouth_left": t[3],
-        "mouth_right": t[4],
-        "chin": mouth_mid + CHIN_DROP * (mouth_mid - nose),
-    }
-    scale = image_size / TEMPLATE_SIZE
-    out = {k: ((v + 0.5) * scale - 0.5).astype(np.float32) for k, v in anchors.items()}
-    out["eye_line"] = float((max(t[0][1], t[1][1]) + EYE_MARGIN * eye_distance + 0.5) * scale - 0.5)
-    return out
+    points = template_points(image_size)
+    a = anchor_values(points)
+    pair = lambda x, y: np.array([x, y], np.float32)   # noqa: E731
+    return {"nose_bridge": pair(a["bridge_x"], a["bridge_y"]), "left_cheek": pair(a["left_x"], a["cheek_y"]),
+            "right_cheek": pair(a["right_x"], a["cheek_y"]), "mouth_left": points[3], "mouth_right": points[4],
+            "chin": pair(a["chin_x"], a["chin_y"]), "eye_line": float(a["eye_line"])}
 
 
 def first_mask_row(image_size=112):
@@ -164,13 +193,16 @@ class MaskAugmenter:
         self.probability = float(probability)
         self.seed = seed
 
-    def __call__(self, images, seed=None):
+    def __call__(self, images, seed=None, landmarks=None):
         """Masks a random subset of ``images``.
 
         Args:
           images: uint8 or float32 (values 0..255) tensor [B, S, S, 3], RGB faces aligned to the ArcFace
             template scaled to S (S static; 112 normally, any square size works).
           seed: optional int tensor [2] varying the masks per call deterministically.
+          landmarks: optional float32 [B, 5, 2] five landmarks per image (pixels of these images, template
+            order); masks are fitted to them. Rows with a non-finite value, and all images when None, use the
+            template.
 
         Returns:
           ``(images, mask_labels)``: the images in the input dtype (only images with label 1 differ, and only
@@ -188,7 +220,8 @@ class MaskAugmenter:
         labels = tf.cast(draws[:, _R_LABEL] < self.probability, tf.int32)
         chosen = tf.cast(tf.where(labels > 0)[:, 0], tf.int32)
         kept = tf.cast(tf.where(labels == 0)[:, 0], tf.int32)
-        painted = paint_masks(tf.gather(images, chosen), tf.gather(draws, chosen))
+        chosen_landmarks = None if landmarks is None else tf.gather(landmarks, chosen)
+        painted = paint_masks(tf.gather(images, chosen), tf.gather(draws, chosen), chosen_landmarks)
         # Stitching the kept and painted images (disjoint indices) is much cheaper than tensor_scatter_nd_update.
         merged = tf.dynamic_stitch([kept, chosen], [tf.gather(images, kept), painted])
         merged.set_shape(images.shape)
@@ -206,24 +239,151 @@ class MaskAugmenter:
         return seed
 
 
-def paint_masks(images, draws):
+def paint_masks(images, draws, landmarks=None):
     """Paints one mask on every image.
 
     Args:
       images: uint8 or float32 (0..255) [M, S, S, 3] aligned faces.
       draws: float32 [M, 25] uniform random numbers in [0, 1) choosing each mask (type, colour, texture,
         jitter, pose); column 0 is unused here (it decided the label).
+      landmarks: optional float32 [M, 5, 2] landmarks (pixels, template order) the masks are fitted to; rows
+        with a non-finite value use the template. None: the template for all (cheaper: no warps).
 
     Returns:
       The images, same dtype and shape, masked below the eye line only.
     """
+    if landmarks is None:
+        return _paint_on_template(images, draws)
+    return _paint_on_landmarks(images, draws, landmarks)
+
+
+def mask_alpha(images, draws, landmarks=None):
+    """Returns the mask coverage float32 [M, S, S] in [0, 1] that ``paint_masks`` paints with the same arguments
+    (1 where the mask replaces the face; for measuring where masks land)."""
     size = images.shape[1]
-    top = first_mask_row(size)
-    left, right = _column_window(size)
+    if landmarks is None:
+        top, bottom, left, right = _window(size, 0.0)
+        geometry = _mask_geometry(draws, size)
+        lower = tf.cast(images[:, top:, left:right], tf.float32)
+        _, alpha = _mask_layer(lower, draws, geometry, _pixels(left, right), _pixels(top, bottom),
+                               template_anchors(size)["eye_line"], size)
+        return tf.pad(alpha, [[0, 0], [top, 0], [left, size - right]])
+    layer = _landmark_layer(images, draws, landmarks)
+    return layer[..., 3]
+
+
+def _pixels(start, stop):
+    return tf.range(start, stop, dtype=tf.float32)
+
+
+def _paint_on_template(images, draws):
+    """paint_masks without landmarks: the template's frame, computed only in the window below the eye line."""
+    size = images.shape[1]
+    top, _, left, right = _window(size, 0.0)
     lower = tf.cast(images[:, top:, left:right], tf.float32)
-    geometry = _mask_geometry(draws, size)
-    x = tf.range(left, right, dtype=tf.float32)
-    y = tf.range(top, size, dtype=tf.float32)
+    height, width = lower.shape[1], lower.shape[2]
+    colour, alpha = _mask_layer(lower, draws, _mask_geometry(draws, size), _pixels(left, right),
+                                _pixels(top, size), template_anchors(size)["eye_line"], size)
+    painted = tf.reshape(lower, [-1, height * width, 3]) * _outer(1.0 - alpha, tf.ones([1, 3])) + colour
+    painted = _to_dtype(tf.reshape(painted, [-1, height, width, 3]), images.dtype)
+    middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
+    return tf.concat([images[:, :top], middle], axis=1)
+
+
+def _paint_on_landmarks(images, draws, landmarks):
+    """paint_masks with landmarks: the mask layer warped from each face's canonical frame onto the image."""
+    layer = _landmark_layer(images, draws, landmarks)
+    alpha, colour = layer[..., 3:], layer[..., :3]
+    return _to_dtype(tf.cast(images, tf.float32) * (1.0 - alpha) + colour, images.dtype)
+
+
+def _to_dtype(painted, dtype):
+    """Returns float32 ``painted`` (0..255) in ``dtype``.
+
+    Truncation, not rounding, for uint8: a pixel with alpha = 0 is exactly its integer value, and the up to one
+    level darker painted pixels do not matter for augmentation; it saves a full-size op.
+    """
+    if dtype == tf.uint8:
+        return tf.saturate_cast(painted, tf.uint8)
+    return tf.clip_by_value(painted, 0.0, 255.0)
+
+
+def _outer(field, rows):
+    """Returns field [M, H, W] x rows [M or 1, 1, C] as [M, H*W, C]: broadcasting a field over the channels is
+    slow in TF; an outer product as a batched matmul (K = 1) is several times faster."""
+    shape = tf.shape(field)
+    return tf.matmul(tf.reshape(field, [-1, shape[1] * shape[2], 1]), rows)
+
+
+def fit_similarity(landmarks, size):
+    """Returns the least-squares similarity template -> ``landmarks`` [M, 5, 2] (pixels of an S = ``size`` image).
+
+    Returns float32 ``(a, b, tx, ty)``, each [M]: a landmark p ~ [[a, -b], [b, a]] t + (tx, ty) for the template
+    point t. Rows with a non-finite landmark get the identity. Closed form (Umeyama without reflection).
+    """
+    template = tf.constant(template_points(size))
+    valid = tf.reduce_all(tf.math.is_finite(landmarks), axis=[1, 2])
+    points = tf.where(valid[:, None, None], landmarks, template[None])
+    source = template - tf.reduce_mean(template, axis=0)
+    centre = tf.reduce_mean(points, axis=1)
+    target = points - centre[:, None]
+    norm = tf.reduce_sum(tf.square(source))
+    a = tf.reduce_sum(source[None, :, 0] * target[..., 0] + source[None, :, 1] * target[..., 1], axis=1) / norm
+    b = tf.reduce_sum(source[None, :, 0] * target[..., 1] - source[None, :, 1] * target[..., 0], axis=1) / norm
+    mean_x, mean_y = float(np.mean(template_points(size)[:, 0])), float(np.mean(template_points(size)[:, 1]))
+    tx = centre[:, 0] - (a * mean_x - b * mean_y)
+    ty = centre[:, 1] - (b * mean_x + a * mean_y)
+    return a, b, tx, ty
+
+
+def canonical_landmarks(landmarks, size):
+    """Returns the landmarks [M, 5, 2] mapped into the template's frame by the inverse of ``fit_similarity``,
+    kept within LANDMARK_REACH_PX (scaled) of the template (the template for rows without landmarks)."""
+    a, b, tx, ty = fit_similarity(landmarks, size)
+    template = tf.constant(template_points(size))
+    valid = tf.reduce_all(tf.math.is_finite(landmarks), axis=[1, 2])
+    points = tf.where(valid[:, None, None], landmarks, template[None])
+    det = (a * a + b * b)[:, None]
+    dx, dy = points[..., 0] - tx[:, None], points[..., 1] - ty[:, None]
+    canonical = tf.stack([(a[:, None] * dx + b[:, None] * dy) / det, (a[:, None] * dy - b[:, None] * dx) / det], -1)
+    reach = LANDMARK_REACH_PX * size / TEMPLATE_SIZE
+    return tf.clip_by_value(canonical, template - reach, template + reach)
+
+
+def _landmark_layer(images, draws, landmarks):
+    """Returns the premultiplied mask layer [M, S, S, 4] (RGB * alpha, alpha) in image pixels: the face's canonical
+    window is sampled from the image (for the shading), painted, and warped back by the fitted similarity."""
+    size = images.shape[1]
+    landmarks = tf.cast(landmarks, tf.float32)
+    reach = LANDMARK_REACH_PX * size / TEMPLATE_SIZE
+    top, bottom, left, right = _window(size, reach)
+    a, b, tx, ty = fit_similarity(landmarks, size)
+    zero = tf.zeros_like(a)
+    # Window pixel (i, j) is canonical point (left + i, top + j), which lies at S(canonical) in the image.
+    to_image = tf.stack([a, -b, a * left - b * top + tx, b, a, b * left + a * top + ty, zero, zero], axis=1)
+    lower = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32), transforms=to_image, output_shape=[bottom - top, right - left],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
+    anchors = anchor_values(canonical_landmarks(landmarks, size))
+    colour, alpha = _mask_layer(lower, draws, _mask_geometry(draws, size, anchors), _pixels(left, right),
+                                _pixels(top, bottom), anchors["eye_line"][:, None, None], size)
+    height, width = bottom - top, right - left
+    layer = tf.concat([tf.reshape(colour, [-1, height, width, 3]), alpha[..., None]], axis=-1)
+    det = a * a + b * b
+    # Image pixel (x, y) -> canonical S^-1(x, y) -> window pixel (minus left, top).
+    to_window = tf.stack([a / det, b / det, -(a * tx + b * ty) / det - left,
+                          -b / det, a / det, (b * tx - a * ty) / det - top, zero, zero], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=layer, transforms=to_window, output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="CONSTANT")
+
+
+def _mask_layer(lower, draws, geometry, x, y, eye_line, size):
+    """Paints the masks on the window ``lower`` [M,H,W,3] float32 (pixels x [W] × y [H] of the mask's frame).
+
+    Returns ``(colour, alpha)``: the premultiplied mask colour [M, H*W, 3] (0..255) and the coverage [M, H, W]
+    in [0, 1], zero above ``eye_line`` (a float, or [M, 1, 1]).
+    """
     soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
     # The smooth fields (mask and disc coverage before clipping, shading) share one coarse grid and one upsampling.
     fields = _coarse_fields(geometry, lower, x, y, size)
@@ -231,56 +391,56 @@ def paint_masks(images, draws):
     mask_coverage, disc_coverage, shade = (fields[:, SDF_STEP:SDF_STEP + height, SDF_STEP:SDF_STEP + width, c]
                                            for c in range(3))
     # The top edge fades in below the eye line, so rows above it stay untouched even with jitter.
-    eye_line = template_anchors(size)["eye_line"]
-    top_fade = tf.clip_by_value((y - eye_line) / soft, 0.0, 1.0)[None, :, None]
+    top_fade = tf.clip_by_value((y[None, :, None] - eye_line) / soft, 0.0, 1.0)
     alpha = tf.clip_by_value(mask_coverage, 0.0, 1.0) * top_fade
     low, high = SHADE_RANGE
     shade = low + (high - low) * shade
     weight = alpha * _details(geometry, tf.clip_by_value(disc_coverage, 0.0, 1.0), x, y, size) * shade
     base, contrast = _mask_colours(draws)
-    # lower + alpha * (colour * shade - lower), with colour = base + texture * contrast. Broadcasting a field
-    # over the channels is slow in TF; outer products with batched matmuls (K = 1) are several times faster.
+    colour = _outer(weight, base[:, 0]) + _outer(weight * _texture(draws, x, y, size), contrast[:, 0])
+    return colour, alpha
 
-    def outer(field, rows):
-        return tf.matmul(tf.reshape(field, [-1, height * width, 1]), rows)
 
-    colour = outer(weight, base[:, 0]) + outer(weight * _texture(draws, x, y, size), contrast[:, 0])
-    painted = tf.reshape(lower, [-1, height * width, 3]) * outer(1.0 - alpha, tf.ones([1, 3])) + colour
-    painted = tf.reshape(painted, [-1, height, width, 3])
-    if images.dtype == tf.uint8:
-        # Truncation, not rounding: a pixel with alpha = 0 is exactly its integer value, and the up to one level
-        # darker painted pixels do not matter for augmentation; it saves a full-size op.
-        painted = tf.saturate_cast(painted, tf.uint8)
-    else:
-        painted = tf.clip_by_value(painted, 0.0, 255.0)
-    middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
-    return tf.concat([images[:, :top], middle], axis=1)
+def _window(size, reach):
+    """Returns the static window ``(top, bottom, left, right)`` of the canonical frame a mask can reach at the
+    widest outline, pose and jitter, with the anchors moved up to ``reach`` pixels (0: the template's anchors;
+    the window is then inside the image and starts at the eye line)."""
+    anchors = template_anchors(size)
+    outline_reach = max(np.abs(OUTLINES[..., 0]).max(), (np.abs(DISCS[..., 0]) + DISCS[..., 2]).max())
+    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
+    jitter = JITTER_PX * size / TEMPLATE_SIZE
+    # The cheeks move with an eye and half the change of the eye distance, the centre with nose and mouth.
+    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter + 3 * reach)
+    half *= 1 + POSE_RANGE
+    margin = 2.0 * max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE) + jitter
+    left = int(max(-reach, np.floor(centre - outline_reach * half - margin)))
+    right = int(min(size + reach, np.ceil(centre + outline_reach * half + margin)))
+    top = int(math.floor(anchors["eye_line"] - reach))
+    bottom = size + int(math.ceil(1.5 * reach))
+    return top, bottom, left, right
 
 
 def _column_window(size):
-    """Returns the columns ``[left, right)`` a mask can reach at the widest outline, pose and jitter."""
-    anchors = template_anchors(size)
-    reach = max(np.abs(OUTLINES[..., 0]).max(), (np.abs(DISCS[..., 0]) + DISCS[..., 2]).max())
-    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
-    jitter = JITTER_PX * size / TEMPLATE_SIZE
-    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter) * (1 + POSE_RANGE)
-    margin = 2.0 * max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE) + jitter
-    left = int(max(0, np.floor(centre - reach * half - margin)))
-    right = int(min(size, np.ceil(centre + reach * half + margin)))
+    """Returns the columns ``[left, right)`` a template-placed mask can reach."""
+    _, _, left, right = _window(size, 0.0)
     return left, right
 
 
-def _mask_geometry(draws, size):
-    """Returns the per-image mask frame in pixels: vertices [M,12,2], discs [M,2,4], frame scalars [M]."""
-    anchors = template_anchors(size)
+def _mask_geometry(draws, size, anchors=None):
+    """Returns the per-image mask frame in pixels: vertices [M,12,2], discs [M,2,4], frame scalars [M].
+
+    ``anchors``: ``anchor_values`` of each image's canonical landmarks ([M] tensors), the template's when None.
+    """
+    if anchors is None:
+        anchors = anchor_values(template_points(size))
     scale = size / TEMPLATE_SIZE
     jitter = (draws[:, _R_JITTER] * 2.0 - 1.0) * JITTER_PX * scale
     pose = (draws[:, _R_POSE] * 2.0 - 1.0) * POSE_RANGE
-    centre_x = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2 + jitter[:, 0]
-    top_y = anchors["nose_bridge"][1] + jitter[:, 1]
-    chin_y = anchors["chin"][1] + jitter[:, 2]
-    left_w = (centre_x - anchors["left_cheek"][0] + jitter[:, 3]) * (1.0 + pose)
-    right_w = (anchors["right_cheek"][0] - centre_x + jitter[:, 4]) * (1.0 - pose)
+    centre_x = (anchors["bridge_x"] + anchors["chin_x"]) / 2 + jitter[:, 0]
+    top_y = anchors["bridge_y"] + jitter[:, 1]
+    chin_y = anchors["chin_y"] + jitter[:, 2]
+    left_w = (centre_x - anchors["left_x"] + jitter[:, 3]) * (1.0 + pose)
+    right_w = (anchors["right_x"] - centre_x + jitter[:, 4]) * (1.0 - pose)
     mask_type = tf.minimum(tf.cast(draws[:, _R_TYPE] * len(MASK_TYPES), tf.int32), len(MASK_TYPES) - 1)
     frame = {"centre_x": centre_x, "top_y": top_y, "height": chin_y - top_y, "type": mask_type}
 
@@ -473,3 +633,17 @@ def _shading(lower, size, rows, columns):
     along_y = tf.constant(_interpolation_matrix(rows, -(-height // block), height))
     along_x = tf.constant(_interpolation_matrix(columns, -(-width // block), width))
     return tf.matmul(tf.matmul(along_y[None], shade), along_x[None], transpose_b=True)
+
+
+PLACEMENT_CHECKS = ("nose", "mouth_corners", "eyes_untouched")
+
+
+def placement_checks(alpha, landmarks):
+    """Returns bool [M, 3], the PLACEMENT_CHECKS of each mask ``alpha`` [M, S, S] (from ``mask_alpha``) at the
+    true ``landmarks`` [M, 5, 2] (pixels, template order): it covers the nose tip, it covers both mouth corners
+    (alpha >= 0.5 at the nearest pixel), it leaves both eye centres untouched (alpha = 0). A mask is right when
+    all three hold."""
+    alpha = np.asarray(alpha)
+    points = np.clip(np.rint(np.asarray(landmarks)), 0, alpha.shape[1] - 1).astype(int)
+    at = alpha[np.arange(len(alpha))[:, None], points[..., 1], points[..., 0]]         # [M, 5]
+    return np.stack([at[:, 2] >= 0.5, (at[:, 3:] >= 0.5).all(axis=1), (at[:, :2] == 0.0).all(axis=1)], axis=1)

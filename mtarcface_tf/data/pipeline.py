@@ -1,5 +1,8 @@
 """The tf.data training input: TFRecord shards -> decode -> flip -> batch -> random masks -> normalize.
 
+Records that carry landmarks (``records.LANDMARKS_KEY``) get masks fitted to them (``mask_placement="landmarks"``,
+the default); records without, and every record with ``mask_placement="template"``, get template-placed masks.
+
 ``make_train_dataset`` yields ``(images float32 [B,S,S,3] in [-1, 1], {"identity": int32 [B], "mask": int32 [B]})``.
 Masks are painted after batching (``masks.MaskAugmenter`` is vectorised over the batch); the mask pattern of
 batch k depends only on (seed, k, input pipeline), although which images land in batch k does not
@@ -70,6 +73,9 @@ def looks_complete(image_raw):
     return tf.logical_and(long_enough, tf.reduce_any([jpeg, png, webp, other]))
 
 
+MASK_PLACEMENTS = ("landmarks", "template")
+
+
 def decode_record(image_raw, image_size, corrupt_counter=None):
     """Decodes one encoded image (graph-safe) to uint8 [image_size, image_size, 3] RGB.
 
@@ -77,6 +83,12 @@ def decode_record(image_raw, image_size, corrupt_counter=None):
     such records are counted in ``corrupt_counter`` when given and reported on stderr.
     The image is resized (bilinear, antialiased) only when its stored size differs from ``image_size``.
     """
+    image, ok, _ = _decode(image_raw, image_size, corrupt_counter)
+    return image, ok
+
+
+def _decode(image_raw, image_size, corrupt_counter):
+    """decode_record, also returning the stored width (float32 scalar) for scaling landmarks."""
     ok = looks_complete(image_raw)
 
     def decode():
@@ -86,11 +98,26 @@ def decode_record(image_raw, image_size, corrupt_counter=None):
         return tf.zeros([image_size, image_size, 3], tf.uint8)
 
     image = tf.cond(ok, decode, blank)
+    stored_width = tf.cast(tf.shape(image)[1], tf.float32)
     same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_size))
     image = tf.cond(same_size, lambda: image, lambda: _resize(image, image_size))
     image = tf.ensure_shape(image, [image_size, image_size, 3])
     with tf.control_dependencies([tf.cond(ok, lambda: tf.constant(True), lambda: _report_corrupt(corrupt_counter))]):
-        return tf.identity(image), tf.identity(ok)
+        return tf.identity(image), tf.identity(ok), stored_width
+
+
+def _decode_with_landmarks(image_raw, landmarks, image_size, corrupt_counter):
+    """Returns ``(image, landmarks, ok)`` with the landmarks [5, 2] scaled as the image was resized."""
+    image, ok, stored_width = _decode(image_raw, image_size, corrupt_counter)
+    ratio = image_size / stored_width
+    return image, (landmarks + 0.5) * ratio - 0.5, ok
+
+
+def flip_landmarks(landmarks, image_size):
+    """Returns the landmarks [..., 5, 2] of horizontally flipped images of width ``image_size``: x -> S - 1 - x,
+    and left/right eyes and mouth corners swapped (template order is kept)."""
+    mirrored = tf.stack([image_size - 1.0 - landmarks[..., 0], landmarks[..., 1]], axis=-1)
+    return tf.gather(mirrored, [1, 0, 2, 4, 3], axis=-2)
 
 
 def _report_corrupt(corrupt_counter):
@@ -127,20 +154,23 @@ def _raw_records(path, input_context, shuffle_buffer, seed, repeat):
     return dataset.repeat() if repeat else dataset
 
 
-def _augment_batch(seed, pipeline_id, mask_probability, flip):
-    """Returns the per-batch map: (index, (images uint8, labels)) -> (normalized images, targets)."""
+def _augment_batch(seed, pipeline_id, mask_probability, flip, mask_placement):
+    """Returns the per-batch map: (index, (images uint8, labels, landmarks)) -> (normalized images, targets)."""
     augmenter = masks.MaskAugmenter(probability=mask_probability, seed=seed)
 
     def augment(index, batch):
-        images, labels = batch
+        images, labels, landmarks = batch
         batch_seed = tf.stack([tf.cast(index, tf.int32), tf.constant(pipeline_id, tf.int32)])
         if flip:
             flip_seed = tf.random.experimental.stateless_fold_in(batch_seed, _FLIP_STREAM)
             mirrored = tf.where(tf.random.stateless_uniform([tf.shape(images)[0]], flip_seed) < 0.5)
             # Scattering the flipped half is several times cheaper than tf.where over the whole batch.
             images = tf.tensor_scatter_nd_update(images, mirrored, tf.reverse(tf.gather_nd(images, mirrored), [2]))
+            landmarks = tf.tensor_scatter_nd_update(
+                landmarks, mirrored, flip_landmarks(tf.gather_nd(landmarks, mirrored), images.shape[2]))
         if mask_probability > 0:
-            images, mask_labels = augmenter(images, seed=batch_seed)
+            placed = landmarks if mask_placement == "landmarks" else None
+            images, mask_labels = augmenter(images, seed=batch_seed, landmarks=placed)
         else:
             mask_labels = tf.zeros([tf.shape(images)[0]], tf.int32)
         return normalize(images), {"identity": tf.cast(labels, tf.int32), "mask": mask_labels}
@@ -149,7 +179,8 @@ def _augment_batch(seed, pipeline_id, mask_probability, flip):
 
 
 def make_train_dataset(path, batch_size, *, image_size=112, mask_probability=0.5, flip=True, shuffle_buffer=20000,
-                       seed=0, input_context=None, repeat=True, identities_per_batch=0, corrupt_counter=None):
+                       seed=0, input_context=None, repeat=True, identities_per_batch=0, corrupt_counter=None,
+                       mask_placement="landmarks"):
     """Returns the training ``tf.data.Dataset`` over the TFRecords at ``path``.
 
     Args:
@@ -168,21 +199,26 @@ def make_train_dataset(path, batch_size, *, image_size=112, mask_probability=0.5
         with K = batch_size / P images each (batch_size must be divisible by P); identities with fewer than K
         images in the stream are never drawn, and a batch with a corrupt record is dropped whole.
       corrupt_counter: optional ``CorruptRecordCounter`` counting skipped corrupt records.
+      mask_placement: "landmarks" (masks fitted to each record's landmarks where it has them, the template
+        elsewhere) or "template" (the template for every image).
 
     Returns:
       Dataset of ``(images float32 [B,S,S,3] in [-1, 1], {"identity": int32 [B], "mask": int32 [B]})``,
       batches always full (drop_remainder).
 
     Raises:
-      FileNotFoundError: nothing at ``path``. ValueError: batch_size not divisible by identities_per_batch.
+      FileNotFoundError: nothing at ``path``. ValueError: batch_size not divisible by identities_per_batch, or an
+        unknown mask_placement.
     """
+    if mask_placement not in MASK_PLACEMENTS:
+        raise ValueError(f"mask_placement must be one of {MASK_PLACEMENTS}, got {mask_placement!r}")
     raw = _raw_records(path, input_context, shuffle_buffer, seed, repeat)
     pipeline_id = input_context.input_pipeline_id if input_context is not None else 0
     if identities_per_batch > 0:
         batches = _identity_balanced_batches(raw, batch_size, identities_per_batch, image_size, corrupt_counter)
     else:
         batches = _shuffled_batches(raw, batch_size, image_size, corrupt_counter)
-    augment = _augment_batch(seed, pipeline_id, mask_probability, flip)
+    augment = _augment_batch(seed, pipeline_id, mask_probability, flip, mask_placement)
     dataset = batches.enumerate().map(augment, num_parallel_calls=AUTOTUNE, deterministic=False)
     options = tf.data.Options()
     # Parallelism comes from parallel map calls; multi-threaded single ops only add synchronisation cost here.
@@ -191,12 +227,13 @@ def make_train_dataset(path, batch_size, *, image_size=112, mask_probability=0.5
 
 
 def _shuffled_batches(raw, batch_size, image_size, corrupt_counter):
-    """Returns batches of (uint8 images [B,S,S,3], int64 labels [B]) from serialized examples."""
+    """Returns batches of (uint8 images [B,S,S,3], int64 labels [B], float32 landmarks [B,5,2] (NaN where a
+    record has none)) from serialized examples."""
 
     def parse(serialized):
-        image_raw, label = records.parse_example(serialized)
-        image, ok = decode_record(image_raw, image_size, corrupt_counter)
-        return image, label, ok
+        image_raw, label, landmarks = records.parse_example_with_landmarks(serialized)
+        image, landmarks, ok = _decode_with_landmarks(image_raw, landmarks, image_size, corrupt_counter)
+        return image, label, landmarks, ok
 
     decoded = raw.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False).ignore_errors(log_warning=True)
     decoded = decoded.filter(_is_ok).map(_drop_ok)
@@ -204,39 +241,43 @@ def _shuffled_batches(raw, batch_size, image_size, corrupt_counter):
 
 
 def _identity_balanced_batches(raw, batch_size, identities, image_size, corrupt_counter):
-    """Returns P x K batches (uint8 images [P*K,S,S,3], int64 labels [P*K]): P distinct identities, K images each."""
+    """Returns P x K batches (uint8 images [P*K,S,S,3], int64 labels [P*K], float32 landmarks [P*K,5,2]): P distinct
+    identities, K images each."""
     if batch_size % identities:
         raise ValueError(f"batch_size {batch_size} is not divisible by identities_per_batch {identities}")
     per_identity = batch_size // identities
-    parsed = raw.map(records.parse_example, num_parallel_calls=AUTOTUNE)
+    parsed = raw.map(records.parse_example_with_landmarks, num_parallel_calls=AUTOTUNE)
     groups = parsed.group_by_window(
-        key_func=lambda image_raw, label: label,
+        key_func=lambda image_raw, label, landmarks: label,
         reduce_func=lambda key, window: window.batch(per_identity, drop_remainder=True),
         window_size=per_identity)
     groups = groups.shuffle(8 * identities).batch(identities, drop_remainder=True)
     # Two groups of one identity can meet in a batch; such batches are dropped to keep P distinct identities.
-    groups = groups.filter(lambda image_raw, labels: tf.equal(tf.size(tf.unique(labels[:, 0]).y), identities))
+    groups = groups.filter(lambda image_raw, labels, landmarks: tf.equal(tf.size(tf.unique(labels[:, 0]).y),
+                                                                          identities))
 
-    def decode_batch(image_raw, labels):
-        images, ok = tf.map_fn(lambda r: decode_record(r, image_size, corrupt_counter), tf.reshape(image_raw, [-1]),
-                               fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.uint8),
-                                                    tf.TensorSpec([], tf.bool)))
-        return images, tf.reshape(labels, [-1]), tf.reduce_all(ok)
+    def decode_batch(image_raw, labels, landmarks):
+        images, landmarks, ok = tf.map_fn(
+            lambda r: _decode_with_landmarks(r[0], r[1], image_size, corrupt_counter),
+            (tf.reshape(image_raw, [-1]), tf.reshape(landmarks, [-1, records.NUM_LANDMARKS, 2])),
+            fn_output_signature=(tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+                                 tf.TensorSpec([records.NUM_LANDMARKS, 2], tf.float32), tf.TensorSpec([], tf.bool)))
+        return images, tf.reshape(labels, [-1]), landmarks, tf.reduce_all(ok)
 
     decoded = groups.map(decode_batch, num_parallel_calls=AUTOTUNE, deterministic=False).ignore_errors(log_warning=True)
     return decoded.filter(_is_ok).map(_drop_ok)
 
 
-def _is_ok(images, labels, ok):
+def _is_ok(images, labels, landmarks, ok):
     """Filter predicate: keeps elements whose ``ok`` flag is True."""
-    del images, labels
+    del images, labels, landmarks
     return ok
 
 
-def _drop_ok(images, labels, ok):
-    """Returns ``(images, labels)`` without the ``ok`` flag."""
+def _drop_ok(images, labels, landmarks, ok):
+    """Returns ``(images, labels, landmarks)`` without the ``ok`` flag."""
     del ok
-    return images, labels
+    return images, labels, landmarks
 
 
 def make_eval_images_dataset(images_uint8, batch_size, image_size=None):

@@ -27,20 +27,24 @@ def _label(tile, text):
                     cv2.LINE_AA)
 
 
-def mask_preview_grid(faces, cols, probability=1.0, seed=0):
+def mask_preview_grid(faces, cols, probability=1.0, seed=0, landmarks=None):
     """Masks ``faces`` with ``MaskAugmenter`` and lays them out: each clean row is followed by its masked row.
 
     Args:
       faces: uint8 [N, S, S, 3] aligned faces; N is cut to a multiple of ``cols``.
       cols: tiles per row. probability, seed: of the augmenter.
+      landmarks: optional float32 [N, 5, 2] landmarks (pixels) the masks are fitted to.
     Returns:
       (grid uint8 [2 * N / cols * S, cols * S, 3] RGB, number of masked faces).
     """
     from mtarcface_tf.data.masks import MaskAugmenter
-    faces = np.asarray(faces)[: len(faces) // cols * cols]
+    count = len(faces) // cols * cols
+    faces = np.asarray(faces)[:count]
     if not len(faces):
         raise ValueError(f"need at least cols={cols} faces for a preview grid")
-    masked, labels = MaskAugmenter(probability=probability, seed=seed)(faces)
+    if landmarks is not None:
+        landmarks = np.asarray(landmarks, np.float32)[:count]
+    masked, labels = MaskAugmenter(probability=probability, seed=seed)(faces, landmarks=landmarks)
     masked, labels = np.asarray(masked).copy(), np.asarray(labels)
     clean = faces.copy()
     for tile in clean:

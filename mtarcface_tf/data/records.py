@@ -2,28 +2,47 @@
 
 Each record is a ``tf.train.Example`` with ``image_raw`` (encoded JPEG/PNG bytes of an aligned 112x112 face)
 and ``label`` (int64 identity), so TFRecords written by dmonterom/face_recognition_TF2 train here unchanged.
+Optionally ``landmarks`` (LANDMARKS_KEY): float32 [10], the five landmarks (x0, y0, .., x4, y4) in pixels of the
+stored image (pixel centres at integers), ArcFace template order (eyes, nose tip, mouth corners); records without it
+parse with NaN landmarks (``has_landmarks`` is False for them).
 Shards are named ``NAME-00000-of-000NN.tfrecord``; ``NAME.manifest.json`` beside them records what is inside.
 """
 import glob
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
+LANDMARKS_KEY = "landmarks"
+NUM_LANDMARKS = 5
 FEATURES = {
     "image_raw": tf.io.FixedLenFeature([], tf.string),
     "label": tf.io.FixedLenFeature([], tf.int64),
+}
+OPTIONAL_FEATURES = {
+    LANDMARKS_KEY: tf.io.FixedLenFeature([2 * NUM_LANDMARKS], tf.float32,
+                                         default_value=[float("nan")] * (2 * NUM_LANDMARKS)),
 }
 SHARD_PATTERN = "{name}-{index:05d}-of-{count:05d}.tfrecord"
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-def serialize_example(image_bytes, label):
-    """Returns one serialized ``tf.train.Example`` from encoded image bytes and an int identity label."""
+def serialize_example(image_bytes, label, landmarks=None):
+    """Returns one serialized ``tf.train.Example`` from encoded image bytes and an int identity label.
+
+    ``landmarks``: optional float [5, 2] (x, y) pixels of the stored image, template order; stored as
+    LANDMARKS_KEY.
+    """
     feature = {
         "image_raw": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
     }
+    if landmarks is not None:
+        values = np.asarray(landmarks, np.float32).reshape(-1)
+        if values.shape != (2 * NUM_LANDMARKS,):
+            raise ValueError(f"landmarks must be [{NUM_LANDMARKS}, 2], got {np.shape(landmarks)}")
+        feature[LANDMARKS_KEY] = tf.train.Feature(float_list=tf.train.FloatList(value=values.tolist()))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -31,6 +50,20 @@ def parse_example(serialized):
     """Parses one serialized example (graph-safe) into ``(image_raw: tf.string scalar, label: tf.int64 scalar)``."""
     parsed = tf.io.parse_single_example(serialized, FEATURES)
     return parsed["image_raw"], parsed["label"]
+
+
+def parse_example_with_landmarks(serialized):
+    """Parses one serialized example (graph-safe) into ``(image_raw, label, landmarks float32 [5, 2])``.
+
+    Landmarks are NaN for records written without them (see ``has_landmarks``).
+    """
+    parsed = tf.io.parse_single_example(serialized, {**FEATURES, **OPTIONAL_FEATURES})
+    return parsed["image_raw"], parsed["label"], tf.reshape(parsed[LANDMARKS_KEY], [NUM_LANDMARKS, 2])
+
+
+def has_landmarks(landmarks):
+    """Returns bool [...]: True where ``landmarks`` float32 [..., 5, 2] are all finite (a record that stored them)."""
+    return tf.reduce_all(tf.math.is_finite(landmarks), axis=[-2, -1])
 
 
 def shard_paths(output_dir, name, num_shards):
@@ -92,7 +125,7 @@ class ShardedRecordWriter:
     """Writes examples round-robin into ``num_shards`` shards, each under a ``.tmp`` name until ``close``.
 
     Use as a context manager; on an exception the temporary files are removed and nothing is left behind.
-    ``write(image_bytes, label)`` adds one record; ``close(source, command)`` renames the shards into place
+    ``write(image_bytes, label, landmarks=None)`` adds one record; ``close(source, command)`` renames the shards into place
     and writes the manifest last, so a directory with a manifest always holds a complete data set.
     """
 
@@ -107,9 +140,9 @@ class ShardedRecordWriter:
         self.images = 0
         self.labels = set()
 
-    def write(self, image_bytes, label):
-        """Appends one (encoded image, int label) record to the next shard."""
-        self._writers[self._next].write(serialize_example(image_bytes, label))
+    def write(self, image_bytes, label, landmarks=None):
+        """Appends one (encoded image, int label, optional landmarks [5, 2]) record to the next shard."""
+        self._writers[self._next].write(serialize_example(image_bytes, label, landmarks))
         self._next = (self._next + 1) % len(self._writers)
         self.images += 1
         self.labels.add(int(label))

@@ -19,12 +19,15 @@ from tqdm import tqdm
 from mtarcface_tf.data import synthetic_draw as draw
 from mtarcface_tf.data.image_codec import encode_jpeg
 
-GENERATOR_VERSION = 1           # bump when the drawing changes: cached data sets are then refused, not mixed
+GENERATOR_VERSION = 2           # bump when the drawing changes: cached data sets are then refused, not mixed
 IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
 SETTINGS_FILE, TRAIN_NAME, BIN_KEY = "synthfaces.json", "train", "synth"
 SUPERSAMPLE = 2                 # canvas pixels per template pixel
 MARGIN = 16                     # template pixels drawn around the 112x112 square (room for the pose warp)
-MAX_ROTATION_DEG, MAX_SCALE, MAX_SHIFT = 8.0, 0.05, 3.0
+# Default pose ranges (uniform +-): in-plane rotation (degrees), scale (fraction), shift (template pixels), yaw
+# (degrees, a turn of the head modelled as a cylinder of radius YAW_RADIUS template pixels about the vertical axis).
+DEFAULT_POSE = dict(rotation=8.0, scale=0.05, shift=3.0, yaw=0.0)
+YAW_RADIUS = 44.0
 
 _SKIN = np.array([[240, 208, 184], [212, 162, 128], [168, 112, 80], [110, 72, 52]], np.float64)
 _HAIR = np.array([[28, 22, 20], [62, 42, 30], [112, 78, 48], [140, 70, 40], [205, 170, 110], [155, 150, 145]],
@@ -43,14 +46,22 @@ def _colour(rng, palette, jitter, probabilities=None):
     return np.clip(base + rng.uniform(-jitter, jitter, 3), 0, 255)
 
 
-def identity_params(seed, identity):
+def identity_params(seed, identity, spread=1.0):
     """Returns the parameter dict of SynthFaces identity ``identity`` (int >= 0) under ``seed`` (int).
 
     Values are floats in template units (112x112 pixels) or RGB colours (float arrays in 0..255), plus the
     strings ``beard`` and the list ``moles`` of (x, y, radius). The same (seed, identity) always gives the same dict.
+    ``spread`` in (0, 1] pulls every continuous parameter towards the middle of its range (1: the full range;
+    smaller values make identities closer to each other and harder to tell apart); discrete choices are unchanged.
     """
     rng = np.random.default_rng([seed, IDENTITY_STREAM, identity])
-    u = rng.uniform
+
+    def u(low=None, high=None, size=None):
+        if low is None:
+            return rng.uniform()     # a probability draw: not narrowed
+        middle = (low + high) / 2
+        return middle + spread * (rng.uniform(low, high, size) - middle)
+
     tone = u(0, 1)
     skin = np.array([np.interp(tone, np.linspace(0, 1, len(_SKIN)), _SKIN[:, c]) for c in range(3)])
     skin = np.clip(skin + u(-10, 10, 3), 0, 255)
@@ -91,14 +102,41 @@ def _image_state(rng):
                 hairline_shift=rng.uniform(-1.5, 1.5), hair_volume_shift=rng.uniform(-1, 1))
 
 
-def _pose_matrix(rng):
-    """Returns the 2x3 similarity (template -> 112 output) of a random pose around the template centre."""
-    angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
-    scale = 1 + rng.uniform(-MAX_SCALE, MAX_SCALE)
-    shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
+def _pose_matrix(rng, pose):
+    """Returns the 2x3 similarity (template -> 112 output) of a random pose around the template centre and the
+    yaw in radians, drawn within the ranges of ``pose`` (keys of DEFAULT_POSE)."""
+    angle = np.deg2rad(rng.uniform(-pose["rotation"], pose["rotation"]))
+    scale = 1 + rng.uniform(-pose["scale"], pose["scale"])
+    shift = rng.uniform(-pose["shift"], pose["shift"], 2)
+    yaw = np.deg2rad(rng.uniform(-pose["yaw"], pose["yaw"]))
     a = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     centre = np.array([draw.CENTRE_X, draw.CENTRE_X])
-    return np.hstack([a, (centre + shift - a @ centre)[:, None]])
+    return np.hstack([a, (centre + shift - a @ centre)[:, None]]), yaw
+
+
+def yaw_x(x, yaw):
+    """Maps template x coordinates (float array) of a frontal face to the face turned by ``yaw`` radians.
+
+    The head is a vertical cylinder of radius YAW_RADIUS around the template centre: a point at angle phi on it
+    moves to angle phi + yaw, so the side turning away is compressed and the nose and mouth move off the eye
+    midpoint, as landmarks of a turned face do. Points beyond the cylinder move with its edge.
+    """
+    offset = np.clip((np.asarray(x, np.float64) - draw.CENTRE_X) / YAW_RADIUS, -1.0, 1.0)
+    phi = np.clip(np.arcsin(offset) + yaw, -np.pi / 2, np.pi / 2)
+    return draw.CENTRE_X + YAW_RADIUS * np.sin(phi) + (np.asarray(x) - draw.CENTRE_X - YAW_RADIUS * offset)
+
+
+def _yaw_image(unit, yaw, margin):
+    """Turns the canvas image (one pixel per template unit, ``margin`` border) by ``yaw`` radians (see yaw_x)."""
+    if yaw == 0.0:
+        return unit
+    height, width = unit.shape[:2]
+    # Inverse map: output x -> canvas x of the frontal face (the cylinder turned back by -yaw).
+    source = yaw_x(np.arange(width, dtype=np.float64) - margin, -yaw) + margin
+    map_x = np.broadcast_to(source.astype(np.float32)[None, :], (height, width))
+    map_y = np.broadcast_to(np.arange(height, dtype=np.float32)[:, None], (height, width))
+    return cv2.remap(unit, np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
 
 
 def _canvas_warp(pose, margin):
@@ -141,13 +179,15 @@ def _photometric(image, rng):
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_face(params, rng, image_size=112):
+def render_face(params, rng, image_size=112, pose=None):
     """Renders one image of the identity ``params`` with per-image variation drawn from ``rng``.
 
     Args:
       params: dict from ``identity_params``.
       rng: ``np.random.Generator`` of this image (e.g. ``default_rng([seed, IMAGE_STREAM, identity, image])``).
       image_size: output side in pixels, <= 112 (rendered at 112, then ``cv2.INTER_AREA``-downsampled).
+      pose: dict of pose ranges (DEFAULT_POSE's keys: rotation and yaw in degrees, scale a fraction, shift in
+        template pixels), DEFAULT_POSE when None.
 
     Returns:
       ``(image, landmarks)``: uint8 [S, S, 3] RGB and float32 [5, 2] (x, y) pixel coordinates of the eye centres,
@@ -157,18 +197,19 @@ def render_face(params, rng, image_size=112):
         raise ValueError(f"image_size must be in 8..{draw.TEMPLATE_SIZE}, got {image_size}")
     k = SUPERSAMPLE
     side = (draw.TEMPLATE_SIZE + 2 * MARGIN) * k
-    pose = _pose_matrix(rng)
+    pose, yaw = _pose_matrix(rng, DEFAULT_POSE if pose is None else pose)
     state = _image_state(rng)
     colours = rng.uniform(0, 255, (2, 3))
     background = draw.draw_background(rng, (side, side), colours)
     canvas = draw.Canvas(background, k, MARGIN)
     landmarks = _draw_face(canvas, params, state, rng)
-    unit = cv2.resize(canvas.image, (side // k, side // k), interpolation=cv2.INTER_AREA)
+    unit = _yaw_image(cv2.resize(canvas.image, (side // k, side // k), interpolation=cv2.INTER_AREA), yaw, MARGIN)
     image = cv2.warpAffine(unit, _canvas_warp(pose, MARGIN), (draw.TEMPLATE_SIZE,) * 2, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
     if image_size < draw.TEMPLATE_SIZE:
         image = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA)
     image = _photometric(image.astype(np.float32), rng)
+    landmarks = np.stack([yaw_x(landmarks[:, 0], yaw), landmarks[:, 1]], axis=1)
     landmarks = landmarks @ pose[:, :2].T + pose[:, 2]
     ratio = image_size / draw.TEMPLATE_SIZE
     return image, ((landmarks + 0.5) * ratio - 0.5).astype(np.float32)
@@ -179,27 +220,34 @@ def image_rng(seed, identity, image):
     return np.random.default_rng([seed, IMAGE_STREAM, identity, image])
 
 
-def render_identity(seed, identity, images, image_size=112):
-    """Returns uint8 [len(images), S, S, 3] RGB: the given image indices of one identity."""
-    params = identity_params(seed, identity)
+def render_identity(seed, identity, images, image_size=112, pose=None, spread=1.0):
+    """Returns ``(faces uint8 [len(images), S, S, 3] RGB, landmarks float32 [len(images), 5, 2])``: the given
+    image indices of one identity (``pose`` and ``spread`` as in ``render_face`` and ``identity_params``)."""
+    params = identity_params(seed, identity, spread)
     out = np.empty((len(images), image_size, image_size, 3), np.uint8)
+    landmarks = np.empty((len(images), 5, 2), np.float32)
     for i, image in enumerate(images):
-        out[i] = render_face(params, image_rng(seed, identity, image), image_size)[0]
-    return out
+        out[i], landmarks[i] = render_face(params, image_rng(seed, identity, image), image_size, pose)
+    return out, landmarks
 
 
-def render_faces(num_identities, images_per_identity, image_size=112, seed=0, first_identity=0):
+def render_faces(num_identities, images_per_identity, image_size=112, seed=0, first_identity=0, pose=None,
+                 spread=1.0, with_landmarks=False):
     """Renders identities ``first_identity ..`` + ``num_identities`` - 1, ``images_per_identity`` images each.
 
     Returns ``(images, labels)``: uint8 [N, S, S, 3] RGB and int64 [N] in 0..num_identities-1 (relative to
-    ``first_identity``), identity-major order, N = num_identities * images_per_identity.
+    ``first_identity``), identity-major order, N = num_identities * images_per_identity; with ``with_landmarks``
+    ``(images, labels, landmarks float32 [N, 5, 2])`` (pixels, template order). ``pose``: ranges as in
+    ``render_face``; ``spread``: as in ``identity_params``.
     """
-    images = [render_identity(seed, first_identity + i, range(images_per_identity), image_size)
-              for i in range(num_identities)]
+    rendered = [render_identity(seed, first_identity + i, range(images_per_identity), image_size, pose, spread)
+                for i in range(num_identities)]
     labels = np.repeat(np.arange(num_identities, dtype=np.int64), images_per_identity)
-    if not images:
-        return np.empty((0, image_size, image_size, 3), np.uint8), labels
-    return np.concatenate(images), labels
+    if rendered:
+        images, landmarks = (np.concatenate(parts) for parts in zip(*rendered))
+    else:
+        images, landmarks = np.empty((0, image_size, image_size, 3), np.uint8), np.empty((0, 5, 2), np.float32)
+    return (images, labels, landmarks) if with_landmarks else (images, labels)
 
 
 class SyntheticDataError(Exception):
@@ -211,22 +259,24 @@ def _init_worker():
 
 
 def _train_chunk(task):
-    """Worker: renders identities [start, stop) and returns a list of (JPEG bytes, identity label)."""
-    seed, start, stop, per_identity, image_size, (q_lo, q_hi) = task
+    """Worker: renders identities [start, stop); returns a list of (JPEG bytes, identity label, landmarks [5, 2])."""
+    seed, start, stop, per_identity, image_size, (q_lo, q_hi), pose, spread = task
     out = []
     for identity in range(start, stop):
-        params = identity_params(seed, identity)
+        params = identity_params(seed, identity, spread)
         for image in range(per_identity):
             rng = image_rng(seed, identity, image)
-            face = render_face(params, rng, image_size)[0]
-            out.append((encode_jpeg(face, rng.integers(q_lo, q_hi + 1)), identity))
+            face, landmarks = render_face(params, rng, image_size, pose)
+            out.append((encode_jpeg(face, rng.integers(q_lo, q_hi + 1)), identity, landmarks))
     return out
 
 
 def _pairs_chunk(task):
-    """Worker: renders the (identity, image) list of a task; returns uint8 [K, S, S, 3] RGB."""
-    seed, image_size, items = task
-    return np.stack([render_face(identity_params(seed, i), image_rng(seed, i, j), image_size)[0] for i, j in items])
+    """Worker: renders the (identity, image) list of a task; returns (uint8 [K, S, S, 3] RGB, float32 [K, 5, 2])."""
+    seed, image_size, items, pose, spread = task
+    rendered = [render_face(identity_params(seed, i, spread), image_rng(seed, i, j), image_size, pose)
+                for i, j in items]
+    return np.stack([face for face, _ in rendered]), np.stack([marks for _, marks in rendered])
 
 
 def eval_pair_plan(seed, first_identity, num_identities, num_pairs):
@@ -249,18 +299,18 @@ def _run(function, tasks, workers, bar):
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             result = function(task)
-            bar.update(len(result))
+            bar.update(len(result[0]) if isinstance(result, tuple) else len(result))
             yield result
         return
     import multiprocessing
     with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
         for result in pool.imap(function, tasks):
-            bar.update(len(result))
+            bar.update(len(result[0]) if isinstance(result, tuple) else len(result))
             yield result
 
 
 def _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
-              jpeg_quality):
+              jpeg_quality, pose, spread):
     """Validates the arguments; returns the dict that identifies a data set (stored in ``synthfaces.json``)."""
     q_lo, q_hi = (int(q) for q in jpeg_quality)
     checks = [(identities >= 1, "identities must be >= 1"),
@@ -269,13 +319,17 @@ def _settings(identities, images_per_identity, eval_identities, eval_pairs, imag
               (eval_pairs >= 0 and eval_identities >= 0, "eval_pairs and eval_identities must be >= 0"),
               (8 <= image_size <= draw.TEMPLATE_SIZE, f"image_size must be in 8..{draw.TEMPLATE_SIZE}"),
               (num_shards >= 1, "num_shards must be >= 1"),
-              (1 <= q_lo <= q_hi <= 100, "jpeg_quality must be (low, high) with 1 <= low <= high <= 100")]
+              (1 <= q_lo <= q_hi <= 100, "jpeg_quality must be (low, high) with 1 <= low <= high <= 100"),
+              (set(pose) == set(DEFAULT_POSE), f"pose must have the keys {sorted(DEFAULT_POSE)}"),
+              (all(v >= 0 for v in pose.values()), "pose ranges must be >= 0"),
+              (0 < spread <= 1, "spread must be in (0, 1]")]
     for ok, message in checks:
         if not ok:
             raise SyntheticDataError(message)
     return dict(version=GENERATOR_VERSION, identities=int(identities), images_per_identity=int(images_per_identity),
                 eval_identities=int(eval_identities), eval_pairs=int(eval_pairs), image_size=int(image_size),
-                seed=int(seed), num_shards=int(num_shards), jpeg_quality=[q_lo, q_hi])
+                seed=int(seed), num_shards=int(num_shards), jpeg_quality=[q_lo, q_hi],
+                pose={k: float(v) for k, v in sorted(pose.items())}, spread=float(spread))
 
 
 def _result(output_dir, settings, cached):
@@ -301,13 +355,16 @@ def _check_existing(output_dir, settings):
 
 
 def generate_dataset(output_dir, identities, images_per_identity, eval_identities, eval_pairs, image_size=112,
-                     seed=0, num_shards=2, workers=2, jpeg_quality=(70, 95), progress=True, command=""):
+                     seed=0, num_shards=2, workers=2, jpeg_quality=(70, 95), progress=True, command="", pose=None,
+                     spread=1.0):
     """Writes (or reuses) a SynthFaces training set and verification pairs under ``output_dir``.
 
     Layout: ``train/train-0000i-of-0000N.tfrecord`` + ``train/train.manifest.json`` (identities 0..identities-1,
     JPEG at a per-image quality in ``jpeg_quality``), ``synth.bin`` (insightface format, ``eval_pairs`` pairs, half
-    same identity, from identities ``identities .. identities + eval_identities - 1``, disjoint from training),
-    and ``synthfaces.json`` (the settings), written last. A directory whose ``synthfaces.json`` matches is reused
+    same identity, from identities ``identities .. identities + eval_identities - 1``, disjoint from training)
+    with its landmarks in ``synth.bin.landmarks.npy``, and ``synthfaces.json`` (the settings), written last.
+    Every training record carries its landmarks (``records.LANDMARKS_KEY``). ``pose`` (ranges, DEFAULT_POSE when
+    None) and ``spread`` are as in ``render_face`` and ``identity_params``. A directory whose ``synthfaces.json`` matches is reused
     without writing anything; one made with other settings raises SyntheticDataError (delete it or pick another).
     Work is spread over ``workers`` spawn processes; the output does not depend on ``workers``.
 
@@ -315,8 +372,9 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     images, identities, settings, cached).
     """
     from mtarcface_tf.data import bin_pairs, records
+    pose = dict(DEFAULT_POSE if pose is None else pose)
     settings = _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
-                         jpeg_quality)
+                         jpeg_quality, pose, spread)
     if _check_existing(output_dir, settings):
         return _result(output_dir, settings, cached=True)
     result = _result(output_dir, settings, cached=False)
@@ -326,19 +384,29 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
         os.remove(stale)  # an interrupted run with another shard count must not leave extra shards
     per_task = max(1, min(16, identities // (8 * max(workers, 1))))
     tasks = [(seed, start, min(start + per_task, identities), images_per_identity, image_size,
-              tuple(settings["jpeg_quality"])) for start in range(0, identities, per_task)]
+              tuple(settings["jpeg_quality"]), pose, spread) for start in range(0, identities, per_task)]
     total = result["images"] + 2 * eval_pairs
     with tqdm(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
         with records.ShardedRecordWriter(train_dir, TRAIN_NAME, num_shards) as writer:
             for chunk in _run(_train_chunk, tasks, workers, bar):
-                for encoded, label in chunk:
-                    writer.write(encoded, label)
+                for encoded, label, landmarks in chunk:
+                    writer.write(encoded, label, landmarks)
             writer.close(source="synthfaces", command=command, extra={"synthfaces": settings})
         if eval_pairs:
             items, issame = eval_pair_plan(seed, identities, eval_identities, eval_pairs)
             step = max(2, min(64, len(items) // (8 * max(workers, 1))))
-            pair_tasks = [(seed, image_size, items[i:i + step]) for i in range(0, len(items), step)]
-            images = np.concatenate(list(_run(_pairs_chunk, pair_tasks, workers, bar)))
+            pair_tasks = [(seed, image_size, items[i:i + step], pose, spread) for i in range(0, len(items), step)]
+            images, landmarks = (np.concatenate(parts) for parts in zip(*_run(_pairs_chunk, pair_tasks, workers, bar)))
             bin_pairs.save_bin(result["bins"][BIN_KEY], images, issame, ext=".jpg")
+            bin_pairs.save_landmarks(result["bins"][BIN_KEY], landmarks, image_size)
     records.atomic_write_text(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
     return result
+
+
+def config_kwargs(synthetic_config):
+    """Returns the ``generate_dataset`` keyword arguments of a ``config.data.synthetic`` ConfigDict (all but
+    ``output_dir``)."""
+    s = synthetic_config
+    return dict(identities=s.identities, images_per_identity=s.images_per_identity,
+                eval_identities=s.eval_identities, eval_pairs=s.eval_pairs, image_size=s.image_size, seed=s.seed,
+                pose=dict(s.pose), spread=s.spread)

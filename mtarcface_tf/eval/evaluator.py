@@ -80,7 +80,9 @@ class VerificationEvaluator:
                 self._cache[key] = {"clean": (images, issame)}
             else:
                 from mtarcface_tf.data.masked_pairs import masked_variants
-                available = masked_variants(images, issame, self.seed)
+                from mtarcface_tf.data.bin_pairs import load_landmarks
+                landmarks = load_landmarks(path, len(images), images.shape[1])
+                available = masked_variants(images, issame, self.seed, landmarks=landmarks)
                 missing = [v for v in self.variants if v not in available]
                 if missing:
                     raise ValueError(f"masked_variants gives no {missing}; choose variants among {sorted(available)}")

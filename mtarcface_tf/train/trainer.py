@@ -58,10 +58,8 @@ def resolve_data(config, data_root):
     if synthetic.identities <= 0:
         raise TrainingError("config.data.train is empty: give --config.data.train=TFRECORDS (tools/convert.py "
                             "makes them) or set --config.data.synthetic.identities > 0 to train on SynthFaces")
-    from mtarcface_tf.data.synthetic import generate_dataset
-    generated = generate_dataset(os.path.join(data_root, SYNTHETIC_DIR), synthetic.identities,
-                                 synthetic.images_per_identity, synthetic.eval_identities, synthetic.eval_pairs,
-                                 image_size=synthetic.image_size, seed=synthetic.seed)
+    from mtarcface_tf.data.synthetic import config_kwargs, generate_dataset
+    generated = generate_dataset(os.path.join(data_root, SYNTHETIC_DIR), **config_kwargs(synthetic))
     return generated["train"], bins + list(generated["bins"].values())
 
 
@@ -82,7 +80,8 @@ def _make_dataset(strategy, config, train_path, per_replica_batch, seed, corrupt
             train_path, per_replica_batch, image_size=config.model.input_size,
             mask_probability=config.data.mask_probability, flip=config.data.flip,
             shuffle_buffer=config.data.shuffle_buffer, seed=seed, input_context=input_context, repeat=True,
-            identities_per_batch=config.data.identities_per_batch, corrupt_counter=corrupt_counter)
+            identities_per_batch=config.data.identities_per_batch, corrupt_counter=corrupt_counter,
+            mask_placement=config.data.mask_placement)
         return dataset.batch(accum, drop_remainder=True) if accum > 1 else dataset
 
     return strategy.distribute_datasets_from_function(dataset_fn)
