@@ -130,9 +130,10 @@ def test_folder_conversion_counts_skipped(tmp_path):
 class FakeDetector:
     """Finds no face in dark images, two faces in bright ones, else one (landmarks = the template scaled x2)."""
 
+    TEMPLATE = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]], np.float32)
+
     def detect(self, image_rgb):
-        template = np.array([[38.29, 51.70], [73.53, 51.50], [56.03, 71.74], [41.55, 92.37], [70.73, 92.20]],
-                            np.float32)
+        template = self.TEMPLATE
         big = Face(np.array([0, 0, 224, 224], np.float32), 0.99, template * 2)
         small = Face(np.array([0, 0, 20, 20], np.float32), 0.9, template / 5)
         mean = image_rgb.mean()
@@ -159,6 +160,56 @@ def test_folder_conversion_with_alignment(tmp_path):
     expected = cv2.resize(gradient, (112, 112), interpolation=cv2.INTER_AREA)
     assert np.abs(faces[0].astype(int) - expected).mean() < 3
     assert np.abs(faces[1].astype(int) - 230).mean() < 3
+    # the landmarks go through the alignment with the face: twice the template / 2 = the template
+    for landmarks in read_landmarks(out):
+        np.testing.assert_allclose(landmarks, FakeDetector.TEMPLATE, atol=0.05)
+
+
+def read_landmarks(output_dir, name="train"):
+    files = records.list_shards(records.manifest_path(str(output_dir), name))
+    parsed = tf.data.TFRecordDataset(files).map(records.parse_example_with_landmarks)
+    return [landmarks.numpy() for _, _, landmarks in parsed]
+
+
+class CropDetector:
+    """Finds the template's landmarks in whatever frame it is given (padded and upscaled crops included), except
+    in dark crops (no face)."""
+
+    def __init__(self):
+        self.sides = []
+
+    def detect(self, image_rgb):
+        self.sides.append(image_rgb.shape[0])
+        if image_rgb.mean() < 50:
+            return []
+        crop = 112
+        border = round(0.5 * crop)          # CROP_PADDING: the crop sits at [border, border + 112) before upscaling
+        ratio = image_rgb.shape[0] / (crop + 2 * border)
+        landmarks = (FakeDetector.TEMPLATE + border + 0.5) * ratio - 0.5
+        return [Face(np.array([0, 0, 10, 10], np.float32), 0.9, landmarks)]
+
+
+def test_add_landmarks_to_existing_records(tmp_path):
+    src = tmp_path / "records"
+    with records.ShardedRecordWriter(str(src), "train", num_shards=2) as writer:
+        for i in range(6):
+            image = np.full((112, 112, 3), 10 if i == 4 else 120, np.uint8)
+            writer.write(cv2.imencode(".jpg", image)[1].tobytes(), i // 2)
+        writer.close()
+    detector = CropDetector()
+    manifest = convert.add_landmarks(str(src), str(tmp_path / "out"), "train", detector=detector, num_shards=3,
+                                     progress=False)
+    assert manifest["images"] == 6 and manifest["identities"] == 3
+    assert manifest["notes"] == {convert.LandmarkJob.NO_FACE: 1} and manifest["landmarks_by"] == "CropDetector"
+    assert set(detector.sides) == {448}                      # 112 padded to 224, upscaled x2
+    found = read_landmarks(tmp_path / "out")
+    assert sum(np.isnan(l).all() for l in found) == 1
+    for landmarks in found:
+        if not np.isnan(landmarks).any():
+            np.testing.assert_allclose(landmarks, FakeDetector.TEMPLATE, atol=1e-3)
+    assert sorted(read_back(tmp_path / "out")) == sorted(read_back(src))
+    summary = "\n".join(convert.format_summary(manifest, str(tmp_path / "out")))
+    assert "found on 5 of 6 crops" in summary
 
 
 def test_bin_conversion(tmp_path):

@@ -3,6 +3,7 @@
   python tools/convert.py --source=recordio --input=faces_emore/train.rec --output_dir=data/ms1mv2 --workers=2
   python tools/convert.py --source=folder --input=my_faces/ --output_dir=data/mine [--align --detector=mtcnn]
   python tools/convert.py --source=bin --input=faces_emore/lfw.bin --output_dir=data/lfw_images
+  python tools/convert.py --source=tfrecord --add_landmarks --input=data/ms1mv2 --output_dir=data/ms1mv2_landmarks
 
 Re-running into an output that already holds the data set is refused; --resume continues an interrupted run.
 """
@@ -18,15 +19,18 @@ from mtarcface_tf.data.bin_pairs import BinFormatError, UnsafeFileError  # noqa:
 from mtarcface_tf.data.recordio import RecordIOError  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("source", "recordio", ["recordio", "folder", "bin"], "Kind of input.")
-flags.DEFINE_string("input", None, "The .rec file, the identity-folder tree or the .bin file.")
+flags.DEFINE_enum("source", "recordio", ["recordio", "folder", "bin", "tfrecord"], "Kind of input.")
+flags.DEFINE_string("input", None, "The .rec file, the identity-folder tree, the .bin file or the TFRecords.")
 flags.DEFINE_string("idx", None, "The .idx of a .rec (default: beside it; without one the .rec is scanned).")
 flags.DEFINE_string("output_dir", None, "Directory of the TFRecord shards and the manifest.")
 flags.DEFINE_string("name", "train", "Data set name: shards NAME-0000i-of-000NN.tfrecord, NAME.manifest.json.")
 flags.DEFINE_integer("num_shards", 0, "Number of shards; 0: one per 100k images, at least one per worker.")
 flags.DEFINE_integer("workers", 2, "Processes writing shards in parallel.")
 flags.DEFINE_bool("align", False, "Folder source: detect and align each face (else inputs must be aligned).")
-flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "retinaface"], "Face detector used with --align.")
+flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "retinaface"], "Face detector used with --align and "
+                                                                  "--add_landmarks.")
+flags.DEFINE_bool("add_landmarks", False, "TFRecord source: copy the records adding the five landmarks detected on "
+                                          "each aligned crop (masks are then fitted to them).")
 flags.DEFINE_integer("image_size", convert.DEFAULT_IMAGE_SIZE, "Side of the aligned faces in pixels.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted conversion in --output_dir.")
 flags.mark_flags_as_required(["input", "output_dir"])
@@ -45,6 +49,12 @@ def _convert():
             detector = FLAGS.detector
         return convert.convert_folder(FLAGS.input, FLAGS.output_dir, FLAGS.name, image_size=FLAGS.image_size,
                                       detector=detector, **common)
+    if FLAGS.source == "tfrecord":
+        if not FLAGS.add_landmarks:
+            raise convert.ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
+        from mtarcface_tf.inference.detect import make_detector
+        make_detector(FLAGS.detector)  # fails here, in one line, when the detector's package is missing
+        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=FLAGS.detector, **common)
     return convert.convert_bin(FLAGS.input, FLAGS.output_dir, FLAGS.name, **common)
 
 

@@ -1,10 +1,13 @@
 """Writes a PNG grid of faces with and without MaskAugmenter masks, each tile labelled.
 
   python tools/preview_masks.py --output=docs/mask_preview.png [--rows=4 --cols=6 --seed=0]
-                                [--input=TFRECORDS] [--image_size=80]
+                                [--input=TFRECORDS | --photos=DIR [--detector=retinaface]] [--image_size=80]
+  python tools/preview_masks.py --photos=../shared/data/realfaces-dev --output=docs/mask_preview_real.png \
+      --rows=6 --cols=8 --image_size=112
 
-Faces come from --input (TFRecords: directory, manifest, glob or file) when given, else from SynthFaces.
-Each row of clean faces is followed by the same faces through the augmenter.
+Faces come from --input (TFRecords: directory, manifest, glob or file), from --photos (photographs: the
+largest face of each is detected, aligned, and its mask fitted to its landmarks), else from SynthFaces (masks
+fitted to the generator's landmarks). Each row of clean faces is followed by the same faces through the augmenter.
 """
 import sys
 
@@ -16,6 +19,8 @@ flags.DEFINE_integer("rows", 4, "Rows of tiles (half clean, half masked).")
 flags.DEFINE_integer("cols", 6, "Tiles per row.")
 flags.DEFINE_integer("seed", 0, "Seed of the masks (and of the faces).")
 flags.DEFINE_string("input", "", "TFRecords to take faces from (default: SynthFaces).")
+flags.DEFINE_string("photos", "", "Folder of photographs to detect, align and mask (instead of --input).")
+flags.DEFINE_enum("detector", "retinaface", ["retinaface", "mtcnn"], "Face detector for --photos.")
 flags.DEFINE_integer("image_size", 80, "Tile size in pixels (80 keeps the PNG under 300 KB).")
 flags.DEFINE_float("probability", 1.0, "Mask probability of the augmented rows.")
 
@@ -23,17 +28,24 @@ flags.DEFINE_float("probability", 1.0, "Mask probability of the augmented rows."
 def main(argv):
     del argv
     from mtarcface_tf.data import preview, synthetic
+    from mtarcface_tf.inference.detect import DetectorUnavailableError
     count = max(1, FLAGS.rows // 2) * FLAGS.cols
+    landmarks, source = None, FLAGS.photos or FLAGS.input or "SynthFaces"
     try:
-        if FLAGS.input:
+        if FLAGS.photos:
+            faces, landmarks, skipped = preview.faces_from_photos(FLAGS.photos, count, FLAGS.image_size,
+                                                                  FLAGS.detector)
+            print(f"{skipped} photos without a face skipped")
+        elif FLAGS.input:
             faces = preview.faces_from_records(FLAGS.input, count, FLAGS.image_size)
         else:
-            faces, _ = synthetic.render_faces(count, 1, image_size=FLAGS.image_size, seed=FLAGS.seed)
-        grid, masked = preview.mask_preview_grid(faces, FLAGS.cols, FLAGS.probability, FLAGS.seed)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: --input={FLAGS.input}: {error}")
+            faces, _, landmarks = synthetic.render_faces(count, 1, image_size=FLAGS.image_size, seed=FLAGS.seed,
+                                                         with_landmarks=True)
+        grid, masked = preview.mask_preview_grid(faces, FLAGS.cols, FLAGS.probability, FLAGS.seed, landmarks)
+    except (FileNotFoundError, ValueError, DetectorUnavailableError) as error:
+        sys.exit(f"error: {source}: {error}")
     preview.write_png(FLAGS.output, grid)
-    print(f"wrote {FLAGS.output}: {len(faces)} faces from {FLAGS.input or 'SynthFaces'}, {masked} masked")
+    print(f"wrote {FLAGS.output}: {len(faces)} faces from {source}, {masked} masked")
 
 
 if __name__ == "__main__":

@@ -188,19 +188,22 @@ class FolderJob:
         return self.detector
 
     def _aligned(self, path, image_rgb, stats):
-        """Returns the JPEG of the largest face aligned to the template, or None (counted) without a face."""
-        from mtarcface_tf.inference.align import align_face
+        """Returns ``(JPEG, landmarks [5, 2] in the crop)`` of the largest face aligned to the template, or None
+        (counted) without a face."""
+        from mtarcface_tf.inference.align import align_face_and_landmarks
         faces = self._detector().detect(image_rgb)
         if not faces:
             stats.skip("no_face", path)
             return None
         if len(faces) > 1:
             stats.note("several_faces_took_largest", path)
-        face = align_face(image_rgb, np.asarray(max(faces, key=lambda f: f.area).landmarks, np.float32), self.image_size)
-        return encode_jpeg(face, self.jpeg_quality)
+        landmarks = np.asarray(max(faces, key=lambda f: f.area).landmarks, np.float32)
+        face, mapped = align_face_and_landmarks(image_rgb, landmarks, self.image_size)
+        return encode_jpeg(face, self.jpeg_quality), mapped
 
     def _record_bytes(self, path, stats):
-        """Returns the encoded image to store for ``path``, or None when it is skipped (and counted)."""
+        """Returns ``(encoded image, landmarks or None)`` to store for ``path``, or None when it is skipped
+        (and counted). Landmarks come with faces this job detected and aligned."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -217,19 +220,19 @@ class FolderJob:
             stats.skip("wrong_size", f"{path} ({image.shape[1]}x{image.shape[0]})")
             return None
         if data.startswith(_SIGNATURES):
-            return data
+            return data, None
         ok, encoded = cv2.imencode(".png", image)
-        return encoded.tobytes() if ok else None
+        return (encoded.tobytes(), None) if ok else None
 
     def write(self, start, stop, writer, counter):
         """Writes items ``[start, stop)`` to ``writer``; returns their ShardStats."""
         stats, labels = ShardStats(), set()
         for path, label in self.items[start:stop]:
-            data = self._record_bytes(path, stats)
+            record = self._record_bytes(path, stats)
             counter.add()
-            if data is None:
+            if record is None:
                 continue
-            writer.write(records.serialize_example(data, label))
+            writer.write(records.serialize_example(record[0], label, record[1]))
             labels.add(label)
             stats.images += 1
         stats.labels = label_ranges(labels)
@@ -251,6 +254,61 @@ class BinJob:
             writer.write(records.serialize_example(self.bins[i], i // 2))
             counter.add()
         return ShardStats(images=stop - start, labels=label_ranges(i // 2 for i in range(start, stop)))
+
+
+class LandmarkJob:
+    """Copies the records of an existing TFRecord data set, adding the five landmarks (records.LANDMARKS_KEY)
+    detected on each aligned crop; a crop where no face is found is copied without them and counted.
+
+    Args:
+      input_path: the records (directory, manifest, glob or file; see ``records.list_shards``).
+      detector: a detector name made in each worker (``make_detector``) or a detector instance.
+    """
+
+    NO_FACE = "no_face_kept_without_landmarks"
+
+    def __init__(self, input_path, detector):
+        self.files = records.list_shards(input_path)
+        self.counts = [records.count_records(path) for path in self.files]
+        self.detector = detector
+
+    def __len__(self):
+        return sum(self.counts)
+
+    def _items(self, start, stop):
+        """Yields ``(item name, serialized record)`` for global record indices [start, stop)."""
+        first = 0
+        for path, count in zip(self.files, self.counts):
+            if first + count > start and first < stop:
+                for offset, serialized in enumerate(records.iter_records(path)):
+                    if start <= first + offset < stop:
+                        yield f"{os.path.basename(path)}:{offset}", serialized
+            first += count
+
+    def write(self, start, stop, writer, counter):
+        """Writes records ``[start, stop)`` to ``writer`` with landmarks where found; returns their ShardStats."""
+        from mtarcface_tf.inference.detect import landmarks_on_aligned_crop, make_detector
+        if isinstance(self.detector, str):
+            self.detector = make_detector(self.detector)
+        stats, labels = ShardStats(), set()
+        for item, serialized in self._items(start, stop):
+            example = tf.train.Example.FromString(serialized)
+            feature = example.features.feature
+            image = cv2.imdecode(np.frombuffer(feature["image_raw"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR)
+            counter.add()
+            if image is None:
+                stats.skip("unreadable", item)
+                continue
+            landmarks = landmarks_on_aligned_crop(self.detector, np.ascontiguousarray(image[..., ::-1]))
+            if landmarks is None:
+                stats.note(self.NO_FACE, item)
+            else:
+                serialized = records.with_landmarks(serialized, landmarks)
+            writer.write(serialized)
+            labels.add(int(feature["label"].int64_list.value[0]))
+            stats.images += 1
+        stats.labels = label_ranges(labels)
+        return stats
 
 
 # -- the engine: plan, refuse or resume, write shards in parallel, manifest last -----------------------------
@@ -440,6 +498,26 @@ def convert_bin(bin_path, output_dir, name, **kwargs):
     return run_conversion(BinJob(bin_path), output_dir, name, source=os.path.abspath(bin_path), **kwargs)
 
 
+def add_landmarks(input_path, output_dir, name, detector="retinaface", **kwargs):
+    """Writes a copy of the TFRecords at ``input_path`` with landmarks detected on each aligned crop.
+
+    ``detector``: a name (made in each worker) or an instance (runs in this process, workers = 1). Crops where
+    no face is found are copied without landmarks (their masks use the template) and counted in the manifest
+    (``notes[LandmarkJob.NO_FACE]``). ``kwargs`` go to ``run_conversion`` (parallel and resumable as the other
+    converters). Returns the manifest.
+    """
+    if not isinstance(detector, str) and kwargs.get("workers", 1) > 1:
+        log.warning("a detector instance runs in this process: using 1 worker")
+        kwargs["workers"] = 1
+    try:
+        job = LandmarkJob(input_path, detector)
+    except ValueError as err:
+        raise ConversionError(str(err)) from None
+    landmarks_by = detector if isinstance(detector, str) else type(detector).__name__
+    return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
+                          extra={"landmarks_by": landmarks_by}, **kwargs)
+
+
 def format_summary(manifest, output_dir):
     """Returns human-readable lines about a finished conversion: counts, skipped items by reason, hints."""
     lines = [f"wrote {manifest['images']} images of {manifest['identities']} identities into "
@@ -454,4 +532,8 @@ def format_summary(manifest, output_dir):
             lines.append(f"  ... and {len(items) - _LISTED_PER_REASON} more (all in the manifest)")
     for reason, count in manifest["notes"].items():
         lines.append(f"note: {count} images: {reason.replace('_', ' ')}")
+    if "landmarks_by" in manifest:
+        missing = manifest["notes"].get(LandmarkJob.NO_FACE, 0)
+        lines.append(f"landmarks ({manifest['landmarks_by']}) found on {manifest['images'] - missing} of "
+                     f"{manifest['images']} crops")
     return lines

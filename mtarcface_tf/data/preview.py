@@ -19,6 +19,44 @@ def faces_from_records(path, count, size):
     return np.round(np.stack(faces)).astype(np.uint8)
 
 
+def faces_from_photos(folder, count, size, detector="retinaface"):
+    """Detects, aligns and returns up to ``count`` faces from the photos under ``folder`` (recursively; one per
+    sub-folder in turn).
+
+    Returns ``(faces uint8 [N, size, size, 3] RGB, landmarks float32 [N, 5, 2] in the crops, skipped int)``:
+    the largest face of each photo, aligned to the template with its landmarks mapped through the alignment;
+    photos without a face (or unreadable) are skipped and counted.
+    """
+    from mtarcface_tf.data.convert import IMAGE_EXTENSIONS
+    from mtarcface_tf.inference.align import align_face_and_landmarks
+    from mtarcface_tf.inference.detect import InvalidImageError, make_detector, read_image_rgb
+    by_folder = {}
+    for root, _, names in sorted(os.walk(folder)):
+        by_folder[root] = sorted(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+    # Round robin over the folders (one photo of each person before a second one of anybody).
+    paths = [p for _, p in sorted((rank, p) for files in by_folder.values() for rank, p in enumerate(files))]
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no photos found")
+    detector = make_detector(detector) if isinstance(detector, str) else detector
+    faces, landmarks, skipped = [], [], 0
+    for path in paths:
+        if len(faces) == count:
+            break
+        try:
+            photo = read_image_rgb(path)
+        except InvalidImageError:
+            skipped += 1
+            continue
+        face = detector.detect_largest(photo)
+        if face is None:
+            skipped += 1
+            continue
+        crop, mapped = align_face_and_landmarks(photo, face.landmarks, size)
+        faces.append(crop)
+        landmarks.append(mapped)
+    return np.asarray(faces, np.uint8), np.asarray(landmarks, np.float32), skipped
+
+
 def _label(tile, text):
     """Writes ``text`` on the tile's bottom edge (white with a dark outline), in place."""
     scale = tile.shape[0] / LABEL_HEIGHT_RATIO

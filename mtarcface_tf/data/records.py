@@ -66,6 +66,48 @@ def has_landmarks(landmarks):
     return tf.reduce_all(tf.math.is_finite(landmarks), axis=[-2, -1])
 
 
+def iter_records(path):
+    """Yields the serialized records (bytes) of one uncompressed TFRecord file, in order, without TensorFlow
+    (safe in forked worker processes). Raises ValueError naming ``path`` when the file ends mid-record."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)           # uint64 length + uint32 masked CRC of the length
+            if not header:
+                return
+            if len(header) < 12:
+                raise ValueError(f"{path}: truncated TFRecord file (a record header is cut off)")
+            length = int.from_bytes(header[:8], "little")
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:   # the data and its uint32 masked CRC
+                raise ValueError(f"{path}: truncated TFRecord file (a record is cut off)")
+            yield data
+
+
+def count_records(path):
+    """Returns the number of records in one uncompressed TFRecord file (reads only the headers)."""
+    count, offset, size = 0, 0, os.path.getsize(path)
+    with open(path, "rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(8)
+            if len(header) < 8:
+                raise ValueError(f"{path}: truncated TFRecord file (a record header is cut off)")
+            offset += 16 + int.from_bytes(header, "little")
+            count += 1
+    if offset != size:
+        raise ValueError(f"{path}: truncated TFRecord file (the last record is cut off)")
+    return count
+
+
+def with_landmarks(serialized, landmarks):
+    """Returns the serialized example with the LANDMARKS_KEY feature set to ``landmarks`` [5, 2] (other features
+    kept as they are)."""
+    example = tf.train.Example.FromString(serialized)
+    values = np.asarray(landmarks, np.float32).reshape(-1).tolist()
+    example.features.feature[LANDMARKS_KEY].float_list.value[:] = values
+    return example.SerializeToString()
+
+
 def shard_paths(output_dir, name, num_shards):
     """Returns the ``num_shards`` shard paths ``output_dir/NAME-0000i-of-000NN.tfrecord`` in order."""
     return [os.path.join(output_dir, SHARD_PATTERN.format(name=name, index=i, count=num_shards))

@@ -110,6 +110,15 @@ def align_face(image_rgb, landmarks, image_size=TEMPLATE_SIZE):
     Raises:
       AlignmentError: ``landmarks`` is not [5, 2] or is degenerate; ``image_rgb`` is not [H, W, 3].
     """
+    return align_face_and_landmarks(image_rgb, landmarks, image_size)[0]
+
+
+def align_face_and_landmarks(image_rgb, landmarks, image_size=TEMPLATE_SIZE):
+    """``align_face``, also returning the landmarks mapped through the same warp.
+
+    Returns ``(crop uint8 [S, S, 3], landmarks float32 [5, 2])``: the landmarks in pixels of the crop (near the
+    template, off it by what a similarity cannot absorb, e.g. a turned head). Raises as ``align_face``.
+    """
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
         raise AlignmentError(f"image_rgb must be [H, W, 3] RGB, got shape {image_rgb.shape}.")
@@ -117,4 +126,5 @@ def align_face(image_rgb, landmarks, image_size=TEMPLATE_SIZE):
     if landmarks.shape != ARCFACE_TEMPLATE.shape:
         raise AlignmentError(f"landmarks must be [5, 2] (x, y) points, got shape {landmarks.shape}.")
     matrix = estimate_similarity(landmarks, template_for(image_size))
-    return cv2.warpAffine(image_rgb, matrix, (image_size, image_size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    crop = cv2.warpAffine(image_rgb, matrix, (image_size, image_size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return crop, (landmarks @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)

@@ -323,3 +323,35 @@ def make_detector(name="mtcnn", **kwargs):
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(DETECTORS))}.")
     return DETECTORS[name](**kwargs)
+
+
+# Detectors look for faces with some context around them: an aligned crop (the face fills it) is padded by this
+# fraction of its side on every side (edge pixels repeated) and scaled by this factor before detection.
+CROP_PADDING = 0.5
+CROP_UPSCALE = 2.0
+
+
+def landmarks_on_aligned_crop(detector, crop_rgb, padding=CROP_PADDING, upscale=CROP_UPSCALE):
+    """Detects the five landmarks of the face in an aligned crop (e.g. a 112x112 record of MS1MV2).
+
+    Args:
+      detector: a Detector.
+      crop_rgb: uint8 [S, S, 3] RGB aligned face.
+      padding: fraction of S added on every side (edge replicated) before detection.
+      upscale: factor the padded crop is resized by before detection.
+
+    Returns:
+      float32 [5, 2] (x, y) landmarks in pixels of ``crop_rgb`` (template order), or None when no face is found.
+      Of several faces, the one whose landmarks' centre is nearest the crop centre is taken.
+    """
+    size = crop_rgb.shape[0]
+    border = int(round(padding * size))
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(crop_rgb), border, border, border, border, cv2.BORDER_REPLICATE)
+    side = int(round(padded.shape[0] * upscale))
+    faces = detector.detect(cv2.resize(padded, (side, side), interpolation=cv2.INTER_CUBIC))
+    if not faces:
+        return None
+    ratio = padded.shape[0] / side
+    candidates = [(np.asarray(f.landmarks, np.float32) + 0.5) * ratio - 0.5 - border for f in faces]
+    centre = (size - 1) / 2
+    return min(candidates, key=lambda points: float(np.sum((points.mean(axis=0) - centre) ** 2)))
