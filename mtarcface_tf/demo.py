@@ -7,6 +7,7 @@ throughput than one after the other on 2 cores). Everything is written under one
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 
@@ -17,11 +18,14 @@ from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, tr
 MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
 BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
 TRAIN_TIME_FILE = "train_time.json"
-QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=300)
+QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=1000)
 GALLERY_PEOPLE = 10          # synthetic people enrolled without masks, then identified from masked photos
 GALLERY_IMAGES = 3           # enrollment images per person (their mean embedding is stored)
 VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces masked; mixed: one of the two
 SAMPLE_PEOPLE = 16           # faces in the samples PNG (two rows, each with its masked copy)
+QUICK_DIR = "quick"          # --quick runs live in their own subdirectory, so a full run and a quick one coexist
+SETTINGS_FILE = "demo_settings.json"
+SYNTHFACES_DIR = "synthfaces"
 
 
 def slug(name):
@@ -60,13 +64,42 @@ def demo_configs(quick=False, all_baselines=False):
     return configs
 
 
+def run_directory(output_dir, quick=False):
+    """Returns where a demo run keeps its artefacts: ``output_dir``, or ``output_dir/quick`` for ``--quick``."""
+    return os.path.join(output_dir, QUICK_DIR) if quick else output_dir
+
+
+def prepare_run_directory(run_dir, configs):
+    """Makes ``run_dir`` ready for a run of ``configs``: a directory left by a run with other settings (another
+    version of the demo's configs or data) has the demo's own artefacts removed first, with one line saying so;
+    anything else in it is left alone. Writes the settings of this run."""
+    from mtarcface_tf.data.synthetic import GENERATOR_VERSION
+    settings = {"generator_version": GENERATOR_VERSION,
+                "configs": {name: json.loads(config.to_json()) for name, config in configs.items()}}
+    path = os.path.join(run_dir, SETTINGS_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if previous != settings:
+            print(f"{run_dir}: made by a demo run with other settings; removing its SynthFaces, models and reports "
+                  f"and starting afresh", flush=True)
+            for name in [SYNTHFACES_DIR, "reports", "export", "gallery.npz"] + [slug(n) for n in previous["configs"]]:
+                target = os.path.join(run_dir, name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.isfile(target):
+                    os.remove(target)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(settings, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def generate_data(config, output_dir):
     """Generates (or reuses) the SynthFaces set of ``config.data.synthetic`` under ``output_dir/synthfaces``."""
     from mtarcface_tf.data import synthetic
-    s = config.data.synthetic
-    return synthetic.generate_dataset(os.path.join(output_dir, "synthfaces"), identities=s.identities,
-                                      images_per_identity=s.images_per_identity, eval_identities=s.eval_identities,
-                                      eval_pairs=s.eval_pairs, image_size=s.image_size, seed=s.seed)
+    return synthetic.generate_dataset(os.path.join(output_dir, SYNTHFACES_DIR),
+                                      **synthetic.config_kwargs(config.data.synthetic))
 
 
 class _Prefixed:
@@ -162,10 +195,11 @@ def recognize_masked_people(export_dir, config, output_dir):
     from mtarcface_tf.inference.recognizer import FaceRecognizer
     s = config.data.synthetic
     first = s.identities + s.eval_identities
-    images, labels = render_faces(GALLERY_PEOPLE, 2 * GALLERY_IMAGES, image_size=s.image_size, seed=s.seed,
-                                  first_identity=first)
+    images, labels, landmarks = render_faces(GALLERY_PEOPLE, 2 * GALLERY_IMAGES, image_size=s.image_size,
+                                             seed=s.seed, first_identity=first, pose=dict(s.pose), spread=s.spread,
+                                             with_landmarks=True)
     enroll = np.arange(len(images)) % (2 * GALLERY_IMAGES) < GALLERY_IMAGES
-    masked, _ = MaskAugmenter(probability=1.0, seed=s.seed)(images[~enroll])
+    masked, _ = MaskAugmenter(probability=1.0, seed=s.seed)(images[~enroll], landmarks=landmarks[~enroll])
     recognizer = FaceRecognizer(export_dir)
     for person in range(GALLERY_PEOPLE):
         recognizer.enroll(f"person_{person:02d}", images[enroll & (labels == person)], aligned=True)
@@ -195,8 +229,9 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
     from mtarcface_tf.export import export_saved_model
     from mtarcface_tf.train.checkpoints import load_model
     start = time.time()
-    os.makedirs(output_dir, exist_ok=True)
     configs = demo_configs(quick, all_baselines)
+    output_dir = run_directory(output_dir, quick)
+    prepare_run_directory(output_dir, configs)
     mt_config = configs["MTArcFace"]
     print(f"[1/5] SynthFaces into {output_dir}/synthfaces", flush=True)
     data = generate_data(mt_config, output_dir)
@@ -216,9 +251,31 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
     print("[5/5] enrolling unmasked people, identifying them from masked photos", flush=True)
     recognition = recognize_masked_people(export_dir, mt_config, output_dir)
     summary = dict(output_dir=output_dir, seconds=round(time.time() - start, 1), table=table,
-                   recognition=recognition, export=export_dir, reports={n: r for n, r in reports.items()})
+                   recognition=recognition, export=export_dir, reports={n: r for n, r in reports.items()},
+                   synthfaces=data["settings"], steps=mt_config.num_steps)
     _write_summary(output_dir, summary)
     return summary
+
+
+def headline_figures(reports, set_name="synth"):
+    """Returns {model: {variant: {"accuracy", "tar"}} (fractions, flip-test where present) plus "mask_accuracy"}
+    of each model's report on ``set_name``: the numbers the demo table shows."""
+    from mtarcface_tf.eval.report import TABLE_VARIANTS, headline
+    figures = {}
+    for model, report in reports.items():
+        entry = report["sets"][set_name]
+        figures[model] = {v: {k: headline(entry["variants"][v])[k] for k in ("accuracy", "tar")}
+                          for v in TABLE_VARIANTS if v in entry["variants"]}
+        usage = entry["mask_usage"]
+        figures[model]["mask_accuracy"] = usage["accuracy"] if usage else None
+    return figures
+
+
+def result_figures(summary):
+    """Returns the JSON figures of a finished demo (``run_demo``'s summary) for ``results.save_result``."""
+    return dict(headline=headline_figures(summary["reports"]), table=summary["table"],
+                recognition=summary["recognition"], seconds=summary["seconds"],
+                synthfaces=summary["synthfaces"], steps=summary["steps"])
 
 
 def write_samples(config, path, people=SAMPLE_PEOPLE):
@@ -226,8 +283,9 @@ def write_samples(config, path, people=SAMPLE_PEOPLE):
     from mtarcface_tf.data import preview
     from mtarcface_tf.data.synthetic import render_faces
     s = config.data.synthetic
-    faces, _ = render_faces(people, 1, image_size=s.image_size, seed=s.seed)
-    grid, _ = preview.mask_preview_grid(faces, cols=people // 2, probability=1.0, seed=s.seed)
+    faces, _, landmarks = render_faces(people, 1, image_size=s.image_size, seed=s.seed, pose=dict(s.pose),
+                                       spread=s.spread, with_landmarks=True)
+    grid, _ = preview.mask_preview_grid(faces, cols=people // 2, probability=1.0, seed=s.seed, landmarks=landmarks)
     preview.write_png(path, grid)
 
 

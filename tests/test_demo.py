@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from mtarcface_tf import demo
 from mtarcface_tf.data import preview
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,11 +29,34 @@ def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
     assert "| synth | ArcFace |" in result.stdout and "| synth | MTArcFace |" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recognition"]["queries"] > 0
-    assert 0.0 <= summary["recognition"]["identified"] <= 1.0
     assert os.path.isfile(os.path.join(summary["export"], "saved_model.pb"))
     for name in ("report.md", "synthfaces_samples.png", "reports/arcface/report.json",
                  "reports/mtarcface/report.json", "gallery.npz"):
         assert (out / name).is_file(), name
     mt_report = json.loads((out / "reports/mtarcface/report.json").read_text())
     assert set(mt_report["sets"]["synth"]["variants"]) >= {"clean", "masked", "mixed"}
-    assert mt_report["sets"]["synth"]["mask_usage"] is not None
+    assert mt_report["sets"]["synth"]["mask_usage"]["accuracy"] > 0.9
+    # The paper's claim in miniature, already after 40 steps on 1,000 pairs: the model trained with masks scores
+    # masked pairs better than the one trained without (which never saw a mask).
+    figures = demo.headline_figures({name: json.loads((out / f"reports/{demo.slug(name)}/report.json").read_text())
+                                     for name in ("ArcFace", "MTArcFace")})
+    assert figures["MTArcFace"]["masked"]["accuracy"] > figures["ArcFace"]["masked"]["accuracy"], figures
+
+
+def test_quick_and_full_runs_keep_separate_directories_and_other_settings_start_afresh(tmp_path, capsys):
+    full, quick = demo.demo_configs(), demo.demo_configs(quick=True)
+    assert demo.run_directory(str(tmp_path)) == str(tmp_path)
+    assert demo.run_directory(str(tmp_path), quick=True) == str(tmp_path / demo.QUICK_DIR)
+    demo.prepare_run_directory(str(tmp_path), full)
+    (tmp_path / "arcface").mkdir()
+    (tmp_path / "synthfaces").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")
+    demo.prepare_run_directory(str(tmp_path), full)          # same settings: everything kept (resumed)
+    assert (tmp_path / "arcface").is_dir() and "afresh" not in capsys.readouterr().out
+    changed = demo.demo_configs()
+    changed["MTArcFace"].data.synthetic.identities += 1
+    demo.prepare_run_directory(str(tmp_path), changed)
+    assert "starting afresh" in capsys.readouterr().out
+    assert not (tmp_path / "arcface").exists() and not (tmp_path / "synthfaces").exists()
+    assert (tmp_path / "notes.txt").read_text() == "mine"     # not the demo's: left alone
+    assert quick["MTArcFace"].num_steps < full["MTArcFace"].num_steps

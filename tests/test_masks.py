@@ -211,8 +211,10 @@ def test_painted_landmark_masks_change_only_where_alpha_is_positive():
     assert diff[alpha > 0.5].mean() > 0.95
 
 
-def test_yaw_shown_by_landmarks_moves_the_mask_towards_nose_and_mouth():
-    # A head turned to its left: nose and mouth move off the eye midpoint; the mask follows them, not the eyes.
+def test_yaw_shown_by_landmarks_makes_the_mask_wider_on_the_near_side():
+    # A turned head: nose and mouth 6 px image-right of where the eyes put them. The near (image-left) side of
+    # the face shows more cheek, so the mask reaches further left of the nose than right of it; a similarity
+    # alone would only move a symmetric mask.
     size = 112
     faces = tf.constant(noise_faces(8, size))
     draws = tf.random.stateless_uniform([8, 25], [8, 0])
@@ -220,7 +222,13 @@ def test_yaw_shown_by_landmarks_moves_the_mask_towards_nose_and_mouth():
     turned[2:, 0] += 6.0
     alpha = masks.mask_alpha(faces, draws, tf.constant(np.repeat(turned[None], 8, axis=0))).numpy()
     frontal = masks.mask_alpha(faces, draws).numpy()
-    columns = np.arange(size)
-    centre = lambda a: (a.sum(axis=1) * columns).sum(axis=1) / a.sum(axis=(1, 2))   # noqa: E731
-    shift = centre(alpha) - centre(frontal)
-    assert (shift > 1.5).all(), shift
+    row = int(round(turned[3:, 1].mean()))                       # the mouth's row
+
+    def sides(a, nose_x):
+        covered = np.flatnonzero(a[row] > 0.5)
+        return nose_x - covered[0], covered[-1] - nose_x
+
+    for placed, straight in zip(alpha, frontal):
+        left, right = sides(placed, turned[2, 0])
+        straight_left, straight_right = sides(straight, masks.template_points(size)[2, 0])
+        assert (left - right) - (straight_left - straight_right) > 3, (left, right, straight_left, straight_right)

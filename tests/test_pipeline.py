@@ -110,3 +110,55 @@ def test_looks_complete_detects_truncated_and_garbage():
     checks = [pipeline.looks_complete(tf.constant(b)).numpy() for b in (jpeg, png, jpeg[:-10], png[:-20], b"", b"xyz")]
     assert checks == [True, True, False, False, False, False]
     assert masks.first_mask_row(32) > 0
+
+
+def test_flip_landmarks_mirrors_and_swaps_sides():
+    landmarks = tf.constant([[[10.0, 20.0], [30.0, 21.0], [22.0, 30.0], [12.0, 40.0], [28.0, 41.0]]])
+    flipped = pipeline.flip_landmarks(landmarks, 40).numpy()[0]
+    np.testing.assert_allclose(flipped, [[9.0, 21.0], [29.0, 20.0], [17.0, 30.0], [11.0, 41.0], [27.0, 40.0]])
+
+
+def test_landmarks_follow_the_resize():
+    image = cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))[1].tobytes()
+    landmarks = tf.constant([[0.0, 0.0], [39.0, 39.0], [19.5, 19.5], [9.5, 29.5], [29.5, 9.5]])
+    _, resized, ok = pipeline._decode_with_landmarks(tf.constant(image), landmarks, 20, None)
+    assert bool(ok)
+    np.testing.assert_allclose(resized.numpy(), [[-0.25, -0.25], [19.25, 19.25], [9.5, 9.5], [4.5, 14.5],
+                                                 [14.5, 4.5]])
+
+
+@pytest.fixture(scope="module")
+def turned_shards(tmp_path_factory):
+    """Grey 64x64 faces whose landmarks are the template rotated by 30 degrees (the mouth moves image-right)."""
+    directory = str(tmp_path_factory.mktemp("turned"))
+    size = 64
+    matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), 30.0, 1.0)
+    landmarks = masks.template_points(size) @ matrix[:, :2].T + matrix[:, 2]
+    image = cv2.imencode(".png", np.full((size, size, 3), 128, np.uint8))[1].tobytes()
+    with records.ShardedRecordWriter(directory, "train") as writer:
+        for i in range(32):
+            writer.write(image, i % 4, landmarks)
+        writer.close()
+    return directory, landmarks
+
+
+def _mask_centres_x(dataset):
+    images, targets = next(iter(dataset))
+    changed = np.abs(images.numpy() - images.numpy()[:, :1, :1]).max(axis=-1) > 0.02
+    assert targets["mask"].numpy().all() and changed.any(axis=(1, 2)).all()
+    columns = np.arange(changed.shape[2])
+    return (changed.sum(axis=1) * columns).sum(axis=1) / changed.sum(axis=(1, 2))
+
+
+def test_pipeline_fits_masks_to_record_landmarks_and_flips_them(turned_shards):
+    path, landmarks = turned_shards
+    kwargs = dict(image_size=64, mask_probability=1.0, shuffle_buffer=1)
+    template = _mask_centres_x(pipeline.make_train_dataset(path, 16, flip=False, mask_placement="template", **kwargs))
+    fitted = _mask_centres_x(pipeline.make_train_dataset(path, 16, flip=False, **kwargs))
+    mouth_shift = (landmarks[3:, 0].mean() - masks.template_points(64)[3:, 0].mean())
+    assert mouth_shift > 5 and (fitted - template > 0.4 * mouth_shift).all(), (fitted, template)
+    flipped = _mask_centres_x(pipeline.make_train_dataset(path, 16, flip=True, **kwargs))
+    # a grey image looks the same flipped; its mask must move to the mirrored side with its landmarks
+    assert (flipped < 31.5).any() and (flipped > 31.5).any()
+    with pytest.raises(ValueError, match="mask_placement"):
+        pipeline.make_train_dataset(path, 16, mask_placement="nose")

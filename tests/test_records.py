@@ -65,3 +65,37 @@ def test_atomic_write_text(tmp_path):
     records.atomic_write_text(path, "one")
     records.atomic_write_text(path, "two")
     assert open(path, encoding="utf-8").read() == "two" and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_landmarks_feature_round_trip_and_absent_as_nan():
+    import numpy as np
+    landmarks = np.arange(10, dtype=np.float32).reshape(5, 2) + 0.25
+    _, label, parsed = records.parse_example_with_landmarks(records.serialize_example(b"x", 3, landmarks))
+    np.testing.assert_array_equal(parsed.numpy(), landmarks)
+    assert int(label) == 3 and bool(records.has_landmarks(parsed))
+    _, _, missing = records.parse_example_with_landmarks(records.serialize_example(b"x", 3))
+    assert missing.shape == (5, 2) and not bool(records.has_landmarks(missing))
+    added = records.with_landmarks(records.serialize_example(b"y", 4), landmarks)
+    image, label, parsed = records.parse_example_with_landmarks(added)
+    assert image.numpy() == b"y" and int(label) == 4
+    np.testing.assert_array_equal(parsed.numpy(), landmarks)
+    with pytest.raises(ValueError, match=r"\[5, 2\]"):
+        records.serialize_example(b"x", 1, np.zeros((4, 2)))
+
+
+def test_python_record_reader_matches_tensorflow(tmp_path):
+    path = str(tmp_path / "a.tfrecord")
+    payloads = [b"", b"a" * 300, b"xyz"]
+    with tf.io.TFRecordWriter(path) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert list(records.iter_records(path)) == [bytes(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert records.count_records(path) == 3
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:-5])
+    with pytest.raises(ValueError, match="truncated"):
+        records.count_records(path)
+    with pytest.raises(ValueError, match="truncated"):
+        list(records.iter_records(path))

@@ -117,3 +117,40 @@ def test_bad_arguments_raise_one_clear_error(tmp_path):
                                    eval_pairs=4, progress=False)
     with pytest.raises(ValueError, match="image_size"):
         synthetic.render_face(synthetic.identity_params(0, 0), np.random.default_rng(0), image_size=200)
+
+
+def test_yaw_turns_points_on_a_cylinder():
+    centre, radius = 56.0, synthetic.YAW_RADIUS
+    yaw = np.deg2rad(20.0)
+    np.testing.assert_allclose(synthetic.yaw_x(np.array([centre]), yaw), [centre + radius * np.sin(yaw)])
+    # a point at angle 30 degrees on the cylinder moves to 50 degrees
+    x = centre + radius * np.sin(np.deg2rad(30.0))
+    np.testing.assert_allclose(synthetic.yaw_x(np.array([x]), yaw), [centre + radius * np.sin(np.deg2rad(50.0))])
+    np.testing.assert_allclose(synthetic.yaw_x(synthetic.yaw_x(np.array([40.0, 70.0]), yaw), -yaw), [40.0, 70.0])
+
+
+def test_records_and_pairs_carry_the_rendered_landmarks(tmp_path):
+    import tensorflow as tf
+    from mtarcface_tf.data import bin_pairs, records
+    pose = dict(rotation=20.0, scale=0.1, shift=5.0, yaw=20.0)
+    result = synthetic.generate_dataset(str(tmp_path / "s"), identities=2, images_per_identity=3, eval_identities=2,
+                                        eval_pairs=2, image_size=48, seed=4, num_shards=1, workers=1, progress=False,
+                                        pose=pose, spread=0.5)
+    stored = {}
+    for serialized in tf.data.TFRecordDataset(records.list_shards(result["train"])):
+        _, label, landmarks = records.parse_example_with_landmarks(serialized)
+        stored.setdefault(int(label), []).append(landmarks.numpy())
+    for identity in range(2):
+        _, expected = synthetic.render_identity(4, identity, range(3), 48, pose, 0.5)
+        np.testing.assert_allclose(np.array(stored[identity]), expected, atol=1e-4)
+    loaded = bin_pairs.load_landmarks(result["bins"]["synth"], 4, 96)     # at twice the size
+    items, _ = synthetic.eval_pair_plan(4, 2, 2, 2)
+    first = synthetic.render_face(synthetic.identity_params(4, items[0][0], 0.5),
+                                  synthetic.image_rng(4, *items[0]), 48, pose)[1]
+    np.testing.assert_allclose(loaded[0], (first + 0.5) * 2 - 0.5, atol=1e-3)
+
+
+def test_spread_narrows_identities_towards_the_middle_of_each_range():
+    wide = [synthetic.identity_params(0, i)["face_w_jaw"] for i in range(30)]
+    narrow = [synthetic.identity_params(0, i, spread=0.5)["face_w_jaw"] for i in range(30)]
+    np.testing.assert_allclose(np.array(narrow) - 28.0, 0.5 * (np.array(wide) - 28.0))   # range (21, 35)

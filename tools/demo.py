@@ -6,6 +6,8 @@ recognize masked people. `make demo` runs it; about 5 minutes on 2 CPU cores (`-
 import os
 import sys
 
+from mtarcface_tf.data.synthetic import SyntheticDataError
+
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -14,6 +16,8 @@ flags.DEFINE_bool("quick", False, "Tiny data and few steps: checks that everythi
 flags.DEFINE_bool("sequential", False, "Train the models one after the other instead of side by side.")
 flags.DEFINE_bool("all_baselines", False, "Also train ArcFace+focal and FaceNet's triplet loss on the same data "
                                           "(not part of the default 15-minute run).")
+flags.DEFINE_string("save_result", "", "Also keep the figures as docs/results/NAME.json (command, date, machine, "
+                                       "load, git revision), e.g. --save_result=demo for README's table.")
 
 
 def main(argv):
@@ -23,7 +27,7 @@ def main(argv):
     try:
         summary = run_demo(FLAGS.output_dir, quick=FLAGS.quick, parallel=not FLAGS.sequential,
                            all_baselines=FLAGS.all_baselines)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError, SyntheticDataError) as error:
         sys.exit(f"error: {error}")
     recognition = summary["recognition"]
     print()
@@ -31,7 +35,11 @@ def main(argv):
     print(f"Masked people identified: {100 * recognition['identified']:.1f}% of {recognition['queries']} photos "
           f"({recognition['people']} people enrolled without masks); mask detected on "
           f"{100 * recognition['mask_detected']:.1f}%.")
-    print(f"Done in {summary['seconds']:.0f} s. Everything is under {os.path.abspath(FLAGS.output_dir)} "
+    if FLAGS.save_result:
+        from mtarcface_tf.demo import result_figures
+        from mtarcface_tf.results import save_result
+        print(f"Figures kept in {save_result(FLAGS.save_result, result_figures(summary))}")
+    print(f"Done in {summary['seconds']:.0f} s. Everything is under {os.path.abspath(summary['output_dir'])} "
           f"(start with report.md).")
 
 
