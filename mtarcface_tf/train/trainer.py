@@ -43,6 +43,10 @@ def _check_config(config):
                             f"(GPU) or 'mixed_bfloat16' (CPU/TPU)")
     if config.mixed_precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
         raise TrainingError("config.mixed_precision='mixed_float16' needs a GPU; use mixed_bfloat16 on CPU/TPU or ''")
+    from mtarcface_tf.data.pipeline import MASK_PLACEMENTS
+    if config.data.mask_placement not in MASK_PLACEMENTS:
+        raise TrainingError(f"config.data.mask_placement={config.data.mask_placement!r}: choose one of "
+                            f"{', '.join(MASK_PLACEMENTS)}")
 
 
 def resolve_data(config, data_root):
@@ -58,8 +62,11 @@ def resolve_data(config, data_root):
     if synthetic.identities <= 0:
         raise TrainingError("config.data.train is empty: give --config.data.train=TFRECORDS (tools/convert.py "
                             "makes them) or set --config.data.synthetic.identities > 0 to train on SynthFaces")
-    from mtarcface_tf.data.synthetic import config_kwargs, generate_dataset
-    generated = generate_dataset(os.path.join(data_root, SYNTHETIC_DIR), **config_kwargs(synthetic))
+    from mtarcface_tf.data.synthetic import SyntheticDataError, config_kwargs, generate_dataset
+    try:
+        generated = generate_dataset(os.path.join(data_root, SYNTHETIC_DIR), **config_kwargs(synthetic))
+    except SyntheticDataError as err:
+        raise TrainingError(str(err)) from None
     return generated["train"], bins + list(generated["bins"].values())
 
 
