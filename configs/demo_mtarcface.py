@@ -30,11 +30,13 @@ def get_config():
     config.loss.margin_warmup_steps = DEMO_STEPS // 5
 
     config.data.shuffle_buffer = 10_000
-    config.data.synthetic.identities = 400
-    config.data.synthetic.images_per_identity = 30
-    config.data.synthetic.eval_identities = 150
-    config.data.synthetic.eval_pairs = 2000
+    config.data.synthetic.identities = 600
+    config.data.synthetic.images_per_identity = 20
+    config.data.synthetic.eval_identities = 300
+    config.data.synthetic.eval_pairs = 3000
     config.data.synthetic.image_size = 64
+    config.data.synthetic.spread = 0.85
+    config.data.synthetic.pose.update(rotation=12.0, scale=0.08, shift=4.0, yaw=20.0)
     config.num_classes = config.data.synthetic.identities
 
     config.optimizer.name = "adam"
