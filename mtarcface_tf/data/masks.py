@@ -47,6 +47,10 @@ EYE_MARGIN = 0.15          # masks start at least this many eye distances below 
 # absorbs rotation, scale and shift, so only the yaw (and detector error) remain; a wild detection cannot drag
 # the mask off the face, and the painted window stays a fixed size.
 LANDMARK_REACH_PX = 10.0
+# Landmark-fitted masks are painted and warped at 1/LANDMARK_DOWNSCALE of the image side and upsampled (bilinear):
+# the projective warp is the costly op, and the mask's texture periods (>= 5 px) survive the halving.
+LANDMARK_DOWNSCALE = 2
+MIN_DOWNSCALED_SIZE = 32   # smaller images are painted at full size
 
 # Per-image randomisation, in template pixels (scaled with the image) or fractions.
 JITTER_PX = 1.5
@@ -265,11 +269,10 @@ def mask_alpha(images, draws, landmarks=None):
         top, bottom, left, right = _window(size, 0.0)
         geometry = _mask_geometry(draws, size)
         lower = tf.cast(images[:, top:, left:right], tf.float32)
-        _, alpha = _mask_layer(lower, draws, geometry, _pixels(left, right), _pixels(top, bottom),
-                               template_anchors(size)["eye_line"], size)
+        _, alpha = _mask_layer(_window_shading(lower, size), draws, geometry, _pixels(left, right),
+                               _pixels(top, bottom), template_anchors(size)["eye_line"], size)
         return tf.pad(alpha, [[0, 0], [top, 0], [left, size - right]])
-    layer = _landmark_layer(images, draws, landmarks)
-    return layer[..., 3]
+    return _landmark_layer_upsampled(images, draws, landmarks)[..., 3]
 
 
 def _pixels(start, stop):
@@ -282,8 +285,8 @@ def _paint_on_template(images, draws):
     top, _, left, right = _window(size, 0.0)
     lower = tf.cast(images[:, top:, left:right], tf.float32)
     height, width = lower.shape[1], lower.shape[2]
-    colour, alpha = _mask_layer(lower, draws, _mask_geometry(draws, size), _pixels(left, right),
-                                _pixels(top, size), template_anchors(size)["eye_line"], size)
+    colour, alpha = _mask_layer(_window_shading(lower, size), draws, _mask_geometry(draws, size),
+                                _pixels(left, right), _pixels(top, size), template_anchors(size)["eye_line"], size)
     painted = tf.reshape(lower, [-1, height * width, 3]) * _outer(1.0 - alpha, tf.ones([1, 3])) + colour
     painted = _to_dtype(tf.reshape(painted, [-1, height, width, 3]), images.dtype)
     middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
@@ -292,7 +295,7 @@ def _paint_on_template(images, draws):
 
 def _paint_on_landmarks(images, draws, landmarks):
     """paint_masks with landmarks: the mask layer warped from each face's canonical frame onto the image."""
-    layer = _landmark_layer(images, draws, landmarks)
+    layer = _landmark_layer_upsampled(images, draws, landmarks)
     alpha, colour = layer[..., 3:], layer[..., :3]
     return _to_dtype(tf.cast(images, tf.float32) * (1.0 - alpha) + colour, images.dtype)
 
@@ -350,22 +353,30 @@ def canonical_landmarks(landmarks, size):
     return tf.clip_by_value(canonical, template - reach, template + reach)
 
 
-def _landmark_layer(images, draws, landmarks):
-    """Returns the premultiplied mask layer [M, S, S, 4] (RGB * alpha, alpha) in image pixels: the face's canonical
-    window is sampled from the image (for the shading), painted, and warped back by the fitted similarity."""
+def _landmark_layer_upsampled(images, draws, landmarks):
+    """Returns ``_landmark_layer`` [M, S, S, 4], computed at 1/LANDMARK_DOWNSCALE of the side and upsampled."""
     size = images.shape[1]
-    landmarks = tf.cast(landmarks, tf.float32)
+    small = size // LANDMARK_DOWNSCALE
+    if small < MIN_DOWNSCALED_SIZE or size % LANDMARK_DOWNSCALE:
+        return _landmark_layer(images, draws, landmarks)
+    layer = _landmark_layer(images, draws, landmarks, paint_size=small)
+    return tf.image.resize(layer, [size, size], method="bilinear")
+
+
+def _landmark_layer(images, draws, landmarks, paint_size=None):
+    """Returns the premultiplied mask layer [M, P, P, 4] (RGB * alpha, alpha) in pixels of the image scaled to
+    P = ``paint_size`` (the image's side S when None): the shading is sampled from the image, the mask painted in
+    the face's canonical window and warped back by the fitted similarity."""
+    full = images.shape[1]
+    size = paint_size or full
+    landmarks = (tf.cast(landmarks, tf.float32) + 0.5) * (size / full) - 0.5
     reach = LANDMARK_REACH_PX * size / TEMPLATE_SIZE
     top, bottom, left, right = _window(size, reach)
     a, b, tx, ty = fit_similarity(landmarks, size)
     zero = tf.zeros_like(a)
-    # Window pixel (i, j) is canonical point (left + i, top + j), which lies at S(canonical) in the image.
-    to_image = tf.stack([a, -b, a * left - b * top + tx, b, a, b * left + a * top + ty, zero, zero], axis=1)
-    lower = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.cast(images, tf.float32), transforms=to_image, output_shape=[bottom - top, right - left],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST")
     anchors = anchor_values(canonical_landmarks(landmarks, size))
-    colour, alpha = _mask_layer(lower, draws, _mask_geometry(draws, size, anchors), _pixels(left, right),
+    shading = _warped_shading(images, (a, b, tx, ty), size, top, left)
+    colour, alpha = _mask_layer(shading, draws, _mask_geometry(draws, size, anchors), _pixels(left, right),
                                 _pixels(top, bottom), anchors["eye_line"][:, None, None], size)
     height, width = bottom - top, right - left
     layer = tf.concat([tf.reshape(colour, [-1, height, width, 3]), alpha[..., None]], axis=-1)
@@ -378,15 +389,16 @@ def _landmark_layer(images, draws, landmarks):
         fill_mode="CONSTANT")
 
 
-def _mask_layer(lower, draws, geometry, x, y, eye_line, size):
-    """Paints the masks on the window ``lower`` [M,H,W,3] float32 (pixels x [W] × y [H] of the mask's frame).
+def _mask_layer(shading, draws, geometry, x, y, eye_line, size):
+    """Paints the masks on a window (pixels x [W] × y [H] of the mask's frame); ``shading(rows, columns)`` returns
+    the shade [M, len(rows), len(columns)] in [0, 1] at those pixel offsets from (x[0], y[0]).
 
     Returns ``(colour, alpha)``: the premultiplied mask colour [M, H*W, 3] (0..255) and the coverage [M, H, W]
     in [0, 1], zero above ``eye_line`` (a float, or [M, 1, 1]).
     """
     soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
     # The smooth fields (mask and disc coverage before clipping, shading) share one coarse grid and one upsampling.
-    fields = _coarse_fields(geometry, lower, x, y, size)
+    fields = _coarse_fields(geometry, shading, x, y, size)
     height, width = y.shape[0], x.shape[0]
     mask_coverage, disc_coverage, shade = (fields[:, SDF_STEP:SDF_STEP + height, SDF_STEP:SDF_STEP + width, c]
                                            for c in range(3))
@@ -410,13 +422,13 @@ def _window(size, reach):
     centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
     jitter = JITTER_PX * size / TEMPLATE_SIZE
     # The cheeks move with an eye and half the change of the eye distance, the centre with nose and mouth.
-    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter + 3 * reach)
+    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter + 2 * reach)
     half *= 1 + POSE_RANGE
     margin = 2.0 * max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE) + jitter
     left = int(max(-reach, np.floor(centre - outline_reach * half - margin)))
     right = int(min(size + reach, np.ceil(centre + outline_reach * half + margin)))
     top = int(math.floor(anchors["eye_line"] - reach))
-    bottom = size + int(math.ceil(1.5 * reach))
+    bottom = size + int(math.ceil(reach))
     return top, bottom, left, right
 
 
@@ -457,8 +469,8 @@ def _mask_geometry(draws, size, anchors=None):
     return frame
 
 
-def _coarse_fields(geometry, lower, x, y, size):
-    """Returns the smooth per-pixel fields of the window ``lower`` [M,H,W,3] (pixels x [W] × y [H]).
+def _coarse_fields(geometry, shading, x, y, size):
+    """Returns the smooth per-pixel fields of a window (pixels x [W] × y [H]; ``shading`` as in _mask_layer).
 
     Returns [M, H', W', 3]; crop to [:, SDF_STEP:SDF_STEP + H, SDF_STEP:SDF_STEP + W]. Channels: 0.5 - distance
     / softness to the mask (outline united with its discs) and to the discs (clip them to [0, 1] for an anti-aliased
@@ -469,7 +481,7 @@ def _coarse_fields(geometry, lower, x, y, size):
     soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
     coarse_x, coarse_y, rows, columns = _coarse_grid(x, y)
     mask, discs = _coarse_distances(geometry, coarse_x, coarse_y)
-    shade = _shading(lower, size, rows, columns)
+    shade = shading(rows, columns)
     fields = tf.stack([0.5 - mask / soft, 0.5 - discs / soft, shade], axis=-1)
     return tf.image.resize(fields, [len(rows) * SDF_STEP, len(columns) * SDF_STEP], method="bilinear")
 
@@ -613,6 +625,41 @@ def _interpolation_matrix(positions, blocks, length):
     matrix[np.arange(len(source)), lower] += 1.0 - fraction
     matrix[np.arange(len(source)), upper] += fraction
     return matrix
+
+
+def _window_shading(lower, size):
+    """Returns the ``shading(rows, columns)`` function of the window ``lower`` [M,H,W,3] (see ``_shading``)."""
+    return lambda rows, columns: _shading(lower, size, rows, columns)
+
+
+def _warped_shading(images, similarity, size, top, left):
+    """Returns the ``shading(rows, columns)`` function of a canonical window at (left, top) of faces ``images``
+    [M,S,S,3] placed by ``similarity`` (a, b, tx, ty; in pixels of the image scaled to ``size``), as ``_shading``
+    computes it, but from the blurred luminance of the image sampled at the mapped points (no full-size warp)."""
+    pixel_ratio = images.shape[1] / size          # image pixels per painting pixel
+    block = max(2, int(round(SHADE_BLUR_PX * images.shape[1] / TEMPLATE_SIZE)))
+    blurred = tf.nn.avg_pool2d(tf.cast(images, tf.float32), block, block, "SAME")
+    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    a, b, tx, ty = similarity
+    zero = tf.zeros_like(a)
+
+    def shading(rows, columns):
+        # Coarse sample (i, j) is canonical point (left + columns[0] + j * step, top + rows[0] + i * step) -> painting
+        # pixel S(p) -> image pixel (S(p) + 0.5) * ratio - 0.5 -> block coordinates (pixel + 0.5) / block - 0.5.
+        step = float(rows[1] - rows[0]) if len(rows) > 1 else 1.0
+        x0, y0 = left + float(columns[0]), top + float(rows[0])
+        scale, k = step * pixel_ratio / block, pixel_ratio / block
+        to_blocks = tf.stack([a * scale, -b * scale, (a * x0 - b * y0 + tx + 0.5) * k - 0.5,
+                              b * scale, a * scale, (b * x0 + a * y0 + ty + 0.5) * k - 0.5, zero, zero], axis=1)
+        sampled = tf.raw_ops.ImageProjectiveTransformV3(
+            images=luminance, transforms=to_blocks, output_shape=[len(rows), len(columns)], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="NEAREST")[..., 0]
+        mean = tf.reduce_mean(sampled, axis=[1, 2])
+        ratio = sampled / (mean[:, None, None] + 1.0)
+        low, high = SHADE_RANGE
+        return (tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high) - low) / (high - low)
+
+    return shading
 
 
 def _shading(lower, size, rows, columns):
