@@ -179,8 +179,9 @@ def test_rows_without_landmarks_fall_back_to_the_template():
     landmarks = np.full((4, 5, 2), np.nan, np.float32)
     fallback = masks.mask_alpha(faces, draws, tf.constant(landmarks)).numpy()
     template = masks.mask_alpha(faces, draws).numpy()
-    assert np.abs(fallback - template).mean() < 0.01
-    assert (np.abs(fallback - template) > 0.5).mean() < 0.002     # only resampling of the soft edge differs
+    # The same mask, painted at half resolution and upsampled: only the soft edge differs.
+    for placed, expected in zip(fallback > 0.5, template > 0.5):
+        assert (placed & expected).sum() / (placed | expected).sum() > 0.93
 
 
 def test_masks_fit_faces_in_large_poses_where_template_masks_miss():
