@@ -27,6 +27,7 @@ def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
                              f"--output_dir={out}"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| synth | ArcFace |" in result.stdout and "| synth | MTArcFace |" in result.stdout
+    out = out / demo.QUICK_DIR                                 # a quick run keeps to its own subdirectory
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recognition"]["queries"] > 0
     assert os.path.isfile(os.path.join(summary["export"], "saved_model.pb"))
