@@ -33,9 +33,9 @@ TARGET_MASK_COST = 0.30
 
 def write_records(directory, count, size, seed=0):
     """Writes ``count`` random smooth JPEG faces-sized images into ``directory``; returns the manifest path."""
-    from mtarcface_tf.data import records
+    from mtarcface_tf.data import records, shards
     rng = np.random.default_rng(seed)
-    with records.ShardedRecordWriter(directory, "bench", num_shards=4) as writer:
+    with shards.ShardedRecordWriter(directory, "bench", num_shards=4) as writer:
         for i in range(count):
             small = rng.integers(0, 256, (14, 14, 3), dtype=np.uint8)
             image = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)

@@ -12,12 +12,19 @@ import time
 
 import numpy as np
 
-from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, triplet
+from mtarcface_tf.configs import demo as demo_configs
+from mtarcface_tf.data import preview
+from mtarcface_tf.data.masks import MaskAugmenter
+from mtarcface_tf.data.synthetic import render_faces
+from mtarcface_tf.eval import report as report_lib
+from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.export.saved_model import export_saved_model
+from mtarcface_tf.inference.recognizer import FaceRecognizer
+from mtarcface_tf.model.workdir import load_model
+from mtarcface_tf.train.trainer import resolve_data, train_and_evaluate
 
-MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
-BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
 TRAIN_TIME_FILE = "train_time.json"
-QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=300)
 GALLERY_PEOPLE = 10          # synthetic people enrolled without masks, then identified from masked photos
 GALLERY_IMAGES = 3           # enrollment images per person (their mean embedding is stored)
 VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces masked; mixed: one of the two
@@ -27,46 +34,6 @@ SAMPLE_PEOPLE = 16           # faces in the samples PNG (two rows, each with its
 def slug(name):
     """Returns the directory name of a model name, e.g. "ArcFace+focal" -> "arcface_focal"."""
     return name.lower().replace("+", "_")
-
-
-def demo_configs(quick=False, all_baselines=False):
-    """Returns {model name: config} of the two demo models (with ``all_baselines`` also ArcFace+focal and triplet,
-    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run."""
-    configs = {name: module.get_config() for name, module in MODELS.items()}
-    if all_baselines:
-        reference = configs["MTArcFace"]
-        for name, module in BASELINES.items():
-            config = module.get_config()
-            config.data.synthetic = reference.data.synthetic.copy_and_resolve_references()
-            config.num_classes = reference.num_classes
-            config.num_steps = reference.num_steps
-            if config.data.identities_per_batch:   # keep K images per identity at the demo's batch size
-                images_per_identity = config.batch_size // config.data.identities_per_batch
-                config.data.identities_per_batch = reference.batch_size // images_per_identity
-            config.batch_size = reference.batch_size
-            configs[name] = config
-    if quick:
-        for config in configs.values():
-            config.num_steps = QUICK["steps"]
-            config.loss.margin_warmup_steps = QUICK["steps"] // 5
-            config.eval.every = QUICK["steps"]
-            config.checkpoint_every = QUICK["steps"]
-            synthetic = config.data.synthetic
-            synthetic.identities = QUICK["identities"]
-            synthetic.images_per_identity = QUICK["images_per_identity"]
-            synthetic.eval_identities = QUICK["eval_identities"]
-            synthetic.eval_pairs = QUICK["eval_pairs"]
-            config.num_classes = synthetic.identities
-    return configs
-
-
-def generate_data(config, output_dir):
-    """Generates (or reuses) the SynthFaces set of ``config.data.synthetic`` under ``output_dir/synthfaces``."""
-    from mtarcface_tf.data import synthetic
-    s = config.data.synthetic
-    return synthetic.generate_dataset(os.path.join(output_dir, "synthfaces"), identities=s.identities,
-                                      images_per_identity=s.images_per_identity, eval_identities=s.eval_identities,
-                                      eval_pairs=s.eval_pairs, image_size=s.image_size, seed=s.seed)
 
 
 class _Prefixed:
@@ -102,7 +69,6 @@ def _train_in_child(name, config_json, workdir, threads):
 
 def _train_timed(config, workdir, threads):
     """Trains one model and records its wall time in ``workdir/train_time.json``."""
-    from mtarcface_tf.train.trainer import train_and_evaluate
     start = time.time()
     train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, TRAIN_TIME_FILE), "w", encoding="utf-8") as f:
@@ -138,9 +104,6 @@ def evaluate_models(workdirs, bins, output_dir):
 
     Returns {name: report dict}; the comparison is ``output_dir/report.md``.
     """
-    from mtarcface_tf.eval import report as report_lib
-    from mtarcface_tf.eval.embeddings import make_embed_fn
-    from mtarcface_tf.eval.evaluator import VerificationEvaluator
     reports = {}
     for name, workdir in workdirs.items():
         evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS)
@@ -157,9 +120,6 @@ def recognize_masked_people(export_dir, config, output_dir):
     People are SynthFaces identities never seen in training (indices after the training and evaluation ones).
     Returns dict(people, queries, identified (fraction correct), mask_detected (fraction of queries flagged masked)).
     """
-    from mtarcface_tf.data import MaskAugmenter
-    from mtarcface_tf.data.synthetic import render_faces
-    from mtarcface_tf.inference.recognizer import FaceRecognizer
     s = config.data.synthetic
     first = s.identities + s.eval_identities
     images, labels = render_faces(GALLERY_PEOPLE, 2 * GALLERY_IMAGES, image_size=s.image_size, seed=s.seed,
@@ -191,23 +151,20 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
 
     ``all_baselines`` also trains ArcFace+focal and the triplet model on the same data and adds them to the table.
     """
-    from mtarcface_tf.eval import report as report_lib
-    from mtarcface_tf.export import export_saved_model
-    from mtarcface_tf.train.checkpoints import load_model
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
-    configs = demo_configs(quick, all_baselines)
+    configs = demo_configs.get_configs(quick, all_baselines)
     mt_config = configs["MTArcFace"]
     print(f"[1/5] SynthFaces into {output_dir}/synthfaces", flush=True)
-    data = generate_data(mt_config, output_dir)
+    train_path, bins = resolve_data(mt_config, output_dir)
     write_samples(mt_config, os.path.join(output_dir, "synthfaces_samples.png"))
     for config in configs.values():
-        config.data.train = data["train"]
+        config.data.train = train_path
         config.eval.bins = ()
     print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)
-    reports = evaluate_models(workdirs, list(data["bins"].values()), output_dir)
+    reports = evaluate_models(workdirs, bins, output_dir)
     table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
     model, _ = load_model(workdirs["MTArcFace"])
@@ -223,8 +180,6 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
 
 def write_samples(config, path, people=SAMPLE_PEOPLE):
     """Writes a PNG grid of SynthFaces training identities, each row followed by the same faces masked."""
-    from mtarcface_tf.data import preview
-    from mtarcface_tf.data.synthetic import render_faces
     s = config.data.synthetic
     faces, _ = render_faces(people, 1, image_size=s.image_size, seed=s.seed)
     grid, _ = preview.mask_preview_grid(faces, cols=people // 2, probability=1.0, seed=s.seed)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtarcface_tf.data import masks, pipeline, records
+from mtarcface_tf.data import masks, pipeline
+from mtarcface_tf.data.shards import ShardedRecordWriter
 
 IDENTITIES = 12
 PER_IDENTITY = 8
@@ -21,7 +22,7 @@ def shards(tmp_path_factory):
     """Two shards: 12 identities x 8 images (40x40 JPEG, one PNG), plus 2 corrupt records (label 99)."""
     directory = str(tmp_path_factory.mktemp("records"))
     rng = np.random.default_rng(0)
-    with records.ShardedRecordWriter(directory, "train", num_shards=2) as writer:
+    with ShardedRecordWriter(directory, "train", num_shards=2) as writer:
         for i in range(IDENTITIES * PER_IDENTITY):
             data = _jpeg(rng, STORED_SIZE)
             if i == 3:

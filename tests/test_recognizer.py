@@ -6,11 +6,13 @@ import pytest
 
 import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
-from mtarcface_tf.inference import detect
-from mtarcface_tf.inference.align import template_for
+from mtarcface_tf.faces import detect
+from mtarcface_tf.faces.align import template_for
 from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryError
-from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, ModelLoadError,
-                                               NoFaceError, annotate, threshold_from_metadata)
+from mtarcface_tf.inference.media import annotate
+from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, NoFaceError,
+                                               threshold_from_metadata)
+from mtarcface_tf.model.workdir import ModelLoadError
 
 SIZE = 32
 
@@ -145,9 +147,9 @@ def test_recognizer_loads_a_training_workdir(tmp_path, faces):
     workdir = model_helpers.save_workdir(model, config, tmp_path / "run", threshold={"cosine_similarity": 0.25})
     recognizer = FaceRecognizer(workdir)
     assert recognizer.threshold == pytest.approx(0.25)
-    from mtarcface_tf.export.tflite import keras_reference
     embeddings, _ = recognizer.embed(faces[0][:2])
-    np.testing.assert_allclose(embeddings, keras_reference(model, faces[0][:2])["embedding"], atol=1e-5)
+    np.testing.assert_allclose(embeddings, model_helpers.keras_reference(model, faces[0][:2])["embedding"],
+                               atol=1e-5)
 
 
 def test_gallery_save_load_without_pickle(tmp_path):

@@ -176,7 +176,7 @@ def test_full_lresnet50_layout_matches_the_reference():
 
 
 def test_tool_writes_a_workdir_that_load_model_reads(reference, tmp_path):
-    from mtarcface_tf.train.checkpoints import load_model
+    from mtarcface_tf.model.workdir import load_model
 
     workdir = str(tmp_path / "imported")
     overrides = [f"--config.model.units={UNITS}", f"--config.model.width={WIDTH}",

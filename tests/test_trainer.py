@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from _train_helpers import tiny_config, write_tiny_records
-from mtarcface_tf.train.checkpoints import CheckpointError, load_model
+from mtarcface_tf.model.workdir import load_model
+from mtarcface_tf.train.checkpoints import CheckpointError
 from mtarcface_tf.train.trainer import TrainingError, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 from absl import app, flags  # noqa: E402
 
-from mtarcface_tf.data import convert  # noqa: E402
+from mtarcface_tf.data import convert, shards  # noqa: E402
 from mtarcface_tf.data.bin_pairs import BinFormatError, UnsafeFileError  # noqa: E402
 from mtarcface_tf.data.recordio import RecordIOError  # noqa: E402
 
@@ -40,7 +40,7 @@ def _convert():
     if FLAGS.source == "folder":
         detector = None
         if FLAGS.align:
-            from mtarcface_tf.inference.detect import make_detector
+            from mtarcface_tf.faces.detect import make_detector
             make_detector(FLAGS.detector)  # fails here, in one line, when the detector's package is missing
             detector = FLAGS.detector
         return convert.convert_folder(FLAGS.input, FLAGS.output_dir, FLAGS.name, image_size=FLAGS.image_size,
@@ -50,10 +50,10 @@ def _convert():
 
 def main(argv):
     del argv
-    from mtarcface_tf.inference.detect import DetectorUnavailableError
+    from mtarcface_tf.faces.detect import DetectorUnavailableError
     try:
         manifest = _convert()
-    except (convert.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
+    except (shards.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
             DetectorUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -11,7 +11,8 @@ import sys
 
 from absl import app, flags, logging
 
-from mtarcface_tf.eval import embeddings, evaluator, report
+from mtarcface_tf.eval import evaluator, report
+from mtarcface_tf.export.embedder import make_embed_fn
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir or checkpoint to evaluate.")
@@ -41,7 +42,7 @@ def _run():
     for path in FLAGS.compare:
         other = report.load_report(path)
         compare[other["model"] or os.path.basename(os.path.dirname(os.path.abspath(path)))] = other
-    embed_fn = embeddings.make_embed_fn(source)
+    embed_fn = make_embed_fn(source)
     scorer = evaluator.VerificationEvaluator(FLAGS.bins, masked=not FLAGS.no_masked, flip=FLAGS.flip,
                                              batch_size=FLAGS.batch_size, seed=FLAGS.seed, far=FLAGS.far)
     for name, value in scorer.run(embed_fn):

@@ -26,7 +26,7 @@ def main(argv):
     del argv
     from mtarcface_tf.export.saved_model import ExportError, export_saved_model, next_version_dir, \
         read_report_threshold
-    from mtarcface_tf.train.checkpoints import load_model
+    from mtarcface_tf.model.workdir import load_model
 
     source = FLAGS.checkpoint or FLAGS.workdir
     if not source:

@@ -12,12 +12,18 @@ float32 [None, 2] (softmax; index 1 = mask). A model without a mask head (the Ar
 output at all, rather than a NaN placeholder, so clients cannot mistake it for a prediction.
 
 Metadata the applications need (input size, embedding size, calibrated threshold) goes to
-``assets.extra/mtarcface.json`` next to ``saved_model.pb``.
+``assets.extra/mtarcface.json`` next to ``saved_model.pb``. This module owns the output convention
+(``output_heads``), the signature names, that metadata file, and reading the calibrated threshold of an evaluation
+``report.json`` (``read_report_threshold``); loading any model source to embed with is ``embedder.py``.
 """
 import json
 import os
 import shutil
 import tempfile
+
+import tensorflow as tf
+
+from mtarcface_tf.data import pipeline
 
 SERVING_SIGNATURE = "serving_default"
 JPEG_SIGNATURE = "serve_jpeg"
@@ -30,19 +36,27 @@ class ExportError(ValueError):
     """An export that cannot be written (target exists, model unfit, ...); the message names the path and the fix."""
 
 
+def output_heads(outputs):
+    """The export's output convention, from a backbone's outputs (graph-safe).
+
+    Args:
+      outputs: dict with ``embedding`` [B, D] and, with a mask head, ``mask_logits`` [B, 2] (any float dtype).
+
+    Returns:
+      dict: ``embedding`` float32 [B, D] (raw, not normalized) and, only with a mask head, ``mask_prob`` float32
+      [B, 2] (softmax; index 1 = mask).
+    """
+    result = {"embedding": tf.cast(outputs["embedding"], tf.float32)}
+    if "mask_logits" in outputs:
+        result["mask_prob"] = tf.nn.softmax(tf.cast(outputs["mask_logits"], tf.float32), axis=-1)
+    return result
+
+
 def _serving_functions(backbone, input_size):
     """Returns (serve_uint8, serve_encoded) tf.functions over ``backbone``; see the module docstring."""
-    # TensorFlow is imported here, not at module level, so the path helpers below stay light for the CLI.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from mtarcface_tf.data.pipeline import normalize  # pylint: disable=import-outside-toplevel
-
-    has_mask = "mask_logits" in backbone.output
-
     def heads(pixels):
-        outputs = backbone(normalize(pixels), training=False)
-        result = {"embedding": tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=-1)}
-        if has_mask:
-            result["mask_prob"] = tf.nn.softmax(tf.cast(outputs["mask_logits"], tf.float32), axis=-1)
+        result = output_heads(backbone(pipeline.normalize(pixels), training=False))
+        result["embedding"] = tf.math.l2_normalize(result["embedding"], axis=-1)
         return result
 
     def decode(encoded):
@@ -82,7 +96,6 @@ def model_metadata(model, threshold=None):
       dict with ``input_size`` (int), ``embedding_size`` (int), ``mask_head`` (bool), ``normalization`` and, when
       given, ``recommended_threshold``.
     """
-    from mtarcface_tf.data import pipeline  # pylint: disable=import-outside-toplevel
     backbone = _backbone_of(model)
     metadata = {
         "input_size": int(backbone.input.shape[1]),
@@ -121,7 +134,6 @@ def export_saved_model(model, export_dir, threshold=None):
     backbone = _backbone_of(model)
     metadata = model_metadata(backbone, threshold)
     serve_uint8, serve_encoded = _serving_functions(backbone, metadata["input_size"])
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     module = tf.Module()
     # Only the backbone's variables are tracked, so the class centres cannot end up in the export.

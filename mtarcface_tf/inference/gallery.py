@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from mtarcface_tf.export.embedder import l2_normalize
+
 FORMAT_VERSION = 1
 SVM_RANDOM_STATE = 0
 
@@ -22,13 +24,6 @@ class GalleryError(ValueError):
 
 class EmptyGalleryError(GalleryError):
     """Identification against a gallery with nobody enrolled."""
-
-
-def l2_normalize(vectors):
-    """Returns float32 [N, D] rows scaled to unit L2 norm (zero rows stay zero)."""
-    vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 class Gallery:

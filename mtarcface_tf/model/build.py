@@ -1,5 +1,6 @@
 """Assembles the training network from a config: backbone features -> embedding (+ mask) heads, plus ArcFace centres."""
 import keras
+import ml_collections
 
 from mtarcface_tf.model.heads import ArcFaceHead, mask_head
 from mtarcface_tf.model.inception_resnet_v1 import BLOCKS, inception_resnet_v1_features
@@ -19,14 +20,35 @@ def _inception_resnet_v1(inputs, cfg):
                                         bn_momentum=cfg.bn_momentum, bn_epsilon=cfg.bn_epsilon)
 
 
+# The paper's network: LResNet-50, 112x112 input, 512-d embedding, mask head. ``build_mtarcface(n)`` without a config
+# builds it, and configs/common.py starts every config's ``model`` part from it.
+PAPER_MODEL = dict(
+    backbone="lresnet",     # a FEATURE_BUILDERS key: "lresnet" | "inception_resnet_v1"
+    depth=50,               # 18 | 34 | 50 | 100 (units per stage from the depth)
+    units=(),               # lresnet: units per stage (overrides depth); inception: block repeats
+    width=1.0,              # multiplier of filters [64, 64, 128, 256, 512]
+    input_size=112,
+    embedding_size=512,
+    dropout=0.4,
+    weight_decay=5e-4,
+    bn_momentum=0.9,
+    bn_epsilon=2e-5,
+    mask_head=True,         # False: the plain ArcFace baseline
+)
+
+
+def paper_model_config():
+    """Returns a new ``ml_collections.ConfigDict`` of ``PAPER_MODEL`` (a config's ``model`` part)."""
+    return ml_collections.ConfigDict(PAPER_MODEL)
+
+
 # A new backbone is a function (inputs, model_config) -> flattened features [B, F]; register it here.
 FEATURE_BUILDERS = {"lresnet": _lresnet, "inception_resnet_v1": _inception_resnet_v1}
 
 
 def _model_config(config):
     if config is None:
-        from mtarcface_tf.configs import common
-        return common.base_config().model
+        return paper_model_config()
     return config.model if "model" in config else config
 
 

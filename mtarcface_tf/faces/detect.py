@@ -2,7 +2,7 @@
 
 Every detector returns ``Face`` records in original-image pixels with five landmarks in ArcFace template order
 (left eye, right eye, nose, left mouth corner, right mouth corner; "left" = image-left), ready for
-``mtarcface_tf.inference.align.align_face``.
+``mtarcface_tf.faces.align.align_face``.
 """
 import abc
 import dataclasses
@@ -108,6 +108,16 @@ def read_image_rgb(path):
     return to_rgb(image)
 
 
+def by_size(faces):
+    """Returns the ``Face``s sorted by box area, largest first (ties keep their order)."""
+    return sorted(faces, key=lambda face: face.area, reverse=True)
+
+
+def largest_face(faces):
+    """Returns the ``Face`` with the largest box, or None for no faces."""
+    return by_size(faces)[0] if faces else None
+
+
 class Detector(abc.ABC):
     """A face detector; subclasses implement ``_detect_rgb`` and load their model lazily, once."""
 
@@ -132,8 +142,7 @@ class Detector(abc.ABC):
 
     def detect_largest(self, image_rgb):
         """Returns the face with the largest box (a Face), or None when there is none. Input as ``detect``."""
-        faces = self.detect(image_rgb)
-        return max(faces, key=lambda face: face.area) if faces else None
+        return largest_face(self.detect(image_rgb))
 
     def detect_batch(self, images, largest_only=True, progress=True):
         """Detects faces in many images, with a progress bar.
