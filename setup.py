@@ -25,7 +25,9 @@ setup(
         "mtcnn>=1.0.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30",
+                # Keras 2, the independent implementation the reference-fidelity tests compare with
+                "tf-keras>=2.21,<2.22"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
     },

@@ -8,10 +8,15 @@ Run:
 Two GPUs with MirroredStrategy, global batch 512, SGD momentum 0.9, lr 0.0015 (x0.3 at 100k and 180k steps),
 300k steps, each image masked with probability 0.5. Should reach about LFW 99.7 / CFP-FP 94 / AgeDB-30 96.5
 on clean pairs and ~99.8% mask-usage accuracy (the paper's figures).
+The network is the reference's resnet_batchRenorm.py (config.model.norm='batch_renorm'): both of its training
+scripts build it and its published MS1M models B and C were trained with it.
 """
 from mtarcface_tf.configs import common
+from mtarcface_tf.model import normalization
 
 
 def get_config():
     """Returns the paper's config."""
-    return common.base_config()
+    config = common.base_config()
+    config.model.norm = normalization.BATCH_RENORM
+    return config

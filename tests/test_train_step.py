@@ -175,3 +175,17 @@ def test_two_replicas_give_single_device_gradients(tmp_path):
     scale = np.abs(a).max()
     assert scale > 1e-4
     np.testing.assert_allclose(b, a, rtol=1e-2, atol=1e-3 * scale)
+
+
+def test_the_papers_batch_renorm_network_trains():
+    from mtarcface_tf.configs import paper
+    config = _config(optimizer="sgd", lr=0.1)
+    config.model.norm = paper.get_config().model.norm
+    assert config.model.norm == "batch_renorm"
+    model, _, step = _setup(config)
+    bn0 = model.backbone.get_layer("bn0")
+    renorm_mean = bn0.renorm_mean.numpy().copy()
+    rng = np.random.default_rng(0)
+    metrics = step(*_batch(rng, _patterns(rng), 16), tf.constant(0, tf.int64))
+    assert np.isfinite(float(metrics["loss"]))
+    assert not np.allclose(bn0.renorm_mean.numpy(), renorm_mean)       # the step moved the renorm statistics
