@@ -6,11 +6,15 @@ import os
 
 import tensorflow as tf
 
+from mtarcface_tf.model import normalization
 from mtarcface_tf.model.workdir import BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, config_to_json, first_line
 from mtarcface_tf.train.schedules import make_optimizer
 
 # The parts of the config that fix the shapes of the weights: a workdir cannot resume with others.
 ARCHITECTURE_KEYS = ("num_classes", "model")
+# Model keys added after runs were written: a config.json without them describes these values (plain BN).
+MODEL_KEYS_ADDED_LATER = {"norm": normalization.BATCH_NORM, "renorm_clipping": normalization.RENORM_CLIPPING,
+                          "renorm_momentum": normalization.RENORM_MOMENTUM}
 
 
 class CheckpointError(ValueError):
@@ -18,7 +22,10 @@ class CheckpointError(ValueError):
 
 
 def _architecture(config_dict):
-    return {key: config_dict.get(key) for key in ARCHITECTURE_KEYS}
+    architecture = {key: config_dict.get(key) for key in ARCHITECTURE_KEYS}
+    if isinstance(architecture["model"], dict):
+        architecture["model"] = {**MODEL_KEYS_ADDED_LATER, **architecture["model"]}
+    return architecture
 
 
 def check_and_save_config(config, workdir):
@@ -35,7 +42,7 @@ def check_and_save_config(config, workdir):
                 raise CheckpointError(f"{path}: unreadable ({err}); use another --workdir") from err
         changed = sorted(k for k in ARCHITECTURE_KEYS if _architecture(old)[k] != _architecture(new)[k])
         if changed:
-            details = "; ".join(_describe_change(old.get(k), new.get(k), k) for k in changed)
+            details = "; ".join(_describe_change(_architecture(old)[k], _architecture(new)[k], k) for k in changed)
             raise CheckpointError(f"{workdir} holds a run of another architecture ({details}); use another "
                                   f"--workdir or the same config")
     tmp = path + ".tmp"
