@@ -30,5 +30,7 @@ setup(
                 "tf-keras>=2.21,<2.22"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
+        # ONNX export (tf2onnx) and running it (onnxruntime), insightface's model format.
+        "onnx": ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"],
     },
 )

@@ -2,10 +2,14 @@
 
   python tools/export.py --workdir=runs/tiny --export_dir=export [--tflite]
   python tools/export.py --checkpoint=runs/tiny/ckpt-300 --export_dir=export
+  python tools/export.py --workdir=runs/tiny --export_dir=export --onnx      # needs pip install -e '.[onnx]'
 
 Writes export/N/ (N = next free version; TF Serving's layout) with assets.extra/mtarcface.json holding the input
 size and, when the workdir has an evaluation report.json, the recommended threshold. With --tflite, also
 export/tflite/N/model_float.tflite and model_dynamic_int8.tflite, and prints their parity with the Keras model.
+With --onnx, also export/onnx/N/model.onnx (outputs embedding, mask_prob) and export/onnx/N/insightface/model.onnx
+(embedding only, for insightface's model_zoo loader), both NCHW RGB normalized by the caller as (x - 127.5) / 127.5,
+and prints their parity with the SavedModel (onnxruntime).
 """
 import json
 import os
@@ -19,6 +23,7 @@ flags.DEFINE_string("checkpoint", None, "Checkpoint prefix to export instead of 
 flags.DEFINE_string("export_dir", None, "Model base directory; the export goes to EXPORT_DIR/<next version>.")
 flags.DEFINE_string("report", None, "Evaluation report.json with recommended_threshold (default: WORKDIR/report.json).")
 flags.DEFINE_bool("tflite", False, "Also write float and dynamic-range int8 TFLite models and check their parity.")
+flags.DEFINE_bool("onnx", False, "Also write ONNX models in insightface's convention and check their parity.")
 flags.mark_flag_as_required("export_dir")
 
 
@@ -35,6 +40,9 @@ def main(argv):
     report = FLAGS.report if FLAGS.report is not None else (
         os.path.join(FLAGS.workdir, "report.json") if FLAGS.workdir else "")
     try:
+        if FLAGS.onnx:
+            from mtarcface_tf.export.onnx import require_onnx
+            require_onnx()
         model, _ = load_model(source)
         threshold = read_report_threshold(report) if report else None
         version_dir = export_saved_model(model, next_version_dir(FLAGS.export_dir), threshold=threshold)
@@ -50,6 +58,27 @@ def main(argv):
             print(f"TFLite {quantization}: {result['path']} ({result['bytes']} bytes), max |diff| of embeddings "
                   f"{result['max_abs_diff']:.2e}, min cosine {result['min_cosine']:.6f}")
         print(json.dumps({"export_dir": version_dir, "tflite_dir": folder}))
+    if FLAGS.onnx:
+        return _export_onnx(model, version_dir)
+    return 0
+
+
+def _export_onnx(model, version_dir):
+    from mtarcface_tf.export import onnx
+
+    folder = os.path.join(FLAGS.export_dir, "onnx", os.path.basename(version_dir))
+    try:
+        paths = onnx.export_onnx(model, folder)
+    except onnx.OnnxExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    reference = onnx.saved_model_reference(version_dir)
+    for kind, path in paths.items():
+        parity = onnx.onnx_parity(path, reference)
+        mask = parity.get("mask_prob_max_abs_diff")
+        print(f"ONNX {kind}: {path}, min cosine with the SavedModel {parity['min_cosine']:.6f}"
+              + ("" if mask is None else f", max |diff| of mask_prob {mask:.2e}"))
+    print(json.dumps({"export_dir": version_dir, "onnx_dir": folder}))
     return 0
 
 

@@ -25,11 +25,12 @@ def _resize(images, image_size):
     return tf.saturate_cast(tf.round(resized), tf.uint8).numpy()
 
 
-def mask_all(images, seed=0, batch_size=MASK_BATCH):
+def mask_all(images, seed=0, batch_size=MASK_BATCH, first_batch=0):
     """Returns every image of ``images`` (uint8 [N,S,S,3]) with a mask painted on it, uint8 [N,S,S,3].
 
-    Batch b (of ``batch_size`` images, the last one padded) uses call seed ``[b, 0]`` of a
-    ``MaskAugmenter(probability=1, seed=seed)``.
+    Batch b (of ``batch_size`` images, the last one padded) uses call seed ``[first_batch + b, 0]`` of a
+    ``MaskAugmenter(probability=1, seed=seed)``; ``first_batch`` lets a long list be masked in chunks with the
+    masks it would get in one call.
     """
     augmenter = masks.MaskAugmenter(probability=1.0, seed=seed)
     paint = tf.function(augmenter.__call__)
@@ -38,7 +39,7 @@ def mask_all(images, seed=0, batch_size=MASK_BATCH):
         chunk = images[start:start + batch_size]
         padding = batch_size - len(chunk)
         padded = np.concatenate([chunk, np.zeros((padding,) + chunk.shape[1:], np.uint8)]) if padding else chunk
-        masked, _ = paint(tf.constant(padded), seed=tf.constant([b, 0], tf.int32))
+        masked, _ = paint(tf.constant(padded), seed=tf.constant([first_batch + b, 0], tf.int32))
         out[start:start + len(chunk)] = masked.numpy()[:len(chunk)]
     return out
 
