@@ -118,6 +118,18 @@ def test_evaluator_equals_the_transcription_end_to_end(synth_set):
     assert expected["clean"] != expected["masked"]
 
 
+def test_face_lists_in_another_order_are_refused(synth_set, tmp_path):
+    import shutil
+    root, _ = synth_set
+    copy = tmp_path / "IJBC"
+    shutil.copytree(root, copy)
+    points = copy / "meta" / "ijbc_name_5pts_score.txt"
+    lines = points.read_text().splitlines()
+    points.write_text("\n".join(lines[1:] + lines[:1]) + "\n")
+    with pytest.raises(ijb.IJBDataError, match="same images in the same order"):
+        ijb.read_ijb(copy, "IJBC")
+
+
 def test_missing_meta_file_is_one_clear_error(tmp_path):
     with pytest.raises(ijb.IJBDataError, match="ijbb_face_tid_mid.txt: not found"):
         ijb.read_ijb(tmp_path, "IJBB")
