@@ -128,7 +128,7 @@ def face_features(embed_fn, root, meta, indices, batch_size=128, flip=True, mask
         are, as ``embeddings.EmbedFn``); raw embeddings keep the protocol's norm weighting.
       root, meta: the set (``read_ijb``).
       indices: int [M] face indices.
-      batch_size: faces per call (rounded up to a multiple of the mask batch).
+      batch_size: faces per call (with ``flip``, the call sees them and their mirrors).
       flip: add the embedding of the mirrored face.
       mask_seed: None for clean faces; else the seed of the masks painted on the aligned faces (mask of the k-th
         listed face depends only on the seed and k).
@@ -139,14 +139,14 @@ def face_features(embed_fn, root, meta, indices, batch_size=128, flip=True, mask
     """
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     indices = np.asarray(indices, np.int64)
-    chunk = MASK_BATCH * max(1, -(-batch_size // MASK_BATCH))
+    chunk = MASK_BATCH * max(1, -(-batch_size // MASK_BATCH))   # whole mask batches: masks fixed by position
     features = []
     for start in tqdm(range(0, len(indices), chunk), desc="masked faces" if mask_seed is not None else "faces",
                       unit="batch"):
         faces = load_aligned(root, meta, indices[start:start + chunk], image_size)
         if mask_seed is not None:
             faces = mask_all(faces, mask_seed, first_batch=start // MASK_BATCH)
-        features.append(_embed(embed_fn, faces, flip))
+        features += [_embed(embed_fn, faces[i:i + batch_size], flip) for i in range(0, len(faces), batch_size)]
     return np.concatenate(features)
 
 

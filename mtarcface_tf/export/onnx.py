@@ -20,6 +20,7 @@ reversed; its ``get_feat`` then feeds ``cv2.dnn.blobFromImages(bgr, 1 / std, siz
 RGB NCHW ``(pixel - mean) / std``. Our graph's first nodes are ``mul`` / ``Conv`` (no ``Sub``), so it infers
 127.5 / 127.5, the normalization the graph expects; tests/test_onnx.py checks these rules on an export.
 """
+import contextlib
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ INSIGHTFACE_MEAN, INSIGHTFACE_STD = 127.5, 127.5
 OPSET = 13
 MODEL_FILE = "model.onnx"
 INSIGHTFACE_DIR = "insightface"
+_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
 
 
 class OnnxExportError(ValueError):
@@ -58,6 +60,22 @@ def _backbone_of(model):
         raise OnnxExportError("ONNX export needs a model from build_mtarcface (or its .backbone) whose outputs "
                               "include 'embedding'.")
     return backbone
+
+
+@contextlib.contextmanager
+def _optimizers_without_graph_copies():
+    """tf2onnx deep-copies the graph, weights included, before each of its optimizer passes so that it can roll a
+    failing pass back; the copies pile up to >12 GB for LResNet-50 (killed by the OOM killer on a 24 GB machine).
+    Its TF2ONNX_CATCH_ERRORS switch turns the copies off (a failing pass then fails the export instead)."""
+    previous = os.environ.get(_CATCH_ERRORS)
+    os.environ[_CATCH_ERRORS] = "FALSE"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[_CATCH_ERRORS]
+        else:
+            os.environ[_CATCH_ERRORS] = previous
 
 
 def to_insightface_input(images):
@@ -98,7 +116,8 @@ def convert_onnx(model, mask_output=True):
         return result
 
     # Outputs are named after the dict keys, in sorted order: embedding, then mask_prob.
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=OPSET)
+    with _optimizers_without_graph_copies():
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=OPSET)
     for value in list(proto.graph.input) + list(proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     return proto

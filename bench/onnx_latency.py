@@ -1,7 +1,8 @@
-"""ONNX (onnxruntime) vs SavedModel latency on CPU, batch 1 and batch 64, same network and faces.
+"""ONNX (onnxruntime) vs SavedModel latency on CPU, batch 1 and batch 64, same network and faces. (Not named onnx.py:
+that would shadow the onnx package for tf2onnx.)
 
-  python bench/onnx.py            # the paper's LResNet-50 at 112x112 (random weights)
-  python bench/onnx.py --quick    # a small LResNet at 112x112
+  python bench/onnx_latency.py            # the paper's LResNet-50 at 112x112 (random weights)
+  python bench/onnx_latency.py --quick    # a small LResNet at 112x112
 
 Needs the [onnx] extra. Prints one line per measurement, then ONE JSON line, saved to docs/results/onnx.json
 (onnx_quick.json with --quick). Both runtimes use every core they see (2 here, shared: wall times are inflated).
