@@ -118,7 +118,9 @@ def test_embedding_is_not_normalized(exported):
 
 
 def test_tool_reports_parity_and_writes_no_temp_dirs(exported):
+    from mtarcface_tf.export.onnx import input_size
     assert "min cosine with the SavedModel" in exported["stdout"]
+    assert input_size(exported["single"]) == SIZE and "note:" not in exported["stdout"]
     assert not [name for name in os.listdir(exported["root"] / "export" / "onnx") if name.startswith(".")]
 
 

@@ -78,6 +78,10 @@ def _export_onnx(model, version_dir):
         mask = parity.get("mask_prob_max_abs_diff")
         print(f"ONNX {kind}: {path}, min cosine with the SavedModel {parity['min_cosine']:.6f}"
               + ("" if mask is None else f", max |diff| of mask_prob {mask:.2e}"))
+    size = onnx.input_size(paths["insightface"])
+    if size != onnx.INSIGHTFACE_SIZE:
+        print(f"note: input {size}x{size}; insightface's model_zoo only routes {onnx.INSIGHTFACE_SIZE}x"
+              f"{onnx.INSIGHTFACE_SIZE} models to ArcFaceONNX (load this one with onnxruntime directly)")
     print(json.dumps({"export_dir": version_dir, "onnx_dir": folder}))
     return 0
 

@@ -33,6 +33,7 @@ INPUT_NAME = "input"
 BATCH_DIM = "N"
 EMBEDDING, MASK_PROB = "embedding", "mask_prob"
 INSIGHTFACE_MEAN, INSIGHTFACE_STD = 127.5, 127.5
+INSIGHTFACE_SIZE = 112   # the only input side insightface's model_zoo routes to its recognition class
 OPSET = 13
 MODEL_FILE = "model.onnx"
 INSIGHTFACE_DIR = "insightface"
@@ -121,6 +122,13 @@ def convert_onnx(model, mask_output=True):
     for value in list(proto.graph.input) + list(proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = BATCH_DIM
     return proto
+
+
+def input_size(onnx_path):
+    """Returns the input side S (int) of an exported model ([N, 3, S, S])."""
+    onnx, _ = require_onnx()
+    dims = onnx.load(os.fspath(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[2].dim_value)
 
 
 def run_onnx(onnx_path, images):
