@@ -26,7 +26,10 @@ flags.DEFINE_integer("pairs", 1_000_000, "Template pairs (IJB-C: 15,658,489).")
 
 def _layout(rng, faces, templates, media, pairs):
     import numpy as np
-    return dict(templates=rng.integers(1, templates + 1, faces), medias=rng.integers(1, media + 1, faces),
+    # As in IJB: each media (a photo or a video) belongs to one template and holds one or several faces.
+    template_of_media = rng.integers(1, templates + 1, media + 1)
+    medias = rng.integers(1, media + 1, faces)
+    return dict(templates=template_of_media[medias], medias=medias,
                 features=rng.normal(size=(faces, 2 * FLAGS.dim)).astype(np.float32),
                 scores=rng.uniform(0.3, 1, faces).astype(np.float32),
                 pairs=rng.integers(1, templates + 1, (pairs, 2)), labels=rng.integers(0, 2, pairs))
