@@ -28,7 +28,6 @@ from mtarcface_tf.eval import embeddings as embeddings_lib
 from mtarcface_tf.inference.align import TEMPLATE_SIZE, AlignmentError, align_face
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-PROTOCOLS = ("clean", "masked")
 SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
 NAMES = ("IJBB", "IJBC")
 
