@@ -10,7 +10,7 @@ import model_helpers
 from mtarcface_tf.data import ijb_synth
 from mtarcface_tf.data.masked_pairs import mask_all
 from mtarcface_tf.eval import ijb
-from mtarcface_tf.inference.align import align_face
+from mtarcface_tf.faces.align import align_face
 
 SEED = 3
 
@@ -144,7 +144,7 @@ def test_evaluate_tool_prints_clean_and_masked_tar_equal_to_the_transcription(sy
     assert result.returncode == 0, result.stderr[-3000:]
     assert "IJBC" in result.stdout and "masked" in result.stdout
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    from mtarcface_tf.eval.embeddings import make_embed_fn
+    from mtarcface_tf.export.embedder import make_embed_fn
     expected = _reference_protocols(root, lambda faces: make_embed_fn(model)(faces)[0], seed=0)
     for protocol in ("clean", "masked"):
         got = [report["ijb"]["IJBC"]["protocols"][protocol]["tar"][f"{far:.0e}"] for far in ref.X_LABELS]

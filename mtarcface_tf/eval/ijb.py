@@ -24,8 +24,8 @@ from sklearn.metrics import auc, roc_curve
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
-from mtarcface_tf.eval import embeddings as embeddings_lib
-from mtarcface_tf.inference.align import TEMPLATE_SIZE, AlignmentError, align_face
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
@@ -295,7 +295,7 @@ class IJBEvaluator:
         ``tar_at_far`` dict with ``scores``}).
         """
         if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
-            embed_fn = embeddings_lib.make_embed_fn(embed_fn)
+            embed_fn = make_embed_fn(embed_fn)
         size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))
         meta = read_ijb(self.root, self.name)
         everyone = np.arange(len(meta["images"]))
