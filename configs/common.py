@@ -67,7 +67,9 @@ def base_config():
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every = 10_000
-    config.eval.bins = ()                 # verification .bin files scored during training
+    # verification .bin files scored during training, comma-separated (a string, so that
+    # --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin parses as two paths)
+    config.eval.bins = ""
     config.eval.masked = True             # also masked-masked and masked-clean variants
     config.eval.batch_size = 128
     config.eval.flip = True

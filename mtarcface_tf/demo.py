@@ -160,7 +160,7 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
     write_samples(mt_config, os.path.join(output_dir, "synthfaces_samples.png"))
     for config in configs.values():
         config.data.train = train_path
-        config.eval.bins = ()
+        config.eval.bins = ""
     print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)

@@ -49,14 +49,24 @@ def _check_config(config):
         raise TrainingError("config.mixed_precision='mixed_float16' needs a GPU; use mixed_bfloat16 on CPU/TPU or ''")
 
 
+def split_paths(value):
+    """Returns the paths of a comma-separated config string (``"a.bin,b.bin"`` -> ``["a.bin", "b.bin"]``)."""
+    return [path.strip() for path in value.split(",") if path.strip()]
+
+
 def resolve_data(config, data_root):
     """Returns ``(train records path, verification .bin paths)``: the one place a run's data is decided.
 
     ``config.data.train`` when given; else SynthFaces generated (once, cached) under ``DATA_ROOT/synthfaces``
-    from ``config.data.synthetic``, whose .bin is evaluated besides ``config.eval.bins``. Raises TrainingError
-    when there is no data or the records hold more identities than ``config.num_classes``.
+    from ``config.data.synthetic``, whose .bin is evaluated besides ``config.eval.bins`` (comma-separated).
+    Raises TrainingError when an evaluation file does not exist (naming it, before any training step), when there
+    is no data, or when the records hold more identities than ``config.num_classes``.
     """
-    bins = list(config.eval.bins)
+    bins = split_paths(config.eval.bins)
+    for path in bins:
+        if not os.path.isfile(path):
+            raise TrainingError(f"config.eval.bins: {path} does not exist; fix the path or drop it from "
+                                f"--config.eval.bins (comma-separated .bin files)")
     train_path = config.data.train
     if not train_path:
         s = config.data.synthetic
