@@ -217,14 +217,14 @@ def _run_alone(variant):
 
 
 def _run_both():
-    from tqdm import tqdm
+    from mtarcface_tf.progress import progress_bar
     steps = {name: _build(name) for name in ("ref", "ours")}
     for name, run_step in steps.items():
         print(f"warm-up {name}...", flush=True)
         for _ in range(FLAGS.warmup):
             run_step()
     rates = {name: [] for name in steps}
-    for _ in tqdm(range(FLAGS.rounds), desc="alternating rounds"):
+    for _ in progress_bar(range(FLAGS.rounds), desc="alternating rounds"):
         for name, run_step in steps.items():
             rates[name].append(_time_steps(run_step, FLAGS.steps))
     for name, values in rates.items():

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.data.records import atomic_write_text, manifest_path, read_manifest, serialize_example, shard_paths
 
@@ -202,7 +202,7 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
       command: the command line, recorded in the manifest.
       extra: more manifest entries.
       side_files: ``{file name: text}`` written into ``output_dir`` just before the manifest.
-      progress: show a tqdm bar (images/s, ETA).
+      progress: show progress (images/s, ETA; a bar on a terminal, plain lines in a log).
     Raises ConversionError when the output already holds this data set (see the module docstring).
     """
     num_items = len(job)
@@ -220,7 +220,7 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
         _save_progress(output_dir, name, plan, done)
 
     initial = sum(b - a for i, (a, b) in enumerate(shard_ranges(num_items, num_shards)) if i in done)
-    with tqdm(total=num_items, initial=initial, unit="img", desc=f"convert {name}", disable=not progress,
+    with progress_bar(total=num_items, initial=initial, unit="img", desc=f"convert {name}", disable=not progress,
               smoothing=0.1) as bar:
         _run_pending(job, tasks, workers, bar, on_done)
     manifest = _manifest(done, paths, source, command, extra)

@@ -14,7 +14,7 @@ import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.data import synthetic_draw as draw
 from mtarcface_tf.data.image_codec import encode_jpeg
@@ -330,7 +330,7 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     tasks = [(seed, start, min(start + per_task, identities), images_per_identity, image_size,
               tuple(settings["jpeg_quality"])) for start in range(0, identities, per_task)]
     total = result["images"] + 2 * eval_pairs
-    with tqdm(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
+    with progress_bar(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
         with shards.ShardedRecordWriter(train_dir, TRAIN_NAME, num_shards) as writer:
             for chunk in _run(_train_chunk, tasks, workers, bar):
                 for encoded, label in chunk:

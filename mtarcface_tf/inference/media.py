@@ -11,7 +11,7 @@ import sys
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.faces.detect import InvalidImageError, read_image_rgb
 from mtarcface_tf.inference.gallery import Gallery
@@ -92,7 +92,7 @@ def identify_images(recognizer, paths, output_dir, failures, skip_errors, top_k=
     skipped (an error row); otherwise its error propagates.
     """
     rows = []
-    for path in tqdm(paths, desc="identifying", unit="img", disable=len(paths) < 2):
+    for path in progress_bar(paths, desc="identifying", unit="img", disable=len(paths) < 2):
         try:
             results = recognizer.identify(path, top_k, aligned=aligned, all_faces=all_faces)
         except (NoFaceError, InvalidImageError) as error:
@@ -129,7 +129,7 @@ def identify_video(recognizer, capture, source, output_dir, failures, top_k=5, a
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer, rows, frame = None, [], 0
-    with tqdm(total=total, desc="frames", unit="frame") as progress:
+    with progress_bar(total=total, desc="frames", unit="frame") as progress:
         while not max_frames or frame < max_frames:
             ok, bgr = capture.read()
             if not ok:

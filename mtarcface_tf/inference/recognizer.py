@@ -14,7 +14,7 @@ import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
 from mtarcface_tf.faces import align, detect
@@ -250,7 +250,7 @@ class FaceRecognizer:
         if not people:
             raise GalleryError(f"{images_dir}: no sub-folders; put each person's photos in IMAGES/NAME/.")
         summary = {"enrolled": {}, "failed": []}
-        for person in tqdm(people, desc="enrolling", unit="person", disable=not progress):
+        for person in progress_bar(people, desc="enrolling", unit="person", disable=not progress):
             folder = os.path.join(images_dir, person)
             try:
                 count, failures = self.enroll(person, list_files(folder), aligned)
