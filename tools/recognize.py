@@ -14,6 +14,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from mtarcface_tf.progress import progress_bar  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel directory (or TF Serving base dir, training workdir, checkpoint).")
