@@ -3,7 +3,11 @@
   python bench/inference.py            # the paper's LResNet-50 at 112x112 (random weights)
   python bench/inference.py --quick    # a small LResNet at 64x64
 
-Prints one line per measurement, then ONE JSON line. Goal: SavedModel batch-1 latency <= 1.1x the Keras model's.
+Batch-1 latencies of the SavedModel, the same Keras model in a ``tf.function`` (uint8 in, normalization inside,
+as the export) and in eager mode are timed ALTERNATELY, one call of each per round, median per variant: other jobs
+on a shared machine then slow all three alike instead of whichever ran during a busy spell.
+Prints one line per measurement, then ONE JSON line, saved with results.save_result as docs/results/inference.json
+(inference_quick.json with --quick). Goal: SavedModel batch-1 latency <= 1.1x the Keras model's.
 """
 import json
 import os
@@ -30,6 +34,21 @@ def _median_seconds(function, iters, warmup=3):
         function()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def _alternating_medians(functions, iters, warmup=3):
+    """Returns {name: median seconds} of ``functions`` (name -> no-arg callable), called in turn ``iters`` times."""
+    import numpy as np
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times = {name: [] for name in functions}
+    for _ in range(iters):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def _model():
@@ -60,6 +79,7 @@ def main(argv):
     del argv
     import numpy as np
     import tensorflow as tf
+    from mtarcface_tf.data.pipeline import normalize
     from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
     from mtarcface_tf.export.saved_model import SERVING_SIGNATURE, export_saved_model
 
@@ -77,10 +97,12 @@ def main(argv):
         batch = tf.constant(rng.integers(0, 256, (FLAGS.batch_size, size, size, 3), dtype=np.uint8))
         keras_embedding = l2_normalize(keras_graph(one)[0])
         parity = float(np.max(np.abs(signature(images=one)["embedding"].numpy() - keras_embedding)))
-        saved_s = _median_seconds(lambda: signature(images=one)["embedding"].numpy(), FLAGS.iters)
-        keras_s = _median_seconds(lambda: keras_graph(one)[0], FLAGS.iters)
-        eager_s = _median_seconds(lambda: np.asarray(backbone(tf.cast(one, tf.float32), training=False)["embedding"]),
-                                  FLAGS.iters)
+        medians = _alternating_medians({
+            "saved": lambda: signature(images=one)["embedding"].numpy(),
+            "keras": lambda: keras_graph(one)[0],
+            "eager": lambda: np.asarray(backbone(normalize(one), training=False)["embedding"]),
+        }, FLAGS.iters)
+        saved_s, keras_s, eager_s = medians["saved"], medians["keras"], medians["eager"]
         batch_s = _median_seconds(lambda: signature(images=batch)["embedding"].numpy(), max(3, FLAGS.iters // 5))
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     result = {
@@ -98,6 +120,9 @@ def main(argv):
         detect_s, align_s = _detection_seconds()
         result.update({"mtcnn_detect_ms": detect_s * 1e3, "align_ms": align_s * 1e3})
         print(f"MTCNN detection on astronaut (512x512): {detect_s * 1e3:.1f} ms, alignment {align_s * 1e3:.2f} ms")
+    result["statistic"] = f"median of {FLAGS.iters} alternating calls"
+    from mtarcface_tf.results import save_result
+    print(f"saved {save_result('inference_quick' if FLAGS.quick else 'inference', result)}")
     print(json.dumps(result))
 
 
