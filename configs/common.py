@@ -56,7 +56,8 @@ def base_config():
     config.optimizer.warmup_steps = 0
 
     config.strategy = "mirrored"          # "default" | "mirrored" | "multi_worker"
-    # "" | "mixed_float16" (GPU) | "mixed_bfloat16" (TPU; 1.4x faster on CPUs with AVX512-BF16/AMX, slower on others)
+    # "" | "mixed_float16" (GPU) | "mixed_bfloat16" (TPU; faster on CPUs with AVX512-BF16/AMX, slower on others:
+    # bench/train_step.py)
     config.mixed_precision = ""
     config.jit_compile = True             # XLA for the forward/backward pass; used on GPU only (slower on CPU)
 
