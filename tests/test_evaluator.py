@@ -48,9 +48,8 @@ def _fake_masked_variants(images, issame, seed):
 
 @pytest.fixture
 def fake_masks(monkeypatch):
-    """Replaces masked_pairs.masked_variants (tested in test_masked_pairs.py) by masks whose effect is known."""
-    from mtarcface_tf.data import masked_pairs
-    monkeypatch.setattr(masked_pairs, "masked_variants", _fake_masked_variants)
+    """Replaces the evaluator's masked_variants (tested in test_masked_pairs.py) by masks whose effect is known."""
+    monkeypatch.setattr(evaluator_lib, "masked_variants", _fake_masked_variants)
 
 
 def _tiny_model():

@@ -63,7 +63,7 @@ for line in sys.stdin:
 def _runnable_configs():
     names = []
     for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
-        if "def get_config" in open(path, encoding="utf-8").read():
+        if re.search(r"^def get_config\(", open(path, encoding="utf-8").read(), re.M):
             names.append(os.path.relpath(path, ROOT))
     return names
 
