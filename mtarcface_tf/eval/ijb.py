@@ -26,6 +26,7 @@ from sklearn.preprocessing import normalize
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
 from mtarcface_tf.export.embedder import make_embed_fn
 from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
+from mtarcface_tf.progress import progress_bar
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
@@ -136,12 +137,11 @@ def face_features(embed_fn, root, meta, indices, batch_size=128, flip=True, mask
     Returns:
       float32 [M, D].
     """
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     indices = np.asarray(indices, np.int64)
     chunk = MASK_BATCH * max(1, -(-batch_size // MASK_BATCH))   # whole mask batches: masks fixed by position
     features = []
-    for start in tqdm(range(0, len(indices), chunk), desc="masked faces" if mask_seed is not None else "faces",
-                      unit="batch"):
+    for start in progress_bar(range(0, len(indices), chunk),
+                              desc="masked faces" if mask_seed is not None else "faces", unit="batch"):
         faces = load_aligned(root, meta, indices[start:start + chunk], image_size)
         if mask_seed is not None:
             faces = mask_all(faces, mask_seed, first_batch=start // MASK_BATCH)
