@@ -1,5 +1,9 @@
 """Face detection behind one interface: MTCNN (``mtcnn`` package) and RetinaFace (``retinaface`` 1.1.1 frozen graph).
 
+RetinaFace is the default: on real photos with masks painted on it finds far more faces than MTCNN
+(``bench/detect_realfaces.py``, docs/results/detect_realfaces.json). Where its weights are not installed the default
+falls back to MTCNN, with a one-line note.
+
 Every detector returns ``Face`` records in original-image pixels with five landmarks in ArcFace template order
 (left eye, right eye, nose, left mouth corner, right mouth corner; "left" = image-left), ready for
 ``mtarcface_tf.faces.align.align_face``.
@@ -14,6 +18,8 @@ import cv2
 import numpy as np
 from mtarcface_tf.progress import progress_bar
 
+DEFAULT_DETECTOR = "retinaface"
+FALLBACK_DETECTOR = "mtcnn"
 RETINAFACE_INSTALL = "pip install --no-deps retinaface==1.1.1"
 MTCNN_INSTALL = "pip install mtcnn==1.0.0"
 # RetinaFace's feature pyramid needs input sides that are multiples of its largest stride.
@@ -315,11 +321,27 @@ def _padded(side):
 DETECTORS = {"mtcnn": MTCNNDetector, "retinaface": RetinaFaceDetector}
 
 
-def make_detector(name="mtcnn", **kwargs):
+def choose_detector(name=None):
+    """Resolves a detector choice: a given name as it is; None = RetinaFace where its weights are installed, else MTCNN.
+
+    Returns:
+      (name, note): the detector name (str) and "" or, on the fallback, a one-line note (str) saying why.
+    """
+    if name is not None:
+        return name, ""
+    try:
+        RetinaFaceDetector.graph_path()
+    except DetectorUnavailableError as error:
+        return FALLBACK_DETECTOR, (f"note: using MTCNN, which misses more masked faces, because RetinaFace is not "
+                                   f"available ({error})")
+    return DEFAULT_DETECTOR, ""
+
+
+def make_detector(name=None, **kwargs):
     """Builds a detector by name.
 
     Args:
-      name: "mtcnn" or "retinaface".
+      name: "mtcnn", "retinaface", or None for ``choose_detector()``'s default (its fallback note is logged).
       **kwargs: passed to the detector's constructor (see ``MTCNNDetector`` / ``RetinaFaceDetector``).
 
     Returns:
@@ -327,8 +349,11 @@ def make_detector(name="mtcnn", **kwargs):
 
     Raises:
       ValueError: unknown name (the message lists the choices).
-      DetectorUnavailableError: the detector's package is not installed.
+      DetectorUnavailableError: the detector named explicitly is not installed.
     """
+    name, note = choose_detector(name)
+    if note:
+        logging.warning("%s", note)
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(DETECTORS))}.")
     return DETECTORS[name](**kwargs)
