@@ -19,7 +19,7 @@ from mtarcface_tf.data.synthetic import render_faces
 from mtarcface_tf.eval import report as report_lib
 from mtarcface_tf.eval.evaluator import VerificationEvaluator
 from mtarcface_tf.export.embedder import make_embed_fn
-from mtarcface_tf.export.saved_model import export_saved_model
+from mtarcface_tf.export.saved_model import export_saved_model, training_data
 from mtarcface_tf.inference.recognizer import FaceRecognizer
 from mtarcface_tf.model.workdir import load_model
 from mtarcface_tf.train.trainer import resolve_data, train_and_evaluate
@@ -167,9 +167,10 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
     reports = evaluate_models(workdirs, bins, output_dir)
     table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
-    model, _ = load_model(workdirs["MTArcFace"])
+    model, trained_config = load_model(workdirs["MTArcFace"])
     threshold = reports["MTArcFace"]["recommended_threshold"]
-    export_dir = export_saved_model(model, os.path.join(output_dir, "export", "1"), threshold=threshold)
+    export_dir = export_saved_model(model, os.path.join(output_dir, "export", "1"), threshold=threshold,
+                                    trained_on=training_data(trained_config))
     print("[5/5] enrolling unmasked people, identifying them from masked photos", flush=True)
     recognition = recognize_masked_people(export_dir, mt_config, output_dir)
     summary = dict(output_dir=output_dir, seconds=round(time.time() - start, 1), table=table,

@@ -23,6 +23,7 @@ from mtarcface_tf.faces.align import TEMPLATE_SIZE
 GENERATOR_VERSION = 1           # bump when the drawing changes: cached data sets are then refused, not mixed
 IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
 SETTINGS_FILE, TRAIN_NAME, BIN_KEY = "synthfaces.json", "train", "synth"
+MANIFEST_SOURCE = "synthfaces"  # the manifest's "source": how an export knows its model saw SynthFaces only
 SUPERSAMPLE = 2                 # canvas pixels per template pixel
 MARGIN = 16                     # template pixels drawn around the 112x112 square (room for the pose warp)
 MAX_ROTATION_DEG, MAX_SCALE, MAX_SHIFT = 8.0, 0.05, 3.0
@@ -335,7 +336,7 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
             for chunk in _run(_train_chunk, tasks, workers, bar):
                 for encoded, label in chunk:
                     writer.write(encoded, label)
-            writer.close(source="synthfaces", command=command, extra={"synthfaces": settings})
+            writer.close(source=MANIFEST_SOURCE, command=command, extra={"synthfaces": settings})
         if eval_pairs:
             items, issame = eval_pair_plan(seed, identities, eval_identities, eval_pairs)
             step = max(2, min(64, len(items) // (8 * max(workers, 1))))

@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.data.pipeline import normalize
-from mtarcface_tf.export.saved_model import (SERVING_SIGNATURE, find_saved_model, output_heads, read_metadata,
-                                             read_report_threshold)
+from mtarcface_tf.export.saved_model import (SERVING_SIGNATURE, ExportError, find_saved_model, output_heads,
+                                             read_metadata, read_report_threshold, training_data)
 from mtarcface_tf.model.workdir import ModelLoadError, load_model
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,8 @@ class EmbedFn:
     """A callable ``images uint8 [B, S, S, 3] RGB -> (embeddings float32 [B, D], mask_prob float32 [B, 2] or None)``.
 
     ``input_size`` is S, the side the model expects; ``name`` says where the model came from; ``metadata`` is the
-    export's ``assets.extra/mtarcface.json`` dict (a workdir's: ``recommended_threshold`` of its report.json when
-    there is one; {} otherwise).
+    export's ``assets.extra/mtarcface.json`` dict (a workdir's: ``training_data`` and ``recommended_threshold`` of
+    its report.json when there is one; {} for a Keras model).
     """
 
     def __init__(self, fn, input_size, name, metadata=None):
@@ -85,8 +85,16 @@ def _from_keras(model, name, metadata=None):
     return EmbedFn(run, _keras_input_size(model), name, metadata)
 
 
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _from_saved_model(path):
-    loaded = tf.saved_model.load(path)
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        raise ModelLoadError(f"{path}: the SavedModel cannot be loaded ({_first_line(error)}); export it again with "
+                             "tools/export.py.") from error
     if SERVING_SIGNATURE not in loaded.signatures:
         raise ModelLoadError(f"{path}: SavedModel has no '{SERVING_SIGNATURE}' signature; export it with "
                              f"tools/export.py")
@@ -96,7 +104,11 @@ def _from_saved_model(path):
         raise ModelLoadError(f"{path}: signature '{SERVING_SIGNATURE}' returns no 'embedding'; export it with "
                              f"tools/export.py")
     has_mask = "mask_prob" in signature.structured_outputs
-    metadata = read_metadata(path)
+    try:
+        metadata = read_metadata(path)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{path}: assets.extra/mtarcface.json is not valid JSON ({error}); export the model "
+                             "again with tools/export.py.") from error
 
     def run(images):
         outputs = signature(**{input_name: images})
@@ -106,9 +118,14 @@ def _from_saved_model(path):
 
 
 def _from_workdir(path):
-    model, _ = load_model(path)
-    metadata = {}
-    threshold = read_report_threshold(os.path.join(path, REPORT_FILE)) if os.path.isdir(path) else None
+    model, config = load_model(path)
+    metadata = {"training_data": training_data(config)}
+    report = os.path.join(path, REPORT_FILE) if os.path.isdir(path) else ""
+    try:
+        threshold = read_report_threshold(report) if report else None
+    except ExportError as error:
+        raise ModelLoadError(f"{report}: not a valid report.json; re-run tools/evaluate.py, or delete it to use the "
+                             "default threshold.") from error
     if threshold:
         metadata["recommended_threshold"] = threshold
     return _from_keras(model, path, metadata)
@@ -128,7 +145,8 @@ def make_embed_fn(source):
 
     Raises:
       ModelLoadError (a ValueError) naming the source and the fix for anything unusable (missing path, not a
-      model, a checkpoint of another architecture); ExportError for a workdir's report.json that is not JSON.
+      model, a corrupt saved_model.pb or metadata, a checkpoint of another architecture, a workdir's report.json
+      that is not JSON).
     """
     if isinstance(source, keras.Model):
         return _from_keras(source, source.name)

@@ -1,8 +1,9 @@
 """Face recognition with an exported MTArcFace model: embed, verify, identify against a gallery, mask status.
 
 ``FaceRecognizer`` runs a SavedModel written by ``export_saved_model`` (or a training workdir / checkpoint), loaded
-through ``mtarcface_tf.export.embedder.make_embed_fn``. Ordinary photos go through detection (MTCNN or RetinaFace) and
-five-point alignment; already aligned faces (``aligned=True``, e.g. SynthFaces) skip both.
+through ``mtarcface_tf.export.embedder.make_embed_fn``. Ordinary photos go through detection (RetinaFace by default,
+see ``detect.choose_detector``, or MTCNN) and five-point alignment; already aligned faces (``aligned=True``, e.g.
+SynthFaces) skip both.
 
 Decisions use the cosine similarity of L2-normalized embeddings. The threshold comes, in order, from the caller,
 from the export's ``assets.extra/mtarcface.json`` (``recommended_threshold``, calibrated by the evaluation report),
@@ -54,6 +55,14 @@ def threshold_from_metadata(metadata):
     return None
 
 
+def training_data_warning(metadata, model_path):
+    """Returns a one-line warning (str) when the metadata says the model was trained on SynthFaces only, else ""."""
+    if not ((metadata or {}).get("training_data") or {}).get("synthfaces"):
+        return ""
+    return (f"warning: {model_path} was trained on SynthFaces (procedural faces) only: it shows the pipeline, but on "
+            "real photos its identities and mask calls are unreliable; use a model trained on real faces.")
+
+
 def mask_status(mask_prob):
     """Mask status per face from float [B, 2] probabilities (None: no mask head).
 
@@ -69,13 +78,14 @@ def mask_status(mask_prob):
 class FaceRecognizer:
     """Embeds, verifies and identifies faces (with or without masks) with an exported model."""
 
-    def __init__(self, model_path, gallery=None, threshold=None, detector="mtcnn", batch_size=32):
+    def __init__(self, model_path, gallery=None, threshold=None, detector=None, batch_size=32):
         """Args:
           model_path: a SavedModel dir, a TF Serving base dir (newest numeric version), a training workdir or a
             checkpoint prefix (see ``mtarcface_tf.export.embedder.make_embed_fn``).
           gallery: a ``Gallery`` (or a path to a saved one) for ``identify``; None starts an empty one.
           threshold: cosine similarity threshold; None = the export's recommended one or ``DEFAULT_COSINE_THRESHOLD``.
-          detector: "mtcnn" or "retinaface" (loaded on first use), or a Detector instance.
+          detector: "mtcnn", "retinaface", None (``detect.choose_detector()``: RetinaFace, else MTCNN with a
+            logged note), all built on first use, or a Detector instance.
           batch_size: images per network call.
 
         Raises:
@@ -86,14 +96,16 @@ class FaceRecognizer:
         if threshold is None:
             threshold = threshold_from_metadata(self.metadata)
         self.threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else float(threshold)
-        self.gallery = Gallery.load(gallery) if isinstance(gallery, (str, os.PathLike)) else (gallery or Gallery())
+        if isinstance(gallery, (str, os.PathLike)):
+            gallery = Gallery.load(gallery)
+        self.gallery = Gallery() if gallery is None else gallery  # an empty Gallery is falsy: keep its use_svm
         self._detector = detector
         self.batch_size = batch_size
 
     @property
     def detector(self):
         """The face detector (built on first use)."""
-        if isinstance(self._detector, str):
+        if self._detector is None or isinstance(self._detector, str):
             self._detector = detect.make_detector(self._detector)
         return self._detector
 
@@ -129,7 +141,8 @@ class FaceRecognizer:
           list[FaceCrop] (at least one).
 
         Raises:
-          ImageReadError: unreadable path. NoFaceError: no face detected (the message names the image).
+          ImageReadError: unreadable path. NoFaceError: no face detected, or none whose landmarks can be aligned
+            (the message names the image); faces that cannot be aligned are skipped and noted.
         """
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
         image = detect.read_image_rgb(image) if isinstance(image, (str, os.PathLike)) else detect.to_rgb(image)
@@ -142,12 +155,28 @@ class FaceRecognizer:
         if not found:
             raise NoFaceError(f"{source}: no face found; use a clearer photo, another --detector, or --aligned for "
                               "pre-aligned faces.")
-        note = ""
+        crops, unaligned = [], []
+        for face in found:
+            try:
+                crops.append(FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box))
+            except align.AlignmentError as error:
+                unaligned.append(str(error))
+                continue
+            if not all_faces:
+                break
+        if not crops:
+            raise NoFaceError(f"{source}: {len(found)} face(s) found but none can be aligned ({unaligned[0]}); use a "
+                              "clearer photo or another --detector.")
+        notes = []
         if len(found) > 1 and not all_faces:
-            note = f"{len(found)} faces found; used the largest (all_faces for every face)"
-            logging.warning("%s: %s", source, note)
-            found = found[:1]
-        return [FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box, note) for face in found]
+            notes.append(f"{len(found)} faces found; used the largest that aligns (all_faces for every face)")
+        if unaligned:
+            notes.append(f"{len(unaligned)} detected face(s) skipped: landmarks cannot be aligned")
+        for crop in crops:
+            crop.note = "; ".join(notes)
+        if notes:
+            logging.warning("%s: %s", source, "; ".join(notes))
+        return crops
 
     def verify(self, image_a, image_b, aligned=False):
         """Decides whether two images show the same person.
