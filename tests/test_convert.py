@@ -162,11 +162,15 @@ def test_folder_conversion_with_alignment(tmp_path):
 
 
 def test_bin_conversion(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
-    save_bin(str(tmp_path / "lfw.bin"), images, [True, False])
-    manifest = convert.convert_bin(str(tmp_path / "lfw.bin"), str(tmp_path / "out"), "lfw", progress=False)
-    assert manifest["images"] == 4 and manifest["identities"] == 2
-    assert [label for _, label in read_back(tmp_path / "out", "lfw")] == [0, 0, 1, 1]
+    images = np.random.default_rng(0).integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
+    save_bin(str(tmp_path / "lfw.bin"), images, [True, False, False, True])
+    manifest = convert.convert_bin(str(tmp_path / "lfw.bin"), str(tmp_path / "out"), "lfw", num_shards=2,
+                                   progress=False)
+    # Only a same-pair's two images share a label; each image of a different pair has its own.
+    assert [label for _, label in read_back(tmp_path / "out", "lfw")] == [0, 0, 1, 2, 3, 4, 5, 5]
+    assert manifest["images"] == 8 and manifest["identities"] == 6
+    pairs = json.loads((tmp_path / "out" / "lfw.pairs.json").read_text())
+    assert pairs == {"issame": [True, False, False, True]}
 
 
 def test_tool_reports_missing_input_in_one_line(tmp_path):

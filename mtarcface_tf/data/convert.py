@@ -22,6 +22,7 @@ DEFAULT_IMAGE_SIZE = 112
 DEFAULT_JPEG_QUALITY = 95
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 LABELS_FILE = "labels.json"
+PAIRS_SUFFIX = ".pairs.json"  # convert_bin: NAME.pairs.json holds the .bin's issame list
 _LISTED_PER_REASON = 20      # skipped files named in the summary per reason (the manifest lists them all)
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: stored as they are
 
@@ -156,11 +157,27 @@ class FolderJob:
         return stats
 
 
+def pair_labels(issame):
+    """Labels for the 2N images of N verification pairs: only the two images of a same-pair share a label.
+
+    Args:
+      issame: bool [N], pair i = images 2i and 2i+1.
+
+    Returns:
+      int64 [2N], contiguous from 0 in image order: a same-pair's images get one new label, a different-pair's
+      images one new label each. A label is not a person: one person in several pairs gets several labels.
+    """
+    sizes = np.where(np.asarray(issame, bool), 1, 2)
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    return np.stack([first, first + sizes - 1], axis=1).reshape(-1)
+
+
 class BinJob:
-    """Writes the images of a verification ``.bin`` as they are, label = pair index (images 2i, 2i+1 -> i)."""
+    """Writes the images of a verification ``.bin`` as they are, labelled by ``pair_labels``."""
 
     def __init__(self, bin_path):
-        self.bins, _ = bin_pairs.read_bin_raw(bin_path)
+        self.bins, self.issame = bin_pairs.read_bin_raw(bin_path)
+        self.labels = pair_labels(self.issame)
 
     def __len__(self):
         return len(self.bins)
@@ -168,9 +185,9 @@ class BinJob:
     def write(self, start, stop, writer, counter):
         """Writes images ``[start, stop)`` to ``writer``; returns their ShardStats."""
         for i in range(start, stop):
-            writer.write(records.serialize_example(self.bins[i], i // 2))
+            writer.write(records.serialize_example(self.bins[i], int(self.labels[i])))
             counter.add()
-        return ShardStats(images=stop - start, labels=label_ranges(i // 2 for i in range(start, stop)))
+        return ShardStats(images=stop - start, labels=label_ranges(self.labels[start:stop]))
 
 
 # -- one entry point per source ------------------------------------------------------------------------------
@@ -206,8 +223,17 @@ def convert_folder(input_dir, output_dir, name, image_size=DEFAULT_IMAGE_SIZE, d
 
 
 def convert_bin(bin_path, output_dir, name, **kwargs):
-    """Converts a verification ``.bin``'s images to TFRecords as they are, label = pair index. Returns the manifest."""
-    return run_conversion(BinJob(bin_path), output_dir, name, source=os.path.abspath(bin_path), **kwargs)
+    """Converts a verification ``.bin``'s images to TFRecords as they are, in order (pair i = images 2i, 2i+1).
+
+    Labels follow ``pair_labels``: equal labels mean "the same person" (a same-pair), different labels mean
+    nothing (different people, or the same person in another pair); the manifest's "identities" counts labels.
+    ``NAME.pairs.json`` beside the shards keeps the pairs' issame list. Returns the manifest.
+    """
+    job = BinJob(bin_path)
+    pairs = json.dumps({"issame": [bool(same) for same in job.issame]})
+    return run_conversion(job, output_dir, name, source=os.path.abspath(bin_path),
+                          extra={"labels": "same-pairs share a label; other labels are not distinct people"},
+                          side_files={f"{name}{PAIRS_SUFFIX}": pairs}, **kwargs)
 
 
 def format_summary(manifest, output_dir):
