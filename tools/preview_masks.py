@@ -32,7 +32,10 @@ def main(argv):
         grid, masked = preview.mask_preview_grid(faces, FLAGS.cols, FLAGS.probability, FLAGS.seed)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: --input={FLAGS.input}: {error}")
-    preview.write_png(FLAGS.output, grid)
+    try:
+        preview.write_png(FLAGS.output, grid)
+    except OSError as error:
+        sys.exit(f"error: {FLAGS.output}: cannot be written ({error.strerror or error}); choose another --output.")
     print(f"wrote {FLAGS.output}: {len(faces)} faces from {FLAGS.input or 'SynthFaces'}, {masked} masked")
 
 

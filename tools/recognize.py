@@ -5,7 +5,8 @@
   python tools/recognize.py verify   --model=export IMAGE_A IMAGE_B
 
 --input is an image, a folder of images or a video file. --aligned skips detection for pre-aligned faces
-(e.g. SynthFaces); --detector picks MTCNN or RetinaFace; --all_faces handles every face instead of the largest.
+(e.g. SynthFaces); --detector picks RetinaFace (default) or MTCNN; --all_faces handles every face instead of
+the largest.
 identify writes annotated images/video plus results.csv and results.json to --output_dir.
 """
 import os
@@ -23,12 +24,15 @@ flags.DEFINE_string("images", None, "enroll: folder with one sub-folder of photo
 flags.DEFINE_string("input", None, "identify: image file, folder of images or video file.")
 flags.DEFINE_integer("camera", None, "identify: webcam index (instead of --input).")
 flags.DEFINE_string("output_dir", "recognize_out", "identify: where annotated media, results.csv/json go.")
-flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "retinaface"], "Face detector.")
+flags.DEFINE_enum("detector", None, ["mtcnn", "retinaface"],
+                  "Face detector (default: retinaface, which finds more masked faces; mtcnn, with a note, where "
+                  "retinaface's weights are not installed).")
 flags.DEFINE_bool("aligned", False, "Inputs are already aligned faces: skip detection and alignment.")
 flags.DEFINE_bool("all_faces", False, "identify: every detected face, not only the largest.")
 flags.DEFINE_float("threshold", None, "Cosine similarity threshold (default: the export's calibrated one).")
 flags.DEFINE_integer("top_k", 5, "identify: candidates listed per face.")
-flags.DEFINE_bool("svm", False, "enroll: also train an SVM classifier over the gallery's embeddings.")
+flags.DEFINE_bool("svm", False, "enroll: the gallery keeps an SVM classifier over its embeddings; identify: classify "
+                  "with it too (columns svm_identity, svm_probability; on by itself for a gallery enrolled with it).")
 flags.DEFINE_integer("max_frames", 0, "identify on video/camera: stop after this many frames (0 = all / until q).")
 flags.mark_flag_as_required("model")
 
@@ -50,6 +54,10 @@ def main(argv):
     except (media.UsageError, ModelLoadError, GalleryError, NoFaceError, InvalidImageError,
             DetectorUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a folder or file that cannot be written (disk full, permissions)
+        print(f"error: {error.filename or FLAGS.output_dir}: {error.strerror or error}; choose a writable place.",
+              file=sys.stderr)
         return 1
 
 

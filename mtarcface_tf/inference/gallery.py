@@ -92,6 +92,12 @@ class Gallery:
         del self._samples[name]
         self._refit()
 
+    def enable_svm(self):
+        """Turns the SVM on; it is trained at once from the enrolled embeddings (when there are >= 2 people)."""
+        if not self.use_svm:
+            self.use_svm = True
+            self._refit()
+
     def _refit(self):
         self._svm = None
         if not self.use_svm or len(self._samples) < 2:

@@ -13,12 +13,13 @@ import cv2
 import numpy as np
 from mtarcface_tf.progress import progress_bar
 
-from mtarcface_tf.faces.detect import InvalidImageError, read_image_rgb
+from mtarcface_tf.faces.detect import InvalidImageError, choose_detector, read_image_rgb
 from mtarcface_tf.inference.gallery import Gallery
-from mtarcface_tf.inference.recognizer import UNKNOWN, FaceRecognizer, NoFaceError, list_files
+from mtarcface_tf.inference.recognizer import UNKNOWN, FaceRecognizer, NoFaceError, list_files, training_data_warning
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-CSV_FIELDS = ["source", "frame", "face", "identity", "similarity", "mask", "mask_probability", "box", "note", "error"]
+CSV_FIELDS = ["source", "frame", "face", "identity", "similarity", "svm_identity", "svm_probability", "mask",
+              "mask_probability", "box", "note", "error"]
 COMMANDS = ("enroll", "identify", "verify")
 
 
@@ -54,6 +55,8 @@ def result_rows(source, frame, results):
     """Returns one CSV row (dict over ``CSV_FIELDS``) per face of ``FaceRecognizer.identify`` results."""
     return [{"source": source, "frame": frame, "face": index, "identity": result["identity"],
              "similarity": round(result["similarity"], 6),
+             "svm_identity": result["svm"]["name"] if result.get("svm") else "",
+             "svm_probability": round(result["svm"]["probability"], 6) if result.get("svm") else "",
              "mask": result["mask"]["status"] if result["mask"] else "unknown",
              "mask_probability": result["mask"]["probability"] if result["mask"] else "",
              "box": " ".join(f"{value:.1f}" for value in result["box"]), "note": result["note"], "error": ""}
@@ -71,7 +74,8 @@ def enroll(recognizer, gallery_path, images_dir, aligned=False, svm=False):
     Prints the skipped images (stderr), a summary line and a JSON line (stdout). Returns the exit status (0).
     Raises UsageError when no face could be enrolled.
     """
-    recognizer.gallery.use_svm = recognizer.gallery.use_svm or svm
+    if svm:
+        recognizer.gallery.enable_svm()
     summary = recognizer.enroll_folder(images_dir, aligned=aligned)
     for path, reason in summary["failed"]:
         print(f"skipped: {reason}" if reason.startswith(path) else f"skipped {path}: {reason}", file=sys.stderr)
@@ -156,19 +160,24 @@ def identify_video(recognizer, capture, source, output_dir, failures, top_k=5, a
 
 
 def write_rows(rows, output_dir):
-    """Writes ``results.csv`` and ``results.json`` of the rows into ``output_dir``."""
-    with open(os.path.join(output_dir, "results.csv"), "w", newline="", encoding="utf-8") as handle:
+    """Writes ``results.csv`` and ``results.json`` of the rows into ``output_dir``, each under a temporary name
+    renamed when complete."""
+    csv_path, json_path = (os.path.join(output_dir, name) for name in ("results.csv", "results.json"))
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    with open(os.path.join(output_dir, "results.json"), "w", encoding="utf-8") as handle:
+    with open(json_path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(rows, handle, indent=1)
+    os.replace(csv_path + ".tmp", csv_path)
+    os.replace(json_path + ".tmp", json_path)
 
 
 def identify(make_recognizer, source, output_dir, top_k=5, aligned=False, all_faces=False, max_frames=0):
     """Identifies the faces of an image, a folder of images, a video file or a camera (int index).
 
-    ``make_recognizer()`` is called after the cheap checks of ``source``, so a bad path fails before the model loads.
+    ``make_recognizer()`` is called after the cheap checks of ``source`` and ``output_dir``, so a bad path fails before
+    the model loads.
     Prints a summary line and a JSON line; returns the exit status (1 when every input failed, else 0).
     """
     if isinstance(source, str) and not os.path.exists(source):
@@ -177,6 +186,8 @@ def identify(make_recognizer, source, output_dir, top_k=5, aligned=False, all_fa
     capture = open_video(source) if video else None
     if not video and not os.path.isdir(source):
         read_image_rgb(source)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"{output_dir}: is a file, not a folder; choose another --output_dir.")
     recognizer = make_recognizer()
     os.makedirs(output_dir, exist_ok=True)
     failures = []
@@ -208,34 +219,59 @@ def verify(recognizer, path_a, path_b, aligned=False):
 
 
 def run_command(command, paths, model, gallery=None, images=None, source=None, output_dir="recognize_out",
-                detector="mtcnn", aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0):
+                detector=None, aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0):
     """Runs one command of ``tools/recognize.py``; returns its exit status.
 
     Args:
       command: "enroll" | "identify" | "verify". paths: verify's two image paths.
       model: model path (see ``FaceRecognizer``). gallery: the .npz gallery file. images: enroll's folder.
       source: identify's image/folder/video path or camera index (int).
+      detector: "mtcnn", "retinaface" or None (RetinaFace, or MTCNN with a printed note where it is missing).
+      svm: enroll: the gallery keeps an SVM; identify: classify with it too (``svm_identity`` column).
       The others: as the tool's flags of the same names.
 
+    Prints one warning line when the model's metadata says it was trained on SynthFaces only.
+
     Raises:
-      UsageError for a missing argument or an unusable input.
+      UsageError for a missing argument or an unusable input; a bad gallery or image fails before the model loads.
     """
     def make_recognizer(gallery_arg):
-        return FaceRecognizer(model, gallery=gallery_arg, threshold=threshold, detector=detector)
+        name = detector
+        if not aligned:
+            name, note = choose_detector(detector)
+            if note:
+                print(note, file=sys.stderr)
+        recognizer = FaceRecognizer(model, gallery=gallery_arg, threshold=threshold, detector=name)
+        warning = training_data_warning(recognizer.metadata, model)
+        if warning:
+            print(warning, file=sys.stderr)
+        return recognizer
+
+    def identify_recognizer():
+        existing = Gallery.load(gallery)  # before the model: a missing or corrupt gallery fails at once
+        if svm:
+            existing.enable_svm()
+        return make_recognizer(existing)
 
     if command == "enroll":
         if not gallery or not images:
             raise UsageError("enroll needs --gallery=FILE.npz and --images=DIR (one sub-folder per person).")
-        existing = Gallery.load(gallery) if os.path.isfile(gallery) else Gallery(use_svm=svm)
+        if os.path.isdir(gallery):
+            raise UsageError(f"{gallery}: is a folder; --gallery takes a file name such as people.npz.")
+        if not os.path.isdir(images):
+            raise UsageError(f"{images}: no such folder; --images needs one sub-folder of photos per person.")
+        existing = Gallery.load(gallery) if os.path.isfile(gallery) else Gallery()
         return enroll(make_recognizer(existing), gallery, images, aligned, svm)
     if command == "identify":
         if not gallery:
             raise UsageError("identify needs --gallery=FILE.npz (create it with the enroll command).")
         if source is None:
             raise UsageError("identify needs --input=IMAGE|FOLDER|VIDEO or --camera=INDEX.")
-        return identify(lambda: make_recognizer(gallery), source, output_dir, top_k, aligned, all_faces, max_frames)
+        return identify(identify_recognizer, source, output_dir, top_k, aligned, all_faces, max_frames)
     if command == "verify":
         if len(paths) != 2:
             raise UsageError("verify needs exactly two images: verify --model=EXPORT IMAGE_A IMAGE_B.")
+        for path in paths:
+            read_image_rgb(path)  # before the model: an unreadable image fails at once
         return verify(make_recognizer(None), paths[0], paths[1], aligned)
     raise UsageError(f"give a command first: {' | '.join(COMMANDS)} (see --help).")
