@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,onnx,datasets]"
 	# RetinaFace weights only: its wrapper pins tensorflow 2.5, so no dependencies.
 	$(PY) -m pip install --quiet --no-deps retinaface==1.1.1
 	touch $(STAMP)

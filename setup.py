@@ -25,8 +25,12 @@ setup(
         "mtcnn>=1.0.0",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30",
+                # Keras 2, the independent implementation the reference-fidelity tests compare with
+                "tf-keras>=2.21,<2.22"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
+        # ONNX export (tf2onnx) and running it (onnxruntime), insightface's model format.
+        "onnx": ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"],
     },
 )

@@ -15,6 +15,7 @@ import numpy as np
 from absl import app, flags
 
 from mtarcface_tf.data import convert, recordio
+from mtarcface_tf.results import save_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("records", 20_000, "Images in the synthetic .rec.")
@@ -73,9 +74,11 @@ def main(argv):
     rate = num / seconds
     print(f"converted {num} records in {seconds:.2f} s with {FLAGS.workers} workers: {rate:,.0f} records/s "
           f"(target >= {TARGET_RECORDS_PER_S:,})")
-    print(json.dumps({"bench": "convert", "records_per_s": round(rate, 1), "records": num,
-                      "workers": FLAGS.workers, "seconds": round(seconds, 3), "target_records_per_s":
-                      TARGET_RECORDS_PER_S, "machine": f"{platform.node()} {os.cpu_count()} cpus"}))
+    figures = {"bench": "convert", "records_per_s": round(rate, 1), "records": num,
+               "workers": FLAGS.workers, "seconds": round(seconds, 3), "target_records_per_s":
+               TARGET_RECORDS_PER_S, "machine": f"{platform.node()} {os.cpu_count()} cpus"}
+    print(f"saved {save_result('convert_quick' if FLAGS.quick else 'convert', figures)}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ SIZE = 112
 
 def score(detector, crops, truth):
     """Returns dict(crops, no_face, mean_error_px, p90_error_px, ms_per_crop)."""
-    from mtarcface_tf.inference.detect import landmarks_on_aligned_crop
+    from mtarcface_tf.faces.detect import landmarks_on_aligned_crop
     errors, missed, start = [], 0, time.perf_counter()
     for crop, expected in zip(crops, truth):
         found = landmarks_on_aligned_crop(detector, crop)
@@ -45,7 +45,7 @@ def score(detector, crops, truth):
 def main(argv):
     del argv
     from mtarcface_tf.data import preview, synthetic
-    from mtarcface_tf.inference.detect import make_detector
+    from mtarcface_tf.faces.detect import make_detector
     from mtarcface_tf.results import save_result
     faces, _, landmarks = synthetic.render_faces(FLAGS.synthetic, 1, image_size=SIZE, seed=5, pose=POSE,
                                                  with_landmarks=True)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from absl import app, flags, logging
 
-from mtarcface_tf.inference import detect
+from mtarcface_tf.faces import detect
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("images", None, "Folder of images to use instead of the built-in astronaut variants.")
@@ -149,8 +149,8 @@ def main(argv):
     for other_name in FLAGS.detectors[1:]:
         errors = {}
         for image_name in images:
-            reference = max(faces[reference_name][image_name], key=lambda face: face.area, default=None)
-            other = max(faces[other_name][image_name], key=lambda face: face.area, default=None)
+            reference = detect.largest_face(faces[reference_name][image_name])
+            other = detect.largest_face(faces[other_name][image_name])
             if reference and other and box_iou(reference.box, other.box) >= FLAGS.same_face_iou:
                 errors[image_name] = round(landmark_error(reference, other), 4)
         print(f"landmarks {other_name} vs {reference_name} (mean distance / inter-ocular): {errors}")

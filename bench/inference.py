@@ -3,7 +3,11 @@
   python bench/inference.py            # the paper's LResNet-50 at 112x112 (random weights)
   python bench/inference.py --quick    # a small LResNet at 64x64
 
-Prints one line per measurement, then ONE JSON line. Goal: SavedModel batch-1 latency <= 1.1x the Keras model's.
+Batch-1 latencies of the SavedModel, the same Keras model in a ``tf.function`` (uint8 in, normalization inside,
+as the export) and in eager mode are timed ALTERNATELY, one call of each per round, median per variant: other jobs
+on a shared machine then slow all three alike instead of whichever ran during a busy spell.
+Prints one line per measurement, then ONE JSON line, saved with results.save_result as docs/results/inference.json
+(inference_quick.json with --quick). Goal: SavedModel batch-1 latency <= 1.1x the Keras model's.
 """
 import json
 import os
@@ -32,6 +36,21 @@ def _median_seconds(function, iters, warmup=3):
     return float(np.median(times))
 
 
+def _alternating_medians(functions, iters, warmup=3):
+    """Returns {name: median seconds} of ``functions`` (name -> no-arg callable), called in turn ``iters`` times."""
+    import numpy as np
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times = {name: [] for name in functions}
+    for _ in range(iters):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def _model():
     from mtarcface_tf.configs import common
     from mtarcface_tf.model import build_mtarcface
@@ -47,8 +66,8 @@ def _model():
 
 def _detection_seconds():
     import skimage.data
-    from mtarcface_tf.inference.align import align_face
-    from mtarcface_tf.inference.detect import make_detector
+    from mtarcface_tf.faces.align import align_face
+    from mtarcface_tf.faces.detect import make_detector
     detector, image = make_detector("mtcnn"), skimage.data.astronaut()
     detect_s = _median_seconds(lambda: detector.detect_largest(image), FLAGS.detect_iters, warmup=1)
     face = detector.detect_largest(image)
@@ -61,16 +80,14 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
     from mtarcface_tf.data.pipeline import normalize
+    from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
     from mtarcface_tf.export.saved_model import SERVING_SIGNATURE, export_saved_model
 
     model, config = _model()
     size = config.model.input_size
     backbone = model.backbone
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)])
-    def keras_graph(images):
-        outputs = backbone(normalize(images), training=False)
-        return tf.math.l2_normalize(outputs["embedding"], axis=-1), tf.nn.softmax(outputs["mask_logits"])
+    keras_graph = make_embed_fn(backbone)   # the Keras model in a tf.function, as evaluation runs it
 
     with tempfile.TemporaryDirectory() as folder:
         export_dir = export_saved_model(model, os.path.join(folder, "1"))
@@ -78,11 +95,14 @@ def main(argv):
         rng = np.random.default_rng(0)
         one = tf.constant(rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8))
         batch = tf.constant(rng.integers(0, 256, (FLAGS.batch_size, size, size, 3), dtype=np.uint8))
-        parity = float(np.max(np.abs(signature(images=one)["embedding"].numpy() - keras_graph(one)[0].numpy())))
-        saved_s = _median_seconds(lambda: signature(images=one)["embedding"].numpy(), FLAGS.iters)
-        keras_s = _median_seconds(lambda: keras_graph(one)[0].numpy(), FLAGS.iters)
-        eager_s = _median_seconds(lambda: np.asarray(backbone(tf.cast(one, tf.float32), training=False)["embedding"]),
-                                  FLAGS.iters)
+        keras_embedding = l2_normalize(keras_graph(one)[0])
+        parity = float(np.max(np.abs(signature(images=one)["embedding"].numpy() - keras_embedding)))
+        medians = _alternating_medians({
+            "saved": lambda: signature(images=one)["embedding"].numpy(),
+            "keras": lambda: keras_graph(one)[0],
+            "eager": lambda: np.asarray(backbone(normalize(one), training=False)["embedding"]),
+        }, FLAGS.iters)
+        saved_s, keras_s, eager_s = medians["saved"], medians["keras"], medians["eager"]
         batch_s = _median_seconds(lambda: signature(images=batch)["embedding"].numpy(), max(3, FLAGS.iters // 5))
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     result = {
@@ -100,6 +120,9 @@ def main(argv):
         detect_s, align_s = _detection_seconds()
         result.update({"mtcnn_detect_ms": detect_s * 1e3, "align_ms": align_s * 1e3})
         print(f"MTCNN detection on astronaut (512x512): {detect_s * 1e3:.1f} ms, alignment {align_s * 1e3:.2f} ms")
+    result["statistic"] = f"median of {FLAGS.iters} alternating calls"
+    from mtarcface_tf.results import save_result
+    print(f"saved {save_result('inference_quick' if FLAGS.quick else 'inference', result)}")
     print(json.dumps(result))
 
 

@@ -14,6 +14,7 @@ import time
 from absl import app, flags
 
 from mtarcface_tf.data import synthetic
+from mtarcface_tf.results import save_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("faces", 4000, "Training faces generated end to end (identities x 20 images).")
@@ -47,11 +48,13 @@ def main(argv):
     rate = total / seconds
     print(f"generate_dataset, {FLAGS.workers} workers: {total} faces in {seconds:.1f} s = {rate:.0f} faces/s "
           f"(target >= {TARGET_FACES_PER_S}; includes starting the worker processes)")
-    print(json.dumps({"bench": "synthetic", "faces_per_s": round(rate, 1),
-                      "single_process_faces_per_s": round(single, 1),
-                      "faces": total, "image_size": FLAGS.image_size, "workers": FLAGS.workers,
-                      "cpu_count": os.cpu_count(), "machine": platform.machine(),
-                      "target_faces_per_s": TARGET_FACES_PER_S, "meets_target": rate >= TARGET_FACES_PER_S}))
+    figures = {"bench": "synthetic", "faces_per_s": round(rate, 1),
+               "single_process_faces_per_s": round(single, 1),
+               "faces": total, "image_size": FLAGS.image_size, "workers": FLAGS.workers,
+               "cpu_count": os.cpu_count(), "machine": platform.machine(),
+               "target_faces_per_s": TARGET_FACES_PER_S, "meets_target": rate >= TARGET_FACES_PER_S}
+    print(f"saved {save_result('synthetic_quick' if FLAGS.quick else 'synthetic', figures)}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

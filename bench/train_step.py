@@ -6,17 +6,19 @@ normalizes and flips there, runs the network and the ArcFace layer without XLA, 
 cross-entropy / batch + ``add_n(model.losses)`` (+ ``log(1 + mask CE)`` for the multi-task objective) and applies
 SGD(momentum 0.9). This project's step receives batches the tf.data pipeline already decoded, and runs
 ``mtarcface_tf.train.step.make_train_step`` (wrapped by ``make_distributed_step`` as the trainer does, SGD from
-``make_optimizer``) with the settings of ``--jit_compile`` / ``--mixed_precision``.
+``make_optimizer``) with ``--jit_compile``, once per precision of ``--precisions``: like with like, ours in float32
+against the reference's float32 step, and ours in mixed_bfloat16 against the same float32 reference (the
+reference trains in float32 only).
 
-Both use the same network (``build_mtarcface``), batch and number of classes; after warm-up they are timed
+All use the same network (``build_mtarcface``), batch and number of classes; after warm-up they are timed
 alternately in one process (``--rounds`` rounds of ``--steps`` steps each, median per variant). Peak resident
-memory is measured per variant in its own subprocess (this script re-invoked with ``--variant=ref|ours``): the
+memory is measured per variant in its own subprocess (this script re-invoked with ``--variant=NAME``): the
 ``VmHWM`` of /proc/self/status after warm-up and a few steps. Not ``ru_maxrss``: Linux carries it over from the
 forking parent across exec, so a child started by a big parent reports at least the parent's size.
 
   python bench/train_step.py                          # LResNet-50, 112x112, batch 16, 1,000 classes
-  python bench/train_step.py --mixed_precision= --jit_compile   # ours in float32 with XLA instead
-  python bench/train_step.py --num_classes=85742      # the paper's head
+  python bench/train_step.py --precisions=float32 --jit_compile   # ours in float32 with XLA instead
+  python bench/train_step.py --num_classes=85742 --result=train_step_85742   # the paper's head
   python bench/train_step.py --units=1,1,1,1 --width=0.25 --input_size=64 --rounds=3   # quick
 """
 import json
@@ -44,20 +46,21 @@ flags.DEFINE_integer("input_size", 112, "Image side.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps per variant (tracing, compilation).")
 flags.DEFINE_integer("rounds", 5, "Alternating timed rounds.")
 flags.DEFINE_integer("steps", 2, "Steps per variant per round.")
-flags.DEFINE_enum("variant", "both", ["both", "ref", "ours"],
-                  "both: alternate timing + memory subprocesses; ref/ours: one variant alone (memory run).")
-# Defaults = the fastest measured on CPU: XLA's CPU convolutions are ~2x slower than TF's oneDNN kernels, and
-# oneDNN runs bfloat16 convolutions natively on AVX512-BF16/AMX CPUs (pass '' on CPUs without them).
+flags.DEFINE_string("variant", "all",
+                    "all: alternate timing + memory subprocesses; ref / ours_PRECISION: one variant alone (memory).")
+# XLA's CPU convolutions are ~2x slower than TF's oneDNN kernels; oneDNN runs bfloat16 convolutions natively
+# on AVX512-BF16/AMX CPUs (and slowly on others).
 flags.DEFINE_bool("jit_compile", False, "Ours: compile the forward/backward with XLA.")
-flags.DEFINE_string("mixed_precision", "mixed_bfloat16", "Ours: '' (float32) or 'mixed_bfloat16'.")
-flags.DEFINE_bool("memory", True, "With --variant=both, also measure peak memory in subprocesses.")
+flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Ours: the Keras dtype policies to time.")
+flags.DEFINE_bool("memory", True, "With --variant=all, also measure peak memory in subprocesses.")
+flags.DEFINE_string("result", "train_step", "Saved as docs/results/RESULT.json ('' = do not save).")
 flags.DEFINE_integer("seed", 0, "Seed of the synthetic batch.")
 
 _LEARNING_RATE = 0.0015
 _MOMENTUM = 0.9
 
 
-def _model_config():
+def _model_config(precision):
     from mtarcface_tf.configs import common
     config = common.base_config()
     config.num_classes = FLAGS.num_classes
@@ -67,7 +70,7 @@ def _model_config():
     config.model.width = FLAGS.width
     config.model.input_size = FLAGS.input_size
     config.jit_compile = FLAGS.jit_compile
-    config.mixed_precision = FLAGS.mixed_precision
+    config.mixed_precision = "" if precision == "float32" else precision
     config.optimizer.name = "sgd"
     config.optimizer.schedule = "constant"
     config.optimizer.learning_rate = _LEARNING_RATE
@@ -149,7 +152,8 @@ def _build(variant):
     import keras
     import tensorflow as tf
     from mtarcface_tf.model import build_mtarcface
-    config = _model_config()
+    precision = "float32" if variant == "ref" else variant.removeprefix("ours_")
+    config = _model_config(precision)
     jpegs, images, labels, masks = _synthetic_batch(FLAGS.seed)
     if variant == "ref":
         keras.mixed_precision.set_global_policy("float32")
@@ -160,8 +164,9 @@ def _build(variant):
         return lambda: float(step(*args)[0])
     from mtarcface_tf.train.schedules import make_optimizer
     from mtarcface_tf.train.step import make_distributed_step, make_train_step
-    keras.mixed_precision.set_global_policy(FLAGS.mixed_precision or "float32")
+    keras.mixed_precision.set_global_policy(precision)
     model = build_mtarcface(FLAGS.num_classes, config)
+    keras.mixed_precision.set_global_policy("float32")
     optimizer = make_optimizer(config)
     train_step = make_train_step(model, optimizer, config, FLAGS.batch, 1)
     step = make_distributed_step(tf.distribute.get_strategy(), train_step)
@@ -216,37 +221,43 @@ def _run_alone(variant):
     print(json.dumps({"variant": variant, "peak_mb": round(_peak_resident_mb(), 1)}))
 
 
-def _run_both():
-    from tqdm import tqdm
-    steps = {name: _build(name) for name in ("ref", "ours")}
+def _run_all():
+    from mtarcface_tf.progress import progress_bar
+    from mtarcface_tf.results import save_result
+    steps = {name: _build(name) for name in ["ref"] + [f"ours_{p}" for p in FLAGS.precisions]}
     for name, run_step in steps.items():
         print(f"warm-up {name}...", flush=True)
         for _ in range(FLAGS.warmup):
             run_step()
     rates = {name: [] for name in steps}
-    for _ in tqdm(range(FLAGS.rounds), desc="alternating rounds"):
+    for _ in progress_bar(range(FLAGS.rounds), desc="alternating rounds"):
         for name, run_step in steps.items():
             rates[name].append(_time_steps(run_step, FLAGS.steps))
     for name, values in rates.items():
         print(f"{name}: median {statistics.median(values):.2f} img/s  rounds {[round(v, 2) for v in values]}")
-    result = {"ref_img_s": round(statistics.median(rates["ref"]), 3),
-              "ours_img_s": round(statistics.median(rates["ours"]), 3)}
-    result["speedup"] = round(result["ours_img_s"] / result["ref_img_s"], 3)
+    result = {f"{name}_img_s": round(statistics.median(values), 3) for name, values in rates.items()}
+    for precision in FLAGS.precisions:
+        # The reference trains in float32 only: each of our precisions is compared with that.
+        speedup = result[f"ours_{precision}_img_s"] / result["ref_img_s"]
+        result[f"speedup_ours_{precision}_vs_ref_float32"] = round(speedup, 3)
+        print(f"ours {precision} vs reference float32: {speedup:.2f}x")
     if FLAGS.memory:
-        result["ref_peak_mb"] = _peak_mb_in_subprocess("ref")
-        result["ours_peak_mb"] = _peak_mb_in_subprocess("ours")
-        print(f"peak resident memory: ref {result['ref_peak_mb']} MB, ours {result['ours_peak_mb']} MB")
+        for name in steps:
+            result[f"{name}_peak_mb"] = _peak_mb_in_subprocess(name)
+        print("peak resident memory (MB): " + ", ".join(f"{n} {result[f'{n}_peak_mb']}" for n in steps))
     result.update(machine=_machine(), batch=FLAGS.batch, num_classes=FLAGS.num_classes,
-                  network=_network_name(),
-                  ours_settings={"jit_compile": FLAGS.jit_compile, "mixed_precision": FLAGS.mixed_precision},
+                  network=_network_name(), rounds=FLAGS.rounds, steps_per_round=FLAGS.steps,
+                  statistic="median of alternating rounds", ours_jit_compile=FLAGS.jit_compile,
                   load_avg_1min=round(os.getloadavg()[0], 2))
+    if FLAGS.result:
+        print(f"saved {save_result(FLAGS.result, result)}")
     print(json.dumps(result))
 
 
 def main(argv):
     del argv
-    if FLAGS.variant == "both":
-        _run_both()
+    if FLAGS.variant == "all":
+        _run_all()
     else:
         _run_alone(FLAGS.variant)
 

@@ -15,6 +15,7 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.eval import verification
+from mtarcface_tf.results import save_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("pairs", 6000, "Number of pairs (LFW has 6000).")
@@ -98,8 +99,10 @@ def main(argv):
         print(f"{key:>13}: vectorised {fast[key]:.10f}   loop {slow[key]:.10f}")
     print(f"{FLAGS.pairs} pairs x {FLAGS.dim}: vectorised {fast_s:.3f} s, loop {slow_s:.3f} s, "
           f"speedup {slow_s / fast_s:.1f}x, identical (bit for bit): {identical}")
-    print(json.dumps(dict(pairs=FLAGS.pairs, dim=FLAGS.dim, vectorised_s=round(fast_s, 4), loop_s=round(slow_s, 3),
-                          speedup=round(slow_s / fast_s, 1), identical=bool(identical))))
+    figures = dict(pairs=FLAGS.pairs, dim=FLAGS.dim, vectorised_s=round(fast_s, 4), loop_s=round(slow_s, 3),
+                   speedup=round(slow_s / fast_s, 1), identical=bool(identical))
+    print(f"saved {save_result('verification', figures)}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

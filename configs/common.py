@@ -1,11 +1,14 @@
 """The paper's MTArcFace recipe as one ml_collections ConfigDict; every other config starts from it.
 
 Not a runnable config itself: run configs/paper.py, configs/arcface_baseline.py or configs/tiny.py.
-Every number the code needs lives here (or in the config that overrides it), never in the library.
+Every number the code needs lives here (or in the config that overrides it), never in the library; the one
+exception is the paper's network (``config.model``), whose defaults the model owns (``build_mtarcface`` without a
+config builds it) and this file takes from ``mtarcface_tf.model.build.PAPER_MODEL``.
 """
 import ml_collections
 
 from mtarcface_tf.data import synthetic
+from mtarcface_tf.model.build import paper_model_config
 
 
 def base_config():
@@ -17,18 +20,7 @@ def base_config():
     config.num_steps = 300_000
     config.grad_accum_steps = 1           # micro-batches per update (batch_size is the micro-batch x replicas)
 
-    config.model = ml_collections.ConfigDict()
-    config.model.backbone = "lresnet"     # "lresnet" | "inception_resnet_v1"
-    config.model.depth = 50               # 18 | 34 | 50 | 100 (units per stage from the depth)
-    config.model.units = ()               # lresnet: units per stage (overrides depth); inception: block repeats
-    config.model.width = 1.0              # multiplier of filters [64, 64, 128, 256, 512]
-    config.model.input_size = 112
-    config.model.embedding_size = 512
-    config.model.dropout = 0.4
-    config.model.weight_decay = 5e-4
-    config.model.bn_momentum = 0.9
-    config.model.bn_epsilon = 2e-5
-    config.model.mask_head = True         # False: the plain ArcFace baseline
+    config.model = paper_model_config()   # LResNet-50, 112x112, 512-d, mask head: see mtarcface_tf/model/build.py
 
     config.loss = ml_collections.ConfigDict()
     config.loss.type = "arcface"          # "arcface" | "triplet"
@@ -69,7 +61,8 @@ def base_config():
     config.optimizer.warmup_steps = 0
 
     config.strategy = "mirrored"          # "default" | "mirrored" | "multi_worker"
-    # "" | "mixed_float16" (GPU) | "mixed_bfloat16" (TPU; 1.4x faster on CPUs with AVX512-BF16/AMX, slower on others)
+    # "" | "mixed_float16" (GPU) | "mixed_bfloat16" (TPU; faster on CPUs with AVX512-BF16/AMX, slower on others:
+    # bench/train_step.py)
     config.mixed_precision = ""
     config.jit_compile = True             # XLA for the forward/backward pass; used on GPU only (slower on CPU)
 
@@ -80,7 +73,9 @@ def base_config():
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every = 10_000
-    config.eval.bins = ()                 # verification .bin files scored during training
+    # verification .bin files scored during training, comma-separated (a string, so that
+    # --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin parses as two paths)
+    config.eval.bins = ""
     config.eval.masked = True             # also masked-masked and masked-clean variants
     config.eval.batch_size = 128
     config.eval.flip = True

@@ -12,13 +12,19 @@ trainer resumes from it with a fresh optimizer. The backbone and ArcFace centres
 final rate (0.0015 x 0.3 x 0.3). What it is for: the paper's multi-task model without the 300k-step run. It should
 keep the reference's clean accuracy (LFW ~99.7) while masked-pair accuracy and mask-usage accuracy (~99.8%) rise
 within a few thousand steps.
+The network is the reference's resnet_batchRenorm.py (config.model.norm='batch_renorm'): both of its training
+scripts build it and its published MS1M models B and C were trained with it.
+The import writes the network the checkpoint holds into the workdir's config (plain-BN model A: batch_norm);
+resume with --config.model.norm=batch_norm for such a workdir.
 """
 from mtarcface_tf.configs import common
+from mtarcface_tf.model import normalization
 
 
 def get_config():
     """Returns the fine-tuning config."""
     config = common.base_config()
+    config.model.norm = normalization.BATCH_RENORM
     config.num_steps = 20_000
     config.optimizer.learning_rate = 0.0015 * 0.3 * 0.3
     config.optimizer.schedule = "constant"

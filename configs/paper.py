@@ -11,10 +11,15 @@ them (config.data.mask_placement="landmarks"; records need the landmarks feature
 `python tools/convert.py --source=tfrecord --add_landmarks --detector=retinaface --input=/data/ms1mv2_tfrecords
 --output_dir=/data/ms1mv2_landmarks`; records without it get template-placed masks). Should reach about LFW 99.7 / CFP-FP 94 / AgeDB-30 96.5
 on clean pairs and ~99.8% mask-usage accuracy (the paper's figures).
+The network is the reference's resnet_batchRenorm.py (config.model.norm='batch_renorm'): both of its training
+scripts build it and its published MS1M models B and C were trained with it.
 """
 from mtarcface_tf.configs import common
+from mtarcface_tf.model import normalization
 
 
 def get_config():
     """Returns the paper's config."""
-    return common.base_config()
+    config = common.base_config()
+    config.model.norm = normalization.BATCH_RENORM
+    return config

@@ -13,12 +13,20 @@ import time
 
 import numpy as np
 
-from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, triplet
+from mtarcface_tf.configs import demo as demo_configs
+from mtarcface_tf.data import preview
+from mtarcface_tf.data.masks import MaskAugmenter
+from mtarcface_tf.data.synthetic import GENERATOR_VERSION, render_faces
+from mtarcface_tf.eval import report as report_lib
+from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.export.saved_model import export_saved_model, training_data
+from mtarcface_tf.inference.recognizer import FaceRecognizer
+from mtarcface_tf.model.workdir import load_model
+from mtarcface_tf.results import save_result
+from mtarcface_tf.train.trainer import resolve_data, train_and_evaluate
 
-MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
-BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
 TRAIN_TIME_FILE = "train_time.json"
-QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=1000)
 GALLERY_PEOPLE = 10          # synthetic people enrolled without masks, then identified from masked photos
 GALLERY_IMAGES = 3           # enrollment images per person (their mean embedding is stored)
 VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces masked; mixed: one of the two
@@ -33,37 +41,6 @@ def slug(name):
     return name.lower().replace("+", "_")
 
 
-def demo_configs(quick=False, all_baselines=False):
-    """Returns {model name: config} of the two demo models (with ``all_baselines`` also ArcFace+focal and triplet,
-    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run."""
-    configs = {name: module.get_config() for name, module in MODELS.items()}
-    if all_baselines:
-        reference = configs["MTArcFace"]
-        for name, module in BASELINES.items():
-            config = module.get_config()
-            config.data.synthetic = reference.data.synthetic.copy_and_resolve_references()
-            config.num_classes = reference.num_classes
-            config.num_steps = reference.num_steps
-            if config.data.identities_per_batch:   # keep K images per identity at the demo's batch size
-                images_per_identity = config.batch_size // config.data.identities_per_batch
-                config.data.identities_per_batch = reference.batch_size // images_per_identity
-            config.batch_size = reference.batch_size
-            configs[name] = config
-    if quick:
-        for config in configs.values():
-            config.num_steps = QUICK["steps"]
-            config.loss.margin_warmup_steps = QUICK["steps"] // 5
-            config.eval.every = QUICK["steps"]
-            config.checkpoint_every = QUICK["steps"]
-            synthetic = config.data.synthetic
-            synthetic.identities = QUICK["identities"]
-            synthetic.images_per_identity = QUICK["images_per_identity"]
-            synthetic.eval_identities = QUICK["eval_identities"]
-            synthetic.eval_pairs = QUICK["eval_pairs"]
-            config.num_classes = synthetic.identities
-    return configs
-
-
 def run_directory(output_dir, quick=False):
     """Returns where a demo run keeps its artefacts: ``output_dir``, or ``output_dir/quick`` for ``--quick``."""
     return os.path.join(output_dir, QUICK_DIR) if quick else output_dir
@@ -73,7 +50,6 @@ def prepare_run_directory(run_dir, configs):
     """Makes ``run_dir`` ready for a run of ``configs``: a directory left by a run with other settings (another
     version of the demo's configs or data) has the demo's own artefacts removed first, with one line saying so;
     anything else in it is left alone. Writes the settings of this run."""
-    from mtarcface_tf.data.synthetic import GENERATOR_VERSION
     settings = {"generator_version": GENERATOR_VERSION,
                 "configs": {name: json.loads(config.to_json()) for name, config in configs.items()}}
     path = os.path.join(run_dir, SETTINGS_FILE)
@@ -93,13 +69,6 @@ def prepare_run_directory(run_dir, configs):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         json.dump(settings, f, indent=2)
     os.replace(path + ".tmp", path)
-
-
-def generate_data(config, output_dir):
-    """Generates (or reuses) the SynthFaces set of ``config.data.synthetic`` under ``output_dir/synthfaces``."""
-    from mtarcface_tf.data import synthetic
-    return synthetic.generate_dataset(os.path.join(output_dir, SYNTHFACES_DIR),
-                                      **synthetic.config_kwargs(config.data.synthetic))
 
 
 class _Prefixed:
@@ -135,7 +104,6 @@ def _train_in_child(name, config_json, workdir, threads):
 
 def _train_timed(config, workdir, threads):
     """Trains one model and records its wall time in ``workdir/train_time.json``."""
-    from mtarcface_tf.train.trainer import train_and_evaluate
     start = time.time()
     train_and_evaluate(config, workdir)
     with open(os.path.join(workdir, TRAIN_TIME_FILE), "w", encoding="utf-8") as f:
@@ -171,9 +139,6 @@ def evaluate_models(workdirs, bins, output_dir):
 
     Returns {name: report dict}; the comparison is ``output_dir/report.md``.
     """
-    from mtarcface_tf.eval import report as report_lib
-    from mtarcface_tf.eval.embeddings import make_embed_fn
-    from mtarcface_tf.eval.evaluator import VerificationEvaluator
     reports = {}
     for name, workdir in workdirs.items():
         evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS)
@@ -190,9 +155,6 @@ def recognize_masked_people(export_dir, config, output_dir):
     People are SynthFaces identities never seen in training (indices after the training and evaluation ones).
     Returns dict(people, queries, identified (fraction correct), mask_detected (fraction of queries flagged masked)).
     """
-    from mtarcface_tf.data import MaskAugmenter
-    from mtarcface_tf.data.synthetic import render_faces
-    from mtarcface_tf.inference.recognizer import FaceRecognizer
     s = config.data.synthetic
     first = s.identities + s.eval_identities
     images, labels, landmarks = render_faces(GALLERY_PEOPLE, 2 * GALLERY_IMAGES, image_size=s.image_size,
@@ -220,39 +182,40 @@ def training_times(workdirs):
     return "Training time (wall, models trained side by side): " + ", ".join(parts) + "."
 
 
-def run_demo(output_dir, quick=False, parallel=True, all_baselines=False):
+def run_demo(output_dir, quick=False, parallel=True, all_baselines=False, result_name=""):
     """Runs the whole demo into ``output_dir``; returns a summary dict and writes ``output_dir/summary.json``.
 
     ``all_baselines`` also trains ArcFace+focal and the triplet model on the same data and adds them to the table.
+    ``result_name`` also keeps the figures as ``docs/results/RESULT_NAME.json`` (summary["result_file"]).
     """
-    from mtarcface_tf.eval import report as report_lib
-    from mtarcface_tf.export import export_saved_model
-    from mtarcface_tf.train.checkpoints import load_model
     start = time.time()
-    configs = demo_configs(quick, all_baselines)
+    configs = demo_configs.get_configs(quick, all_baselines)
     output_dir = run_directory(output_dir, quick)
     prepare_run_directory(output_dir, configs)
     mt_config = configs["MTArcFace"]
     print(f"[1/5] SynthFaces into {output_dir}/synthfaces", flush=True)
-    data = generate_data(mt_config, output_dir)
+    train_path, bins = resolve_data(mt_config, output_dir)
     write_samples(mt_config, os.path.join(output_dir, "synthfaces_samples.png"))
     for config in configs.values():
-        config.data.train = data["train"]
-        config.eval.bins = ()
+        config.data.train = train_path
+        config.eval.bins = ""
     print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)
-    reports = evaluate_models(workdirs, list(data["bins"].values()), output_dir)
+    reports = evaluate_models(workdirs, bins, output_dir)
     table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
-    model, _ = load_model(workdirs["MTArcFace"])
+    model, trained_config = load_model(workdirs["MTArcFace"])
     threshold = reports["MTArcFace"]["recommended_threshold"]
-    export_dir = export_saved_model(model, os.path.join(output_dir, "export", "1"), threshold=threshold)
+    export_dir = export_saved_model(model, os.path.join(output_dir, "export", "1"), threshold=threshold,
+                                    trained_on=training_data(trained_config))
     print("[5/5] enrolling unmasked people, identifying them from masked photos", flush=True)
     recognition = recognize_masked_people(export_dir, mt_config, output_dir)
     summary = dict(output_dir=output_dir, seconds=round(time.time() - start, 1), table=table,
                    recognition=recognition, export=export_dir, reports={n: r for n, r in reports.items()},
-                   synthfaces=data["settings"], steps=mt_config.num_steps)
+                   synthfaces=mt_config.data.synthetic.to_dict(), steps=mt_config.num_steps)
+    if result_name:
+        summary["result_file"] = save_result(result_name, result_figures(summary))
     _write_summary(output_dir, summary)
     return summary
 
@@ -280,8 +243,6 @@ def result_figures(summary):
 
 def write_samples(config, path, people=SAMPLE_PEOPLE):
     """Writes a PNG grid of SynthFaces training identities, each row followed by the same faces masked."""
-    from mtarcface_tf.data import preview
-    from mtarcface_tf.data.synthetic import render_faces
     s = config.data.synthetic
     faces, _, landmarks = render_faces(people, 1, image_size=s.image_size, seed=s.seed, pose=dict(s.pose),
                                        spread=s.spread, with_landmarks=True)

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 
 from mtarcface_tf.configs import common
-from mtarcface_tf.data.records import ShardedRecordWriter
+from mtarcface_tf.data.shards import ShardedRecordWriter
 
 
 def write_tiny_records(output_dir, classes=4, per_class=16, size=32, seed=0, shards=2):

@@ -49,7 +49,8 @@ def build_tiny_model(mask_head=True, input_size=32, embedding_size=16, seed=0):
 def save_workdir(model, config, workdir, threshold=None):
     """Saves ``model`` as a training workdir ``load_model`` reads (config.json + checkpoints/ckpt-1), plus a
     report.json with ``recommended_threshold`` when given. Returns the workdir (str)."""
-    from mtarcface_tf.train.checkpoints import CHECKPOINT_DIR, check_and_save_config, make_checkpoint
+    from mtarcface_tf.model.workdir import CHECKPOINT_DIR
+    from mtarcface_tf.train.checkpoints import check_and_save_config, make_checkpoint
 
     check_and_save_config(config, str(workdir))
     make_checkpoint(model).save(os.path.join(str(workdir), CHECKPOINT_DIR, "ckpt"))
@@ -81,3 +82,22 @@ def finish(process, timeout=180):
 def run_python(args, timeout=180):
     """Runs ``python ARGS...`` like ``start_python`` and waits; returns ``subprocess.CompletedProcess``."""
     return finish(start_python(args), timeout)
+
+
+def keras_reference(model, images):
+    """The test's own reference of the export's outputs, computed in numpy from the Keras model: dict ``embedding``
+    (L2-normalized) and, with a mask head, ``mask_prob`` (softmax of the mask logits).
+
+    Args:
+      model: a model from ``build_mtarcface`` or its backbone. images: uint8 [B, S, S, 3] RGB.
+    """
+    backbone = getattr(model, "backbone", model)
+    outputs = backbone((np.asarray(images, np.float32) - 127.5) * 0.0078125, training=False)
+    embedding = np.asarray(outputs["embedding"], np.float32)
+    result = {"embedding": embedding / np.linalg.norm(embedding, axis=-1, keepdims=True)}
+    if "mask_logits" in outputs:
+        logits = np.asarray(outputs["mask_logits"], np.float64)
+        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        result["mask_prob"] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return result
+

@@ -1,8 +1,8 @@
-"""Tests of mtarcface_tf.inference.align: template, Umeyama similarity (== scikit-image) and the warp."""
+"""Tests of mtarcface_tf.faces.align: template, Umeyama similarity (== scikit-image) and the warp."""
 import numpy as np
 import pytest
 
-from mtarcface_tf.inference import align
+from mtarcface_tf.faces import align
 
 transform = pytest.importorskip("skimage.transform")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtarcface_tf.data import convert, records, recordio
+from mtarcface_tf.data import convert, records, recordio, shards
 from mtarcface_tf.data.bin_pairs import save_bin
-from mtarcface_tf.inference.detect import Face
+from mtarcface_tf.faces.detect import Face
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,9 +61,9 @@ def test_recordio_round_trip(tmp_path, rec_file, with_index):
 def test_refuses_existing_output(tmp_path, rec_file):
     rec, _ = rec_file
     convert.convert_recordio(str(rec), str(tmp_path), "train", num_shards=1, progress=False)
-    with pytest.raises(convert.ConversionError, match="train.manifest.json already exists"):
+    with pytest.raises(shards.ConversionError, match="train.manifest.json already exists"):
         convert.convert_recordio(str(rec), str(tmp_path), "train", num_shards=1, progress=False)
-    with pytest.raises(convert.ConversionError, match="already exists"):
+    with pytest.raises(shards.ConversionError, match="already exists"):
         convert.convert_recordio(str(rec), str(tmp_path), "train", num_shards=1, resume=True, progress=False)
 
 
@@ -87,16 +87,16 @@ def test_resume_writes_only_missing_shards(tmp_path, rec_file):
     out = str(tmp_path / "out")
     job = convert.RecordIOJob(str(rec))
     with pytest.raises(KeyboardInterrupt):
-        convert.run_conversion(_FailingJob(job, fail_start=6), out, "train", "src", num_shards=3, progress=False)
+        shards.run_conversion(_FailingJob(job, fail_start=6), out, "train", "src", num_shards=3, progress=False)
     assert sorted(os.listdir(out)) == ["train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord",
                                        "train.progress.json"]
     first = os.path.join(out, "train-00000-of-00003.tfrecord")
     os.utime(first, (1, 1))
-    with pytest.raises(convert.ConversionError, match="partial conversion.*--resume"):
-        convert.run_conversion(job, out, "train", "src", num_shards=3, progress=False)
-    with pytest.raises(convert.ConversionError, match="same input"):
-        convert.run_conversion(job, out, "train", "other", num_shards=3, resume=True, progress=False)
-    manifest = convert.run_conversion(job, out, "train", "src", num_shards=3, resume=True, progress=False)
+    with pytest.raises(shards.ConversionError, match="partial conversion.*--resume"):
+        shards.run_conversion(job, out, "train", "src", num_shards=3, progress=False)
+    with pytest.raises(shards.ConversionError, match="same input"):
+        shards.run_conversion(job, out, "train", "other", num_shards=3, resume=True, progress=False)
+    manifest = shards.run_conversion(job, out, "train", "src", num_shards=3, resume=True, progress=False)
     assert os.path.getmtime(first) == 1  # kept, not rewritten
     assert manifest["images"] == 9 and manifest["identities"] == 3
     assert read_back(out) == expected
@@ -191,7 +191,7 @@ class CropDetector:
 
 def test_add_landmarks_to_existing_records(tmp_path):
     src = tmp_path / "records"
-    with records.ShardedRecordWriter(str(src), "train", num_shards=2) as writer:
+    with shards.ShardedRecordWriter(str(src), "train", num_shards=2) as writer:
         for i in range(6):
             image = np.full((112, 112, 3), 10 if i == 4 else 120, np.uint8)
             writer.write(cv2.imencode(".jpg", image)[1].tobytes(), i // 2)
@@ -213,11 +213,15 @@ def test_add_landmarks_to_existing_records(tmp_path):
 
 
 def test_bin_conversion(tmp_path):
-    images = np.random.default_rng(0).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
-    save_bin(str(tmp_path / "lfw.bin"), images, [True, False])
-    manifest = convert.convert_bin(str(tmp_path / "lfw.bin"), str(tmp_path / "out"), "lfw", progress=False)
-    assert manifest["images"] == 4 and manifest["identities"] == 2
-    assert [label for _, label in read_back(tmp_path / "out", "lfw")] == [0, 0, 1, 1]
+    images = np.random.default_rng(0).integers(0, 256, (8, 112, 112, 3), dtype=np.uint8)
+    save_bin(str(tmp_path / "lfw.bin"), images, [True, False, False, True])
+    manifest = convert.convert_bin(str(tmp_path / "lfw.bin"), str(tmp_path / "out"), "lfw", num_shards=2,
+                                   progress=False)
+    # Only a same-pair's two images share a label; each image of a different pair has its own.
+    assert [label for _, label in read_back(tmp_path / "out", "lfw")] == [0, 0, 1, 2, 3, 4, 5, 5]
+    assert manifest["images"] == 8 and manifest["identities"] == 6
+    pairs = json.loads((tmp_path / "out" / "lfw.pairs.json").read_text())
+    assert pairs == {"issame": [True, False, False, True]}
 
 
 def test_tool_reports_missing_input_in_one_line(tmp_path):

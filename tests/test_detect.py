@@ -1,4 +1,4 @@
-"""Tests of mtarcface_tf.inference.detect: MTCNN and RetinaFace behind one interface, image reading."""
+"""Tests of mtarcface_tf.faces.detect: MTCNN and RetinaFace behind one interface, image reading."""
 import importlib.util
 import logging
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtarcface_tf.inference import detect
+from mtarcface_tf.faces import detect
 
 skimage_data = pytest.importorskip("skimage.data")
 

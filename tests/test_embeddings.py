@@ -6,6 +6,9 @@ import tensorflow as tf
 
 from mtarcface_tf.eval import embeddings as emb
 from mtarcface_tf.export import export_saved_model
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.model import workdir
+from mtarcface_tf.model.workdir import ModelLoadError
 
 SIZE = 16
 
@@ -34,7 +37,7 @@ def _raw(model, images):
 def test_extract_flip_and_mask_prob():
     model = _tiny_model()
     images = _images(10)
-    out = emb.extract(emb.make_embed_fn(model), images, batch_size=4, flip=True)
+    out = emb.extract(make_embed_fn(model), images, batch_size=4, flip=True)
     raw = _raw(model, images)
     raw_mirror = _raw(model, images[:, :, ::-1])
     np.testing.assert_allclose(out["embedding"], _unit(np.asarray(raw["embedding"])), atol=1e-5)
@@ -47,13 +50,13 @@ def test_extract_flip_and_mask_prob():
 
 def test_extract_without_flip_or_mask_head():
     model = _tiny_model(mask_head=False)
-    out = emb.extract(emb.make_embed_fn(model), _images(5), batch_size=2, flip=False)
+    out = emb.extract(make_embed_fn(model), _images(5), batch_size=2, flip=False)
     assert out["embedding"].shape == (5, 8)
     assert out["embedding_flip"] is None and out["mask_prob"] is None
 
 
 def test_extract_resizes_to_model_input(caplog):
-    embed_fn = emb.make_embed_fn(_tiny_model())
+    embed_fn = make_embed_fn(_tiny_model())
     assert embed_fn.input_size == SIZE
     with caplog.at_level("WARNING"):
         out = emb.extract(embed_fn, _images(3, size=2 * SIZE), batch_size=8)
@@ -66,22 +69,22 @@ def test_saved_model_source(tmp_path):
     model = _tiny_model()
 
     export_saved_model(model, str(tmp_path / "sm"))
-    embed_fn = emb.make_embed_fn(str(tmp_path / "sm"))
+    embed_fn = make_embed_fn(str(tmp_path / "sm"))
     images = _images(6)
     got = emb.extract(embed_fn, images, batch_size=4, flip=False)
-    want = emb.extract(emb.make_embed_fn(model), images, batch_size=4, flip=False)
+    want = emb.extract(make_embed_fn(model), images, batch_size=4, flip=False)
     assert embed_fn.input_size == SIZE
     np.testing.assert_allclose(got["embedding"], want["embedding"], atol=1e-5)
     np.testing.assert_allclose(got["mask_prob"], want["mask_prob"], atol=1e-5)
 
 
 def test_bad_sources_and_images(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        emb.make_embed_fn(str(tmp_path / "nowhere"))
-    with pytest.raises(emb.EmbeddingSourceError):
-        emb.make_embed_fn(42)
+    with pytest.raises(ModelLoadError, match="nowhere"):
+        make_embed_fn(str(tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadError):
+        make_embed_fn(42)
     with pytest.raises(ValueError, match="uint8"):
-        emb.extract(emb.make_embed_fn(_tiny_model()), np.zeros((2, SIZE, SIZE, 3), np.float32))
+        emb.extract(make_embed_fn(_tiny_model()), np.zeros((2, SIZE, SIZE, 3), np.float32))
 
 
 def test_training_workdir_source(tmp_path):
@@ -96,17 +99,17 @@ def test_training_workdir_source(tmp_path):
     config.model.width = 0.125
     model = build_mtarcface(config.num_classes, config)
     checkpoints.check_and_save_config(config, str(tmp_path))
-    tf.train.Checkpoint(model=model).save(str(tmp_path / checkpoints.CHECKPOINT_DIR / "ckpt"))
-    embed_fn = emb.make_embed_fn(str(tmp_path))
+    tf.train.Checkpoint(model=model).save(str(tmp_path / workdir.CHECKPOINT_DIR / "ckpt"))
+    embed_fn = make_embed_fn(str(tmp_path))
     assert embed_fn.input_size == 32
     images = _images(4, size=32)
     got = emb.extract(embed_fn, images, batch_size=4, flip=False)
-    want = emb.extract(emb.make_embed_fn(model), images, batch_size=4, flip=False)
+    want = emb.extract(make_embed_fn(model), images, batch_size=4, flip=False)
     np.testing.assert_allclose(got["embedding"], want["embedding"], atol=1e-5)
     assert got["mask_prob"].shape == (4, 2)
 
     config.model.embedding_size = 8         # another architecture than the saved weights
-    with open(tmp_path / checkpoints.CONFIG_FILE, "w") as f:
-        f.write(checkpoints.config_to_json(config))
+    with open(tmp_path / workdir.CONFIG_FILE, "w") as f:
+        f.write(workdir.config_to_json(config))
     with pytest.raises(ValueError, match="does not fit"):
-        emb.make_embed_fn(str(tmp_path))
+        make_embed_fn(str(tmp_path))

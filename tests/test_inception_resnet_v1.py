@@ -56,6 +56,22 @@ def test_full_network_is_facenets():
     assert total == 23_497_936
 
 
+# FaceNet's InceptionResNetV1 with its 128-d bottleneck, as ported to Keras to load davidsandberg/facenet's
+# 20170512-110547 checkpoint (structure of nyoki-mtl/keras-facenet, code/inception_resnet_v1.py: convolutions
+# without bias, BatchNorm without gamma, Dense bottleneck without bias): "Total params: 22,808,144, Trainable
+# params: 22,779,312" (the model summary noted in a public copy of that port, read through the code search index).
+FACENET_128_TOTAL, FACENET_128_TRAINABLE = 22_808_144, 22_779_312
+
+
+def test_parameter_count_is_facenets_plus_the_bottleneck_bias():
+    config = _config(160, units=(), width=1.0, embedding_size=128)
+    config.mask_head = False
+    model = build_backbone(config)
+    # The one difference: this project's bottleneck Dense has a bias (128 values), FaceNet's has none.
+    assert _count(model.weights) == FACENET_128_TOTAL + 128
+    assert _count(model.trainable_weights) == FACENET_128_TRAINABLE + 128
+
+
 def test_too_small_input_is_refused():
     with pytest.raises(ValueError, match="input_size"):
         build_backbone(_config(64))

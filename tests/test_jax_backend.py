@@ -86,13 +86,16 @@ def test_jax_backend_matches_tensorflow_and_trains(tmp_path):
 
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), weights], env=env, cwd=_REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert result["backend"] == "jax"
     assert not result["tensorflow_imported"], "the JAX path imported TensorFlow"
-    np.testing.assert_allclose(result["loss"], tf_loss, rtol=1e-4)
+    # README: "matches the TensorFlow backend's to 1e-6 (relative)"; measured 1.5e-7 on the development machine
+    # (float32 rounding of two backends' kernels; a wrong term or weight would move it by far more).
+    print(f"relative difference of the JAX and TensorFlow losses: {abs(result['loss'] - tf_loss) / abs(tf_loss):.2e}")
+    np.testing.assert_allclose(result["loss"], tf_loss, rtol=1e-6)
     # The step's loss is in training mode (batch statistics, dropout): finite and near, not equal.
     assert np.isfinite(result["step_loss"])
     assert result["changed"] == result["total"], f"{result['changed']}/{result['total']} weights changed"

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtarcface_tf.data import masks, pipeline, records
+from mtarcface_tf.data import masks, pipeline
+from mtarcface_tf.data.shards import ShardedRecordWriter
 
 IDENTITIES = 12
 PER_IDENTITY = 8
@@ -21,7 +22,7 @@ def shards(tmp_path_factory):
     """Two shards: 12 identities x 8 images (40x40 JPEG, one PNG), plus 2 corrupt records (label 99)."""
     directory = str(tmp_path_factory.mktemp("records"))
     rng = np.random.default_rng(0)
-    with records.ShardedRecordWriter(directory, "train", num_shards=2) as writer:
+    with ShardedRecordWriter(directory, "train", num_shards=2) as writer:
         for i in range(IDENTITIES * PER_IDENTITY):
             data = _jpeg(rng, STORED_SIZE)
             if i == 3:
@@ -135,7 +136,7 @@ def turned_shards(tmp_path_factory):
     matrix = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), 30.0, 1.0)
     landmarks = masks.template_points(size) @ matrix[:, :2].T + matrix[:, 2]
     image = cv2.imencode(".png", np.full((size, size, 3), 128, np.uint8))[1].tobytes()
-    with records.ShardedRecordWriter(directory, "train") as writer:
+    with ShardedRecordWriter(directory, "train") as writer:
         for i in range(32):
             writer.write(image, i % 4, landmarks)
         writer.close()

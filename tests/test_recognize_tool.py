@@ -4,7 +4,9 @@ import json
 import os
 
 import cv2
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
@@ -47,7 +49,32 @@ def runs(tmp_path_factory):
     output_dir = root / "out"
     identify = [tool, "identify", model_arg, gallery, "--aligned", "--threshold=-1", f"--output_dir={output_dir}"]
     results["identify"] = model_helpers.run_python(identify + [f"--input={root / 'queries'}"])
-    return {"results": results, "root": root, "output_dir": output_dir, "export": export}
+    expected = _expected_matches(export, faces[:4], {"a.png": faces[0], "b.png": faces[4]})
+    # A threshold between the enrolled face's similarity and the stranger's: a.png is p0, b.png is unknown.
+    threshold = (expected["a.png"][1] + expected["b.png"][1]) / 2
+    strict = [tool, "identify", model_arg, gallery, "--aligned", f"--threshold={threshold}",
+              f"--output_dir={root / 'out_strict'}", f"--input={root / 'queries'}"]
+    results["identify_strict"] = model_helpers.run_python(strict)
+    return {"results": results, "root": root, "output_dir": output_dir, "export": export, "expected": expected}
+
+
+def _expected_matches(export, enrolled, queries):
+    """{query name: (nearest person, cosine)} computed here from the export's embeddings with numpy.
+
+    ``enrolled`` are p0's two images then p1's two; each person's template is the renormalized mean of the
+    normalized embeddings (the gallery's documented rule).
+    """
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+
+    def embed(images):
+        vectors = serve(images=tf.constant(np.asarray(images)))["embedding"].numpy()
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    people = embed(enrolled).reshape(2, 2, -1).mean(axis=1)
+    people /= np.linalg.norm(people, axis=1, keepdims=True)
+    names = list(queries)
+    cosines = embed([queries[name] for name in names]) @ people.T
+    return {name: (f"p{int(np.argmax(row))}", float(np.max(row))) for name, row in zip(names, cosines)}
 
 
 def _assert_one_line_error(result, name):
@@ -73,11 +100,24 @@ def test_identify_folder_completes_despite_a_corrupt_file(runs):
     with open(runs["output_dir"] / "results.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     by_file = {os.path.basename(row["source"]): row for row in rows}
-    assert by_file["a.png"]["identity"] == "p0" and by_file["b.png"]["identity"] in ("p0", "p1")
+    for name, (person, similarity) in runs["expected"].items():
+        assert by_file[name]["identity"] == person
+        assert float(by_file[name]["similarity"]) == pytest.approx(similarity, abs=1e-4)
+    assert runs["expected"]["a.png"][0] == "p0"
     assert by_file["a.png"]["mask"] in ("mask", "no_mask") and by_file["corrupt.png"]["error"]
     assert len(json.loads((runs["output_dir"] / "results.json").read_text())) == 3
     annotated = cv2.imread(str(runs["output_dir"] / "a.png"))
     assert annotated is not None and annotated.shape == (SIZE, SIZE, 3)
+
+
+def test_identify_calls_a_face_below_the_threshold_unknown(runs):
+    expected = runs["expected"]
+    assert expected["a.png"][1] > expected["b.png"][1] + 1e-3   # the fixture separates them
+    result = runs["results"]["identify_strict"]
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(runs["root"] / "out_strict" / "results.csv", encoding="utf-8") as handle:
+        identities = {os.path.basename(row["source"]): row["identity"] for row in csv.DictReader(handle)}
+    assert identities["a.png"] == "p0" and identities["b.png"] == "unknown"
 
 
 def test_verify_same_image(runs):

@@ -6,11 +6,13 @@ import pytest
 
 import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
-from mtarcface_tf.inference import detect
-from mtarcface_tf.inference.align import template_for
+from mtarcface_tf.faces import detect
+from mtarcface_tf.faces.align import template_for
 from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryError
-from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, ModelLoadError,
-                                               NoFaceError, annotate, threshold_from_metadata)
+from mtarcface_tf.inference.media import annotate
+from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, NoFaceError,
+                                               threshold_from_metadata)
+from mtarcface_tf.model.workdir import ModelLoadError
 
 SIZE = 32
 
@@ -76,6 +78,14 @@ def test_enroll_identify_verify(export_dir, faces):
         [c["similarity"] for c in candidates], reverse=True)
     assert results[0]["identity"] == candidates[0]["name"]
     assert results[0]["mask"]["status"] in ("mask", "no_mask")
+    # Each of three people enrolled from one distinct image is found, by that image, with similarity 1.
+    solo = FaceRecognizer(export_dir, threshold=-1.0)
+    for person in range(3):
+        solo.enroll(f"q{person}", [images[labels == person][0]], aligned=True)
+    for person in (2, 0, 1):
+        found = solo.identify(images[labels == person][0], aligned=True)[0]
+        assert found["identity"] == f"q{person}" and found["similarity"] == pytest.approx(1.0, abs=1e-5)
+        assert found["candidates"][1]["similarity"] < 1.0 - 1e-4
     # A person enrolled from one image is found with similarity 1 by that same image.
     recognizer.enroll("single", [images[-1]], aligned=True)
     best = recognizer.identify(images[-1], aligned=True)[0]
@@ -100,8 +110,23 @@ def test_masked_queries_get_mask_status(export_dir, faces):
     recognizer = FaceRecognizer(export_dir, threshold=-1.0)
     recognizer.enroll("p0", list(images[labels == 0]), aligned=True)
     recognizer.enroll("p1", list(images[labels == 1]), aligned=True)
+    # The expected answer, computed here with numpy from the raw embeddings: the nearest mean template.
+    query, _ = recognizer.embed(masked[:1])
+    templates = []
+    for person in (0, 1):
+        enrolled, _ = recognizer.embed(images[labels == person])
+        mean = (enrolled / np.linalg.norm(enrolled, axis=1, keepdims=True)).mean(axis=0)
+        templates.append(mean / np.linalg.norm(mean))
+    cosines = np.asarray(templates) @ (query[0] / np.linalg.norm(query[0]))
+    expected = f"p{int(np.argmax(cosines))}"
     result = recognizer.identify(masked[0], aligned=True)[0]
-    assert result["identity"] in ("p0", "p1") and 0.0 <= result["mask"]["probability"] <= 1.0
+    assert result["identity"] == expected and result["similarity"] == pytest.approx(cosines.max(), abs=1e-5)
+    assert result["candidates"][1]["similarity"] == pytest.approx(cosines.min(), abs=1e-5)
+    assert 0.0 <= result["mask"]["probability"] <= 1.0
+    recognizer.threshold = float(cosines.max()) + 1e-3      # just above the best match: unknown
+    assert recognizer.identify(masked[0], aligned=True)[0]["identity"] == "unknown"
+    recognizer.threshold = float(cosines.max()) - 1e-3      # just below: the nearest person
+    assert recognizer.identify(masked[0], aligned=True)[0]["identity"] == expected
     verdict = recognizer.verify(masked[0], images[1], aligned=True)
     assert verdict["mask_a"]["status"] in ("mask", "no_mask") and -1.0 <= verdict["similarity"] <= 1.0
 
@@ -145,9 +170,9 @@ def test_recognizer_loads_a_training_workdir(tmp_path, faces):
     workdir = model_helpers.save_workdir(model, config, tmp_path / "run", threshold={"cosine_similarity": 0.25})
     recognizer = FaceRecognizer(workdir)
     assert recognizer.threshold == pytest.approx(0.25)
-    from mtarcface_tf.export.tflite import keras_reference
     embeddings, _ = recognizer.embed(faces[0][:2])
-    np.testing.assert_allclose(embeddings, keras_reference(model, faces[0][:2])["embedding"], atol=1e-5)
+    np.testing.assert_allclose(embeddings, model_helpers.keras_reference(model, faces[0][:2])["embedding"],
+                               atol=1e-5)
 
 
 def test_gallery_save_load_without_pickle(tmp_path):

@@ -4,7 +4,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from mtarcface_tf.data import records
+from mtarcface_tf.data import records, shards
 
 
 def read_all(files):
@@ -20,7 +20,7 @@ def test_example_round_trip_matches_reference_schema():
 
 
 def test_writer_round_robin_and_manifest(tmp_path):
-    with records.ShardedRecordWriter(str(tmp_path), "train", num_shards=2) as writer:
+    with shards.ShardedRecordWriter(str(tmp_path), "train", num_shards=2) as writer:
         for i in range(5):
             writer.write(f"img{i}".encode(), i % 3)
         assert sorted(os.listdir(tmp_path)) == [p + ".tmp" for p in sorted(
@@ -37,16 +37,16 @@ def test_writer_round_robin_and_manifest(tmp_path):
 
 def test_writer_leaves_nothing_on_error(tmp_path):
     with pytest.raises(RuntimeError):
-        with records.ShardedRecordWriter(str(tmp_path), "train", num_shards=3) as writer:
+        with shards.ShardedRecordWriter(str(tmp_path), "train", num_shards=3) as writer:
             writer.write(b"x", 0)
             raise RuntimeError("interrupted")
     assert os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match="num_shards"):
-        records.ShardedRecordWriter(str(tmp_path), "train", num_shards=0)
+        shards.ShardedRecordWriter(str(tmp_path), "train", num_shards=0)
 
 
 def test_list_shards_accepts_dir_manifest_glob_file(tmp_path):
-    with records.ShardedRecordWriter(str(tmp_path), "d", num_shards=3) as writer:
+    with shards.ShardedRecordWriter(str(tmp_path), "d", num_shards=3) as writer:
         writer.write(b"x", 0)
         writer.close()
     expected = records.shard_paths(str(tmp_path), "d", 3)

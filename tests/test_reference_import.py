@@ -57,6 +57,7 @@ def _write_reference_checkpoint(prefix, positions, arcface=None):
 def _config(units=UNITS, width=WIDTH):
     config = finetune_mtarcface.get_config()
     config.model.units, config.model.width = units, width
+    config.model.norm = "batch_norm"              # the checkpoints here are resnet.py's (import_reference detects it)
     config.model.input_size, config.model.embedding_size = SIZE, EMBEDDING
     config.num_classes = CLASSES
     return config
@@ -70,7 +71,8 @@ def reference(tmp_path_factory):
                                          arcface)
     images = np.random.default_rng(2).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
     return {"model": model, "prefix": prefix, "arcface": arcface, "images": images,
-            "embedding": model(images, training=False).numpy()}
+            # The reference network reads BGR: the imported one must give on RGB what it gives on BGR.
+            "embedding": model(images[..., ::-1], training=False).numpy()}
 
 
 def test_checkpoint_keys_look_like_the_reference(reference):
@@ -176,7 +178,7 @@ def test_full_lresnet50_layout_matches_the_reference():
 
 
 def test_tool_writes_a_workdir_that_load_model_reads(reference, tmp_path):
-    from mtarcface_tf.train.checkpoints import load_model
+    from mtarcface_tf.model.workdir import load_model
 
     workdir = str(tmp_path / "imported")
     overrides = [f"--config.model.units={UNITS}", f"--config.model.width={WIDTH}",

@@ -12,14 +12,17 @@ from mtarcface_tf.eval.verification import evaluate
 
 
 def _variant(seed, noise, variant, pairs=200, flip=True):
+    """One variant's evaluation; the flip-test embeddings have half the noise, so their scores differ visibly."""
     rng = np.random.default_rng(seed)
     issame = np.arange(pairs) % 2 == 0
     first = rng.normal(size=(pairs, 16))
-    second = np.where(issame[:, None], first, rng.normal(size=(pairs, 16))) + noise * rng.normal(size=(pairs, 16))
+    partner = np.where(issame[:, None], first, rng.normal(size=(pairs, 16)))
+    noise_draw = rng.normal(size=(pairs, 16))
     labels = mask_labels(variant, 2 * pairs)
     mask_prob = np.stack([1 - labels, labels], 1) * 0.8 + 0.1
     mask_prob[:3] = mask_prob[:3, ::-1]                 # three wrong mask predictions
-    return dict(plain=evaluate(first, second, issame), flip=evaluate(first, second + 0.01, issame) if flip else None,
+    return dict(plain=evaluate(first, partner + noise * noise_draw, issame),
+                flip=evaluate(first, partner + 0.5 * noise * noise_draw, issame) if flip else None,
                 issame=issame, mask_prob=mask_prob, mask_labels=labels)
 
 
@@ -48,6 +51,8 @@ def test_write_report_files(tmp_path):
     assert {"plain", "flip", "histogram_iou"} <= set(clean)
     assert clean["plain"]["accuracy"] > loaded["sets"]["lfw"]["variants"]["masked"]["plain"]["accuracy"]
     assert loaded["sets"]["lfw"]["mask_usage"]["confusion_matrix"] == [[600 - 4, 4], [5, 600 - 5]]   # 3 wrong per variant
+    assert loaded["sets"]["lfw"]["variants"]["masked"]["flip"]["accuracy"] > \
+        loaded["sets"]["lfw"]["variants"]["masked"]["plain"]["accuracy"] + 0.02
     rec = loaded["recommended_threshold"]
     assert rec["far_target"] == 1e-2 and 0 < rec["squared_distance"] < 4
     assert rec["cosine_similarity"] == pytest.approx(1 - rec["squared_distance"] / 2)
@@ -57,7 +62,7 @@ def test_write_report_files(tmp_path):
 
 
 def test_compare_table_side_by_side(tmp_path):
-    good = report.build_report(_results((0.3, 0.5, 0.4)), model_name="mtarcface")
+    good = report.build_report(_results((0.3, 1.0, 0.8)), model_name="mtarcface")
     bad = report.build_report(_results((0.3, 1.5, 1.2), flip=False), model_name="arcface")
     bad["sets"]["lfw"]["mask_usage"] = None
     del bad["sets"]["cfp_fp"]
@@ -70,7 +75,13 @@ def test_compare_table_side_by_side(tmp_path):
     masked_good = float(lines[3].split("|")[4])
     masked_bad = float(lines[2].split("|")[4])
     assert masked_good > masked_bad
-    assert masked_good == pytest.approx(100 * good["sets"]["lfw"]["variants"]["masked"]["flip"]["accuracy"], abs=0.01)
+    good_masked = good["sets"]["lfw"]["variants"]["masked"]
+    assert good_masked["flip"]["accuracy"] - good_masked["plain"]["accuracy"] > 0.02   # the fixture separates them
+    assert masked_good == pytest.approx(100 * good_masked["flip"]["accuracy"], abs=0.01)        # flip where computed
+    mixed_tar_good = float(lines[3].split("|")[8])
+    assert mixed_tar_good == pytest.approx(100 * good["sets"]["lfw"]["variants"]["mixed"]["flip"]["tar"], abs=0.01)
+    bad_masked = bad["sets"]["lfw"]["variants"]["masked"]
+    assert masked_bad == pytest.approx(100 * bad_masked["plain"]["accuracy"], abs=0.01)         # plain without flip
     single = report.compare_table({"mtarcface": good}).splitlines()[0]
     assert "model" not in single
 

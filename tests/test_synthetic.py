@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mtarcface_tf.data import synthetic
-from mtarcface_tf.data.synthetic_draw import TEMPLATE
+from mtarcface_tf.faces.align import ARCFACE_TEMPLATE as TEMPLATE
 
 
 def _face(seed, identity, image, size=64):

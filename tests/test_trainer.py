@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 from _train_helpers import tiny_config, write_tiny_records
-from mtarcface_tf.train.checkpoints import CheckpointError, load_model
+from mtarcface_tf.model.workdir import load_model
+from mtarcface_tf.train.checkpoints import CheckpointError
 from mtarcface_tf.train.trainer import TrainingError, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +71,25 @@ def test_missing_data_is_one_clear_error(tmp_path):
     config.data.train = ""
     with pytest.raises(TrainingError, match="config.data.train is empty"):
         train_and_evaluate(config, str(tmp_path / "run2"))
+
+
+def test_comma_separated_eval_bins_parse_as_paths_and_are_checked_before_step_1(data_dir, tmp_path):
+    from absl import flags
+    from ml_collections import config_flags
+    first = tmp_path / "lfw.bin"
+    first.write_bytes(b"")
+    argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'paper.py')}",
+            f"--config.eval.bins={first},{tmp_path}/cfp_fp.bin,agedb_30.bin"]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
+    values(argv)
+    from mtarcface_tf.train.trainer import split_paths
+    assert split_paths(values.config.eval.bins) == [str(first), f"{tmp_path}/cfp_fp.bin", "agedb_30.bin"]
+    config = tiny_config(data_dir, steps=1)
+    config.eval.bins = values.config.eval.bins
+    with pytest.raises(TrainingError, match=rf"config.eval.bins: {tmp_path}/cfp_fp.bin does not exist"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not glob.glob(str(tmp_path / "run" / "checkpoints" / "ckpt-1*"))
 
 
 def test_diverging_run_stops_after_max_nonfinite(data_dir, tmp_path):

@@ -1,7 +1,7 @@
 """Converts training/evaluation data into the TFRecord shards the trainer reads.
 
   python tools/convert.py --source=recordio --input=faces_emore/train.rec --output_dir=data/ms1mv2 --workers=2
-  python tools/convert.py --source=folder --input=my_faces/ --output_dir=data/mine [--align --detector=mtcnn]
+  python tools/convert.py --source=folder --input=my_faces/ --output_dir=data/mine [--align [--detector=mtcnn]]
   python tools/convert.py --source=bin --input=faces_emore/lfw.bin --output_dir=data/lfw_images
   python tools/convert.py --source=tfrecord --add_landmarks --input=data/ms1mv2 --output_dir=data/ms1mv2_landmarks
 
@@ -14,12 +14,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 from absl import app, flags  # noqa: E402
 
-from mtarcface_tf.data import convert  # noqa: E402
+from mtarcface_tf.data import convert, shards  # noqa: E402
 from mtarcface_tf.data.bin_pairs import BinFormatError, UnsafeFileError  # noqa: E402
 from mtarcface_tf.data.recordio import RecordIOError  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("source", "recordio", ["recordio", "folder", "bin", "tfrecord"], "Kind of input.")
+flags.DEFINE_enum("source", "recordio", ["recordio", "folder", "bin", "tfrecord"],
+                  "Kind of input. bin: a verification .bin's images in order (pair i = images 2i, 2i+1), the two "
+                  "images of a same-pair sharing a label and each image of a different-pair getting its own (a label "
+                  "is not a person: one person in several pairs gets several); NAME.pairs.json keeps the pairs. "
+                  "tfrecord: existing records, copied with --add_landmarks.")
 flags.DEFINE_string("input", None, "The .rec file, the identity-folder tree, the .bin file or the TFRecords.")
 flags.DEFINE_string("idx", None, "The .idx of a .rec (default: beside it; without one the .rec is scanned).")
 flags.DEFINE_string("output_dir", None, "Directory of the TFRecord shards and the manifest.")
@@ -27,8 +31,9 @@ flags.DEFINE_string("name", "train", "Data set name: shards NAME-0000i-of-000NN.
 flags.DEFINE_integer("num_shards", 0, "Number of shards; 0: one per 100k images, at least one per worker.")
 flags.DEFINE_integer("workers", 2, "Processes writing shards in parallel.")
 flags.DEFINE_bool("align", False, "Folder source: detect and align each face (else inputs must be aligned).")
-flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "retinaface"], "Face detector used with --align and "
-                                                                  "--add_landmarks.")
+flags.DEFINE_enum("detector", None, ["mtcnn", "retinaface"],
+                  "Face detector used with --align and --add_landmarks (default: retinaface, which finds more masked "
+                  "faces; mtcnn, with a note, where retinaface's weights are not installed).")
 flags.DEFINE_bool("add_landmarks", False, "TFRecord source: copy the records adding the five landmarks detected on "
                                           "each aligned crop (masks are then fitted to them).")
 flags.DEFINE_integer("image_size", convert.DEFAULT_IMAGE_SIZE, "Side of the aligned faces in pixels.")
@@ -44,28 +49,49 @@ def _convert():
     if FLAGS.source == "folder":
         detector = None
         if FLAGS.align:
-            from mtarcface_tf.inference.detect import make_detector
-            make_detector(FLAGS.detector)  # fails here, in one line, when the detector's package is missing
-            detector = FLAGS.detector
+            from mtarcface_tf.faces.detect import choose_detector, make_detector
+            detector, note = choose_detector(FLAGS.detector)
+            if note:
+                print(note, file=sys.stderr)
+            make_detector(detector)  # fails here, in one line, when the detector's package is missing
         return convert.convert_folder(FLAGS.input, FLAGS.output_dir, FLAGS.name, image_size=FLAGS.image_size,
                                       detector=detector, **common)
     if FLAGS.source == "tfrecord":
         if not FLAGS.add_landmarks:
             raise convert.ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
-        from mtarcface_tf.inference.detect import make_detector
-        make_detector(FLAGS.detector)  # fails here, in one line, when the detector's package is missing
-        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=FLAGS.detector, **common)
+        from mtarcface_tf.faces.detect import choose_detector, make_detector
+        detector, note = choose_detector(FLAGS.detector)
+        if note:
+            print(note, file=sys.stderr)
+        make_detector(detector)  # fails here, in one line, when the detector's package is missing
+        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=detector, **common)
     return convert.convert_bin(FLAGS.input, FLAGS.output_dir, FLAGS.name, **common)
+
+
+def _check_output_dir(path):
+    """Refuses, before any work, an --output_dir that is a file, lies under a file, or cannot be written."""
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(os.path.abspath(existing))
+    if not os.path.isdir(existing):
+        raise shards.ConversionError(f"{existing}: is a file, not a folder; choose another --output_dir.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise shards.ConversionError(f"{existing}: not writable; choose another --output_dir.")
 
 
 def main(argv):
     del argv
-    from mtarcface_tf.inference.detect import DetectorUnavailableError
+    from mtarcface_tf.faces.detect import DetectorUnavailableError
     try:
+        _check_output_dir(FLAGS.output_dir)
         manifest = _convert()
-    except (convert.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
+    except (shards.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
             DetectorUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # e.g. the disk filled up or permissions changed while writing
+        print(f"error: {err.filename or FLAGS.output_dir}: {err.strerror or err}; free space or choose another "
+              "--output_dir, then re-run with --resume.", file=sys.stderr)
         sys.exit(1)
     for line in convert.format_summary(manifest, FLAGS.output_dir):
         print(line)

@@ -1,14 +1,14 @@
 """The main job on the embedded SynthFaces: train ArcFace and MTArcFace, evaluate clean/masked/mixed, export,
-recognize masked people. `make demo` runs it; about 5 minutes on 2 CPU cores (`--quick`: a 1-minute smoke run).
+recognize masked people. `make demo` runs it; about 12 minutes on 2 CPU cores (`--quick`: a 1-minute smoke run).
 
   python tools/demo.py [--output_dir=runs/demo] [--quick] [--sequential] [--all_baselines]
 """
 import os
 import sys
 
-from mtarcface_tf.data.synthetic import SyntheticDataError
-
 from absl import app, flags
+
+from mtarcface_tf.data.synthetic import SyntheticDataError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/demo", "Where every artefact goes (SynthFaces, workdirs, reports, export).")
@@ -26,7 +26,7 @@ def main(argv):
     from mtarcface_tf.demo import run_demo
     try:
         summary = run_demo(FLAGS.output_dir, quick=FLAGS.quick, parallel=not FLAGS.sequential,
-                           all_baselines=FLAGS.all_baselines)
+                           all_baselines=FLAGS.all_baselines, result_name=FLAGS.save_result)
     except (FileNotFoundError, ValueError, RuntimeError, SyntheticDataError) as error:
         sys.exit(f"error: {error}")
     recognition = summary["recognition"]
@@ -35,10 +35,8 @@ def main(argv):
     print(f"Masked people identified: {100 * recognition['identified']:.1f}% of {recognition['queries']} photos "
           f"({recognition['people']} people enrolled without masks); mask detected on "
           f"{100 * recognition['mask_detected']:.1f}%.")
-    if FLAGS.save_result:
-        from mtarcface_tf.demo import result_figures
-        from mtarcface_tf.results import save_result
-        print(f"Figures kept in {save_result(FLAGS.save_result, result_figures(summary))}")
+    if "result_file" in summary:
+        print(f"Figures kept in {summary['result_file']}")
     print(f"Done in {summary['seconds']:.0f} s. Everything is under {os.path.abspath(summary['output_dir'])} "
           f"(start with report.md).")
 

@@ -4,9 +4,12 @@
   python tools/evaluate.py --workdir=runs/reference --bins=/data/lfw.bin,/data/cfp_fp.bin --output_dir=reports/ref
   python tools/train.py --config=configs/finetune_mtarcface.py --workdir=runs/reference ...   # fine-tunes
 
-The workdir holds config.json (configs/finetune_mtarcface.py unless --config is given, with the class count) and
-checkpoints/ckpt-0 with the model, a fresh optimizer, step 0 and the RNG: what tools/train.py resumes from and
-what load_model reads. Every variable's shape is checked; mismatches are listed and refused unless --allow_partial.
+The workdir holds config.json (configs/finetune_mtarcface.py unless --config is given, with the class count, the
+network the checkpoint holds in config.model.norm -- "batch_norm" for the reference's resnet.py, "batch_renorm" for
+its resnet_batchRenorm.py -- and reference_import saying what was converted: conv0's input channels reversed so
+that the network reads RGB, not the reference's BGR) and checkpoints/ckpt-0 with the model, a fresh optimizer, step
+0 and the RNG: what tools/train.py resumes from and what load_model reads. Every variable's shape is checked;
+anything that cannot be placed is listed and refused unless --allow_partial.
 """
 import sys
 

@@ -35,6 +35,10 @@ def main(argv):
     except synthetic.SyntheticDataError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except OSError as err:
+        print(f"error: {err.filename or FLAGS.output_dir}: {err.strerror or err}; choose a writable --output_dir.",
+              file=sys.stderr)
+        sys.exit(1)
     state = "reused" if result["cached"] else "wrote"
     print(f"{state} {result['images']} training faces of {result['identities']} identities in {result['train']}")
     for name, path in result["bins"].items():

@@ -28,7 +28,7 @@ flags.DEFINE_float("probability", 1.0, "Mask probability of the augmented rows."
 def main(argv):
     del argv
     from mtarcface_tf.data import preview, synthetic
-    from mtarcface_tf.inference.detect import DetectorUnavailableError
+    from mtarcface_tf.faces.detect import DetectorUnavailableError
     count = max(1, FLAGS.rows // 2) * FLAGS.cols
     landmarks, source = None, FLAGS.photos or FLAGS.input or "SynthFaces"
     try:
@@ -44,7 +44,10 @@ def main(argv):
         grid, masked = preview.mask_preview_grid(faces, FLAGS.cols, FLAGS.probability, FLAGS.seed, landmarks)
     except (FileNotFoundError, ValueError, DetectorUnavailableError) as error:
         sys.exit(f"error: {source}: {error}")
-    preview.write_png(FLAGS.output, grid)
+    try:
+        preview.write_png(FLAGS.output, grid)
+    except OSError as error:
+        sys.exit(f"error: {FLAGS.output}: cannot be written ({error.strerror or error}); choose another --output.")
     print(f"wrote {FLAGS.output}: {len(faces)} faces from {source}, {masked} masked")
 
 

@@ -25,12 +25,13 @@ def _resize(images, image_size):
     return tf.saturate_cast(tf.round(resized), tf.uint8).numpy()
 
 
-def mask_all(images, seed=0, batch_size=MASK_BATCH, landmarks=None):
+def mask_all(images, seed=0, batch_size=MASK_BATCH, landmarks=None, first_batch=0):
     """Returns every image of ``images`` (uint8 [N,S,S,3]) with a mask painted on it, uint8 [N,S,S,3].
 
-    Batch b (of ``batch_size`` images, the last one padded) uses call seed ``[b, 0]`` of a
-    ``MaskAugmenter(probability=1, seed=seed)``. ``landmarks`` (float32 [N, 5, 2], pixels) fit the masks to
-    each face; None places them on the template.
+    Batch b (of ``batch_size`` images, the last one padded) uses call seed ``[first_batch + b, 0]`` of a
+    ``MaskAugmenter(probability=1, seed=seed)``; ``first_batch`` lets a long list be masked in chunks with the
+    masks it would get in one call. ``landmarks`` (float32 [N, 5, 2], pixels) fit the masks to each face; None
+    places them on the template.
     """
     augmenter = masks.MaskAugmenter(probability=1.0, seed=seed)
     paint = tf.function(augmenter.__call__)
@@ -43,7 +44,7 @@ def mask_all(images, seed=0, batch_size=MASK_BATCH, landmarks=None):
         if landmarks is not None:
             marks = np.asarray(landmarks[start:start + batch_size], np.float32)
             marks = tf.constant(np.concatenate([marks, np.full((padding, 5, 2), np.nan, np.float32)]))
-        masked, _ = paint(tf.constant(padded), seed=tf.constant([b, 0], tf.int32), landmarks=marks)
+        masked, _ = paint(tf.constant(padded), seed=tf.constant([first_batch + b, 0], tf.int32), landmarks=marks)
         out[start:start + len(chunk)] = masked.numpy()[:len(chunk)]
     return out
 

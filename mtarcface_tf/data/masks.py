@@ -30,10 +30,10 @@ import math
 import numpy as np
 import tensorflow as tf
 
-TEMPLATE_SIZE = 112.0
-# ArcFace 112x112 template: left eye, right eye, nose tip, left mouth corner, right mouth corner (x, y).
-ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+from mtarcface_tf.faces import align
+from mtarcface_tf.faces.align import ARCFACE_TEMPLATE
+
+TEMPLATE_SIZE = float(align.TEMPLATE_SIZE)   # float: sizes below are divided by it inside TF graphs
 MASK_TYPES = ("surgical", "n95", "kn95", "cloth", "gas")
 COLOURS = ("white", "light_blue", "green", "black", "random")
 TEXTURES = ("stripes", "checks", "dots", "floral")

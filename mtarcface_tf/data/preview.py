@@ -28,8 +28,8 @@ def faces_from_photos(folder, count, size, detector="retinaface"):
     photos without a face (or unreadable) are skipped and counted.
     """
     from mtarcface_tf.data.convert import IMAGE_EXTENSIONS
-    from mtarcface_tf.inference.align import align_face_and_landmarks
-    from mtarcface_tf.inference.detect import InvalidImageError, make_detector, read_image_rgb
+    from mtarcface_tf.faces.align import align_face_and_landmarks
+    from mtarcface_tf.faces.detect import InvalidImageError, make_detector, read_image_rgb
     by_folder = {}
     for root, _, names in sorted(os.walk(folder)):
         by_folder[root] = sorted(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))

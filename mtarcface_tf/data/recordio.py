@@ -246,19 +246,6 @@ class RecordIOReader:
         """Number of identity records (``b - a`` from the header), or None without a header."""
         return None if self._header is None else self._header[1] - self._header[0]
 
-    def identity_ranges(self):
-        """Returns an int64 array [num_identities, 2] of ``[start, end)`` image-key ranges, one per identity.
-
-        Raises RecordIOError when the file has no insightface header record.
-        """
-        if self._header is None:
-            raise RecordIOError(f"{self.rec_path}: no insightface header record 0, so no identity records")
-        ranges = np.zeros((self.num_identities, 2), np.int64)
-        for row, key in enumerate(range(*self._header)):
-            _, label, _ = self.read_record(key)
-            ranges[row] = np.asarray(label, np.float64)[:2]
-        return ranges
-
     def read_record(self, key):
         """Returns ``(flag, label, image_bytes)`` of the record with ``key``; KeyError when there is none."""
         payload = self._payload_at(self._offset_of(int(key)), f"key {key}")

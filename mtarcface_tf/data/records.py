@@ -1,4 +1,4 @@
-"""The TFRecord schema (the reference converter's) and a sharded, atomic writer with a JSON manifest.
+"""The TFRecord schema (the reference converter's), where shards and manifests live, and reading them back.
 
 Each record is a ``tf.train.Example`` with ``image_raw`` (encoded JPEG/PNG bytes of an aligned 112x112 face)
 and ``label`` (int64 identity), so TFRecords written by dmonterom/face_recognition_TF2 train here unchanged.
@@ -6,6 +6,7 @@ Optionally ``landmarks`` (LANDMARKS_KEY): float32 [10], the five landmarks (x0, 
 stored image (pixel centres at integers), ArcFace template order (eyes, nose tip, mouth corners); records without it
 parse with NaN landmarks (``has_landmarks`` is False for them).
 Shards are named ``NAME-00000-of-000NN.tfrecord``; ``NAME.manifest.json`` beside them records what is inside.
+Both writers (the converters' engine and ``ShardedRecordWriter``) are ``shards.py``.
 """
 import glob
 import json
@@ -161,71 +162,3 @@ def atomic_write_text(path, text):
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-class ShardedRecordWriter:
-    """Writes examples round-robin into ``num_shards`` shards, each under a ``.tmp`` name until ``close``.
-
-    Use as a context manager; on an exception the temporary files are removed and nothing is left behind.
-    ``write(image_bytes, label, landmarks=None)`` adds one record; ``close(source, command)`` renames the shards into place
-    and writes the manifest last, so a directory with a manifest always holds a complete data set.
-    """
-
-    def __init__(self, output_dir, name, num_shards=1):
-        if num_shards < 1:
-            raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-        os.makedirs(output_dir, exist_ok=True)
-        self.output_dir, self.name = output_dir, name
-        self.paths = shard_paths(output_dir, name, num_shards)
-        self._writers = [tf.io.TFRecordWriter(p + ".tmp") for p in self.paths]
-        self._next = 0
-        self.images = 0
-        self.labels = set()
-
-    def write(self, image_bytes, label, landmarks=None):
-        """Appends one (encoded image, int label, optional landmarks [5, 2]) record to the next shard."""
-        self._writers[self._next].write(serialize_example(image_bytes, label, landmarks))
-        self._next = (self._next + 1) % len(self._writers)
-        self.images += 1
-        self.labels.add(int(label))
-
-    def write_serialized(self, serialized):
-        """Appends an already serialized example (its label is not tracked for the manifest)."""
-        self._writers[self._next].write(serialized)
-        self._next = (self._next + 1) % len(self._writers)
-        self.images += 1
-
-    def close(self, source="", command="", extra=None):
-        """Renames the shards into place and writes the manifest; returns the manifest dict."""
-        for writer in self._writers:
-            writer.close()
-        for path in self.paths:
-            os.replace(path + ".tmp", path)
-        manifest = {
-            "images": self.images,
-            "identities": len(self.labels),
-            "shards": [os.path.basename(p) for p in self.paths],
-            "source": source,
-            "command": command,
-        }
-        manifest.update(extra or {})
-        atomic_write_text(manifest_path(self.output_dir, self.name), json.dumps(manifest, indent=2))
-        self._writers = []
-        return manifest
-
-    def abort(self):
-        """Closes and deletes the temporary shards."""
-        for writer in self._writers:
-            writer.close()
-        for path in self.paths:
-            if os.path.exists(path + ".tmp"):
-                os.remove(path + ".tmp")
-        self._writers = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and self._writers:
-            self.abort()
-        return False

@@ -14,14 +14,16 @@ import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.data import synthetic_draw as draw
 from mtarcface_tf.data.image_codec import encode_jpeg
+from mtarcface_tf.faces.align import TEMPLATE_SIZE
 
 GENERATOR_VERSION = 2           # bump when the drawing changes: cached data sets are then refused, not mixed
 IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
 SETTINGS_FILE, TRAIN_NAME, BIN_KEY = "synthfaces.json", "train", "synth"
+MANIFEST_SOURCE = "synthfaces"  # the manifest's "source": how an export knows its model saw SynthFaces only
 SUPERSAMPLE = 2                 # canvas pixels per template pixel
 MARGIN = 16                     # template pixels drawn around the 112x112 square (room for the pose warp)
 # Default pose ranges (uniform +-): in-plane rotation (degrees), scale (fraction), shift (template pixels), yaw
@@ -173,7 +175,7 @@ def _photometric(image, rng):
     gain = rng.uniform(0.7, 1.2) * rng.uniform(0.93, 1.07, 3)
     image *= cv2.merge([light * np.float32(g) for g in gain])   # per-channel fields: fast same-shape product
     if rng.random() < 0.5:
-        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * size / draw.TEMPLATE_SIZE)
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2) * size / TEMPLATE_SIZE)
     noise = np.float32(rng.uniform(0, 6) * np.sqrt(3.0))        # uniform noise with std up to 6
     image += noise * (2 * rng.random(image.shape, dtype=np.float32) - 1)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
@@ -193,10 +195,10 @@ def render_face(params, rng, image_size=112, pose=None):
       ``(image, landmarks)``: uint8 [S, S, 3] RGB and float32 [5, 2] (x, y) pixel coordinates of the eye centres,
       nose tip and mouth corners (the ArcFace template order).
     """
-    if not 8 <= image_size <= draw.TEMPLATE_SIZE:
-        raise ValueError(f"image_size must be in 8..{draw.TEMPLATE_SIZE}, got {image_size}")
+    if not 8 <= image_size <= TEMPLATE_SIZE:
+        raise ValueError(f"image_size must be in 8..{TEMPLATE_SIZE}, got {image_size}")
     k = SUPERSAMPLE
-    side = (draw.TEMPLATE_SIZE + 2 * MARGIN) * k
+    side = (TEMPLATE_SIZE + 2 * MARGIN) * k
     pose, yaw = _pose_matrix(rng, DEFAULT_POSE if pose is None else pose)
     state = _image_state(rng)
     colours = rng.uniform(0, 255, (2, 3))
@@ -204,14 +206,14 @@ def render_face(params, rng, image_size=112, pose=None):
     canvas = draw.Canvas(background, k, MARGIN)
     landmarks = _draw_face(canvas, params, state, rng)
     unit = _yaw_image(cv2.resize(canvas.image, (side // k, side // k), interpolation=cv2.INTER_AREA), yaw, MARGIN)
-    image = cv2.warpAffine(unit, _canvas_warp(pose, MARGIN), (draw.TEMPLATE_SIZE,) * 2, flags=cv2.INTER_LINEAR,
+    image = cv2.warpAffine(unit, _canvas_warp(pose, MARGIN), (TEMPLATE_SIZE,) * 2, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
-    if image_size < draw.TEMPLATE_SIZE:
+    if image_size < TEMPLATE_SIZE:
         image = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA)
     image = _photometric(image.astype(np.float32), rng)
     landmarks = np.stack([yaw_x(landmarks[:, 0], yaw), landmarks[:, 1]], axis=1)
     landmarks = landmarks @ pose[:, :2].T + pose[:, 2]
-    ratio = image_size / draw.TEMPLATE_SIZE
+    ratio = image_size / TEMPLATE_SIZE
     return image, ((landmarks + 0.5) * ratio - 0.5).astype(np.float32)
 
 
@@ -317,7 +319,7 @@ def _settings(identities, images_per_identity, eval_identities, eval_pairs, imag
               (images_per_identity >= 1, "images_per_identity must be >= 1"),
               (eval_pairs == 0 or eval_identities >= 2, "eval_pairs > 0 needs eval_identities >= 2"),
               (eval_pairs >= 0 and eval_identities >= 0, "eval_pairs and eval_identities must be >= 0"),
-              (8 <= image_size <= draw.TEMPLATE_SIZE, f"image_size must be in 8..{draw.TEMPLATE_SIZE}"),
+              (8 <= image_size <= TEMPLATE_SIZE, f"image_size must be in 8..{TEMPLATE_SIZE}"),
               (num_shards >= 1, "num_shards must be >= 1"),
               (1 <= q_lo <= q_hi <= 100, "jpeg_quality must be (low, high) with 1 <= low <= high <= 100"),
               (set(pose) == set(DEFAULT_POSE), f"pose must have the keys {sorted(DEFAULT_POSE)}"),
@@ -371,7 +373,8 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     Returns dict(train=<TFRecord dir>, manifest=<path>, bins={"synth": <.bin path>} (empty without pairs),
     images, identities, settings, cached).
     """
-    from mtarcface_tf.data import bin_pairs, records
+    # Imported here, not at the top: the spawn rendering workers import this module and must stay TensorFlow-free.
+    from mtarcface_tf.data import bin_pairs, records, shards
     pose = dict(DEFAULT_POSE if pose is None else pose)
     settings = _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
                          jpeg_quality, pose, spread)
@@ -386,12 +389,12 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     tasks = [(seed, start, min(start + per_task, identities), images_per_identity, image_size,
               tuple(settings["jpeg_quality"]), pose, spread) for start in range(0, identities, per_task)]
     total = result["images"] + 2 * eval_pairs
-    with tqdm(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
-        with records.ShardedRecordWriter(train_dir, TRAIN_NAME, num_shards) as writer:
+    with progress_bar(total=total, unit="face", desc="SynthFaces", disable=not progress, smoothing=0.1) as bar:
+        with shards.ShardedRecordWriter(train_dir, TRAIN_NAME, num_shards) as writer:
             for chunk in _run(_train_chunk, tasks, workers, bar):
                 for encoded, label, landmarks in chunk:
                     writer.write(encoded, label, landmarks)
-            writer.close(source="synthfaces", command=command, extra={"synthfaces": settings})
+            writer.close(source=MANIFEST_SOURCE, command=command, extra={"synthfaces": settings})
         if eval_pairs:
             items, issame = eval_pair_plan(seed, identities, eval_identities, eval_pairs)
             step = max(2, min(64, len(items) // (8 * max(workers, 1))))

@@ -8,10 +8,9 @@ and draws in template coordinates; colours are RGB float triples in 0..255.
 import cv2
 import numpy as np
 
-TEMPLATE_SIZE = 112
-CENTRE_X = 56.0
-TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                     [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
+from mtarcface_tf.faces.align import ARCFACE_TEMPLATE, TEMPLATE_SIZE
+
+CENTRE_X = TEMPLATE_SIZE / 2
 _SHIFT = 4                      # cv2 fixed-point bits: sub-pixel accurate drawing
 _ONE = 1 << _SHIFT
 TEMPLE_Y, CHEEK_Y, JAW_Y = 40.0, 66.0, 94.0
@@ -174,7 +173,7 @@ def draw_front_hair(canvas, p):
 
 def _eye_curves(p, state, side):
     """Returns (upper lid [K, 2], lower lid [K, 2], centre (2,)) of the eye on ``side`` (-1 left, +1 right)."""
-    centre = TEMPLATE[0 if side < 0 else 1] + np.array([side * p["eye_spread"], p["eye_dy"]])
+    centre = ARCFACE_TEMPLATE[0 if side < 0 else 1] + np.array([side * p["eye_spread"], p["eye_dy"]])
     t = np.linspace(-1, 1, 13)
     bump = (1 - t ** 2) ** 0.8
     skew = 1 + p["eye_skew"] * t * side
@@ -212,7 +211,7 @@ def draw_brows(canvas, p, state):
     """Both eyebrows as tapered arcs."""
     u = np.linspace(0, 1, 9)
     for side in (-1, 1):
-        eye_y = TEMPLATE[0 if side < 0 else 1][1] + p["eye_dy"]
+        eye_y = ARCFACE_TEMPLATE[0 if side < 0 else 1][1] + p["eye_dy"]
         x = CENTRE_X + side * (p["brow_inner"] + u * p["brow_len"])
         y = (eye_y - p["brow_gap"] - state["brow_raise"] - u * p["brow_len"] * np.tan(np.deg2rad(p["brow_angle"]))
              - p["brow_arch"] * (1 - ((u - 0.6) / 0.6) ** 2))
@@ -224,7 +223,7 @@ def draw_brows(canvas, p, state):
 def draw_nose(canvas, p):
     """Nose bridge shading, tip, alae and nostrils; returns the nose tip (2,)."""
     skin = p["skin"]
-    tip = np.array([CENTRE_X + p["nose_dx"], TEMPLATE[2][1] + p["nose_dy"]])
+    tip = np.array([CENTRE_X + p["nose_dx"], ARCFACE_TEMPLATE[2][1] + p["nose_dy"]])
     w = p["nose_w"]
     canvas.ellipse(tip + [0, 3.2], (w * 0.7, 1.6), 0, shade(skin, 0.86))
     for side in (-1, 1):
@@ -243,7 +242,7 @@ def draw_nose(canvas, p):
 
 def mouth_corners(p, state):
     """Returns the mouth corners [2, 2] of identity ``p`` with the image's expression ``state``."""
-    centre = (TEMPLATE[3] + TEMPLATE[4]) / 2 + [0.0, p["mouth_dy"]]
+    centre = (ARCFACE_TEMPLATE[3] + ARCFACE_TEMPLATE[4]) / 2 + [0.0, p["mouth_dy"]]
     smile = state["smile"]
     half = p["mouth_hw"] + 1.0 * smile
     return np.array([centre + [-half, -2.5 * smile], centre + [half, -2.5 * smile]])
@@ -307,7 +306,7 @@ def draw_beard(canvas, p, tip, rng):
     if p["moustache"] > 0:
         w = p["mouth_hw"] + 1.5
         top = tip[1] + 3.5
-        bottom = TEMPLATE[3][1] + p["mouth_dy"] - p["lip_up"] - 0.3
+        bottom = ARCFACE_TEMPLATE[3][1] + p["mouth_dy"] - p["lip_up"] - 0.3
         moustache = [[CENTRE_X - w, bottom + 1.5], [CENTRE_X - 4, top], [CENTRE_X + 4, top],
                      [CENTRE_X + w, bottom + 1.5], [CENTRE_X, bottom]]
         canvas.blend(moustache, colour, p["moustache"], rng, soften=0.5)

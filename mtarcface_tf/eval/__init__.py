@@ -1,18 +1,9 @@
 """Evaluation: insightface verification protocol on clean/masked/mixed pairs, mask usage, reports."""
-from mtarcface_tf._lazy import lazy_exports
+from mtarcface_tf.eval.embeddings import extract
+from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.eval.mask_usage import mask_usage_metrics
+from mtarcface_tf.eval.report import compare_table, load_report, write_report
+from mtarcface_tf.eval.verification import evaluate, recommend_threshold
 
-_EXPORTS = {
-    "evaluate": "verification",
-    "recommend_threshold": "verification",
-    "make_embed_fn": "embeddings",
-    "extract": "embeddings",
-    "EmbedFn": "embeddings",
-    "EmbeddingSourceError": "embeddings",
-    "mask_usage_metrics": "mask_usage",
-    "VerificationEvaluator": "evaluator",
-    "write_report": "report",
-    "compare_table": "report",
-    "load_report": "report",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["VerificationEvaluator", "compare_table", "evaluate", "extract", "load_report", "mask_usage_metrics",
+           "recommend_threshold", "write_report"]

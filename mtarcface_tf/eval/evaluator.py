@@ -8,25 +8,20 @@ import os
 
 import numpy as np
 
+from mtarcface_tf.data.bin_pairs import load_bin, load_landmarks
+from mtarcface_tf.data.masked_pairs import mask_labels_for, masked_variants
 from mtarcface_tf.eval import embeddings as embeddings_lib
 from mtarcface_tf.eval import mask_usage, verification
+from mtarcface_tf.export.embedder import make_embed_fn
 
 DEFAULT_VARIANTS = ("clean", "masked", "mixed")
 MASK_METRICS = ("accuracy", "precision", "recall", "f1")
 
 
 def mask_labels(variant, count):
-    """Returns int64 [count] mask labels of a variant's images, or None when the variant does not define them.
-
-    "clean": no image masked; "masked": all masked; "mixed": images[0::2] masked, images[1::2] clean.
-    """
-    if variant == "clean":
-        return np.zeros(count, np.int64)
-    if variant == "masked":
-        return np.ones(count, np.int64)
-    if variant == "mixed":
-        return (np.arange(count) % 2 == 0).astype(np.int64)
-    return None
+    """Returns int32 [count] mask labels of a variant's images (``masked_pairs.mask_labels_for``), or None for
+    "combined", whose images repeat the other variants' (their mask usage would be counted twice)."""
+    return None if variant == "combined" else mask_labels_for(variant, count // 2)
 
 
 def set_name(path):
@@ -70,7 +65,6 @@ class VerificationEvaluator:
         ``path`` on first use (load_bin resizes other sizes with a warning, as insightface does)."""
         key = (path, image_size)
         if key not in self._cache:
-            from mtarcface_tf.data import load_bin
             images, issame = load_bin(path, image_size=image_size)
             issame = np.asarray(issame, bool)
             if len(images) != 2 * len(issame):
@@ -79,8 +73,6 @@ class VerificationEvaluator:
             if not self.masked:
                 self._cache[key] = {"clean": (images, issame)}
             else:
-                from mtarcface_tf.data.masked_pairs import masked_variants
-                from mtarcface_tf.data.bin_pairs import load_landmarks
                 landmarks = load_landmarks(path, len(images), images.shape[1])
                 available = masked_variants(images, issame, self.seed, landmarks=landmarks)
                 missing = [v for v in self.variants if v not in available]
@@ -124,7 +116,7 @@ class VerificationEvaluator:
         """Scores ``embed_fn`` on every set and variant; yields ``(name, float)`` and fills ``self.results``.
 
         Args:
-          embed_fn: an ``EmbedFn`` from ``embeddings.make_embed_fn`` (a Keras model is wrapped automatically).
+          embed_fn: an ``EmbedFn`` from ``export.embedder.make_embed_fn`` (a Keras model is wrapped automatically).
 
         Yields:
           ``("SET/VARIANT/METRIC[-flip]", value)`` for accuracy, accuracy_std and tar@far=F, then
@@ -134,7 +126,7 @@ class VerificationEvaluator:
         ``verification.evaluate`` dicts or None, ``issame``, ``mask_prob``, ``mask_labels``)}, ``mask_usage``).
         """
         if not hasattr(embed_fn, "input_size"):
-            embed_fn = embeddings_lib.make_embed_fn(embed_fn)
+            embed_fn = make_embed_fn(embed_fn)
         self.results = {}
         for path in self.bins:
             name = set_name(path)

@@ -1,4 +1,5 @@
-"""Evaluation report: report.json, report.md (paper-style table) and PNG plots from ``VerificationEvaluator.results``.
+"""Evaluation report: report.json, report.md (paper-style table) and PNG plots from ``VerificationEvaluator.results``
+and ``IJBEvaluator.results`` (IJB-B/C: a TAR@FAR table and an ROC per set, clean and masked probes).
 
 Plots (matplotlib ``Figure`` objects, no pyplot global state): ROC curves per set (one curve per variant, log FAR
 axis), histograms of same- and different-identity distances with their overlap (IOU), the mask confusion matrix.
@@ -95,6 +96,46 @@ def compare_table(reports):
     return "\n".join(lines) + "\n"
 
 
+def ijb_table(report):
+    """Returns a markdown table of a report's IJB sets: one row per (set, protocol), TAR (%) at each FAR and AUC (%);
+    an empty string when the report has no IJB set."""
+    sets = report.get("ijb") or {}
+    if not sets:
+        return ""
+    fars = list(next(iter(next(iter(sets.values()))["protocols"].values()))["tar"])
+    lines = ["| set | protocol | " + " | ".join(f"TAR@FAR={far}" for far in fars) + " | AUC |",
+             "|" + "---|" * (len(fars) + 3)]
+    for name, entry in sets.items():
+        for protocol, scores in entry["protocols"].items():
+            cells = [_pct(scores["tar"][far]) for far in fars] + [_pct(scores["auc"])]
+            lines.append(f"| {name} | {protocol} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ijb_roc(name, protocols, path):
+    """Writes a PNG of the ROC curves (TAR against FAR, log FAR axis) of the protocols of one IJB set."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for protocol, result in protocols.items():
+        keep = result["fpr"] > 0
+        ax.plot(result["fpr"][keep], result["tpr"][keep], label=f"{protocol} (AUC {100 * result['auc']:.2f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(f"{name}: 1:1 template verification ROC")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def _ijb_summary(ijb_results):
+    return {name: dict(path=entry["path"], pairs=entry["pairs"], faces=entry["faces"], templates=entry["templates"],
+                       protocols={protocol: dict(tar={f"{far:.0e}": tar for far, tar in result["tar"].items()},
+                                                 auc=result["auc"])
+                                  for protocol, result in entry["protocols"].items()}, plots={})
+            for name, entry in (ijb_results or {}).items()}
+
+
 def _save(fig, path):
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100, bbox_inches="tight")
@@ -164,20 +205,26 @@ def _pooled_threshold(results, far):
     return recommended
 
 
-def build_report(results, far=DEFAULT_FAR, model_name=""):
-    """Returns the report dict (what report.json holds) of ``VerificationEvaluator.results``; no plots."""
-    if not results:
-        raise ValueError("no verification results to report; give at least one .bin")
+def build_report(results, far=DEFAULT_FAR, model_name="", ijb=None):
+    """Returns the report dict (what report.json holds) of ``VerificationEvaluator.results`` and, when given,
+    ``IJBEvaluator.results`` (key ``ijb``); no plots. ``recommended_threshold`` is None without pair sets."""
+    if not results and not ijb:
+        raise ValueError("no verification results to report; give at least one .bin or an IJB set")
     sets = {}
     for name, entry in results.items():
         usage = entry["mask_usage"]
         sets[name] = dict(path=entry["path"], pairs=entry["pairs"],
                           variants={v: _variant_summary(r) for v, r in entry["variants"].items()},
                           mask_usage=None if usage is None else {k: v for k, v in usage.items()}, plots={})
-    return dict(model=model_name, far_target=far, sets=sets, recommended_threshold=_pooled_threshold(results, far))
+    return dict(model=model_name, far_target=far, sets=sets, ijb=_ijb_summary(ijb),
+                recommended_threshold=_pooled_threshold(results, far) if results else None)
 
 
-def _write_plots(results, report, output_dir):
+def _write_plots(results, report, output_dir, ijb=None):
+    for name, entry in (ijb or {}).items():
+        plots = report["ijb"][name]["plots"]
+        plots["roc"] = f"roc_ijb_{name}.png"
+        plot_ijb_roc(name, entry["protocols"], os.path.join(output_dir, plots["roc"]))
     for name, entry in results.items():
         plots = report["sets"][name]["plots"]
         plots["roc"] = f"roc_{name}.png"
@@ -192,13 +239,21 @@ def _write_plots(results, report, output_dir):
 def _markdown(report, compare):
     far = far_label(report["far_target"])
     rec = report["recommended_threshold"]
-    lines = [f"# Verification report{': ' + report['model'] if report['model'] else ''}", "",
-             f"Accuracy and TAR@FAR={far} in % (insightface protocol, 10 folds; flip test where computed).", "",
-             compare_table({report["model"] or "model": report}), "## Recommended threshold", "",
-             f"At FAR={far} over {rec['pairs']} pairs ({', '.join(rec['source'])}): accept a pair when the squared "
-             f"L2 distance of the unit embeddings is below **{rec['squared_distance']:.4f}**, i.e. cosine similarity "
-             f"above **{rec['cosine_similarity']:.4f}** (measured FAR {rec['far']:.2e}, TAR {100 * rec['tar']:.2f}%).",
-             ""]
+    lines = [f"# Verification report{': ' + report['model'] if report['model'] else ''}", ""]
+    if rec:
+        lines += [f"Accuracy and TAR@FAR={far} in % (insightface protocol, 10 folds; flip test where computed).", "",
+                  compare_table({report["model"] or "model": report}), "## Recommended threshold", "",
+                  f"At FAR={far} over {rec['pairs']} pairs ({', '.join(rec['source'])}): accept a pair when the "
+                  f"squared L2 distance of the unit embeddings is below **{rec['squared_distance']:.4f}**, i.e. cosine "
+                  f"similarity above **{rec['cosine_similarity']:.4f}** (measured FAR {rec['far']:.2e}, TAR "
+                  f"{100 * rec['tar']:.2f}%).", ""]
+    if report.get("ijb"):
+        lines += ["## IJB 1:1 template verification", "",
+                  "TAR in % at each FAR (insightface's eval_ijbc.py: flip test, detection-score weighting, media then "
+                  "template pooling); masked: every face of the probe template masked.", "", ijb_table(report)]
+        for name, entry in report["ijb"].items():
+            lines += [f"{name}: {entry['faces']} faces, {entry['templates']} templates, {entry['pairs']} pairs", "",
+                      f"![roc]({entry['plots']['roc']})", ""]
     if compare:
         lines += ["## Comparison", "", compare_table(compare), ""]
     for name, entry in report["sets"].items():
@@ -219,7 +274,7 @@ def _write_text(path, text):
     os.replace(tmp, path)
 
 
-def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name=""):
+def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name="", ijb=None):
     """Writes report.json, report.md and the PNG plots of an evaluation into ``output_dir``.
 
     Args:
@@ -229,13 +284,14 @@ def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name=
       compare: optional dict model name -> report dict to show side by side with this one (this one included
         under ``model_name``).
       model_name: label of the evaluated model in the tables.
+      ijb: optional ``IJBEvaluator.results`` (TAR@FAR table and ROC per IJB set).
 
     Returns:
       the report dict written to report.json.
     """
     os.makedirs(output_dir, exist_ok=True)
-    report = build_report(results, far, model_name)
-    _write_plots(results, report, output_dir)
+    report = build_report(results, far, model_name, ijb)
+    _write_plots(results, report, output_dir, ijb)
     if compare:
         compare = {**compare, model_name or "this model": report}
     _write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))

@@ -1,13 +1,10 @@
-"""Export: SavedModel with serving signatures for TF Serving, TF Serving's REST format, TFLite."""
-from mtarcface_tf._lazy import lazy_exports
+"""Export: SavedModel with TF Serving signatures, TFLite, and the one loader of every model source
+(``make_embed_fn``: Keras model / SavedModel / training workdir -> embed function + metadata)."""
+from mtarcface_tf.export.embedder import EmbedFn, l2_normalize, make_embed_fn
+from mtarcface_tf.export.saved_model import (SERVING_SIGNATURE, ExportError, export_saved_model, find_saved_model,
+                                             next_version_dir, read_metadata, read_report_threshold)
+from mtarcface_tf.export.tflite import convert_tflite, export_tflite
 
-_EXPORTS = {
-    "export_saved_model": "saved_model",
-    "next_version_dir": "saved_model",
-    "find_saved_model": "saved_model",
-    "ExportError": "saved_model",
-    "rest_instances_to_inputs": "rest",
-    "convert_tflite": "tflite",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["EmbedFn", "ExportError", "SERVING_SIGNATURE", "convert_tflite", "export_saved_model", "export_tflite",
+           "find_saved_model", "l2_normalize", "make_embed_fn", "next_version_dir", "read_metadata",
+           "read_report_threshold"]

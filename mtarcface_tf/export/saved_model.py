@@ -11,13 +11,19 @@ Both return ``embedding`` float32 [None, D] (L2-normalized) and, when the model 
 float32 [None, 2] (softmax; index 1 = mask). A model without a mask head (the ArcFace baseline) has no ``mask_prob``
 output at all, rather than a NaN placeholder, so clients cannot mistake it for a prediction.
 
-Metadata the applications need (input size, embedding size, calibrated threshold) goes to
-``assets.extra/mtarcface.json`` next to ``saved_model.pb``.
+Metadata the applications need (input size, embedding size, calibrated threshold, what the model was trained on)
+goes to ``assets.extra/mtarcface.json`` next to ``saved_model.pb``. This module owns the output convention
+(``output_heads``), the signature names, that metadata file, and reading the calibrated threshold of an evaluation
+``report.json`` (``read_report_threshold``); loading any model source to embed with is ``embedder.py``.
 """
 import json
 import os
 import shutil
 import tempfile
+
+import tensorflow as tf
+
+from mtarcface_tf.data import pipeline, records, synthetic
 
 SERVING_SIGNATURE = "serving_default"
 JPEG_SIGNATURE = "serve_jpeg"
@@ -30,19 +36,27 @@ class ExportError(ValueError):
     """An export that cannot be written (target exists, model unfit, ...); the message names the path and the fix."""
 
 
+def output_heads(outputs):
+    """The export's output convention, from a backbone's outputs (graph-safe).
+
+    Args:
+      outputs: dict with ``embedding`` [B, D] and, with a mask head, ``mask_logits`` [B, 2] (any float dtype).
+
+    Returns:
+      dict: ``embedding`` float32 [B, D] (raw, not normalized) and, only with a mask head, ``mask_prob`` float32
+      [B, 2] (softmax; index 1 = mask).
+    """
+    result = {"embedding": tf.cast(outputs["embedding"], tf.float32)}
+    if "mask_logits" in outputs:
+        result["mask_prob"] = tf.nn.softmax(tf.cast(outputs["mask_logits"], tf.float32), axis=-1)
+    return result
+
+
 def _serving_functions(backbone, input_size):
     """Returns (serve_uint8, serve_encoded) tf.functions over ``backbone``; see the module docstring."""
-    # TensorFlow is imported here, not at module level, so the path helpers below stay light for the CLI.
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from mtarcface_tf.data.pipeline import normalize  # pylint: disable=import-outside-toplevel
-
-    has_mask = "mask_logits" in backbone.output
-
     def heads(pixels):
-        outputs = backbone(normalize(pixels), training=False)
-        result = {"embedding": tf.math.l2_normalize(tf.cast(outputs["embedding"], tf.float32), axis=-1)}
-        if has_mask:
-            result["mask_prob"] = tf.nn.softmax(tf.cast(outputs["mask_logits"], tf.float32), axis=-1)
+        result = output_heads(backbone(pipeline.normalize(pixels), training=False))
+        result["embedding"] = tf.math.l2_normalize(result["embedding"], axis=-1)
         return result
 
     def decode(encoded):
@@ -71,18 +85,41 @@ def _backbone_of(model):
     return backbone
 
 
-def model_metadata(model, threshold=None):
+def training_data(config):
+    """Describes the data a run trained on, from its config, for the export metadata.
+
+    Args:
+      config: the run's ConfigDict (``data.train``; ``data.synthetic.identities`` when ``data.train`` is empty).
+
+    Returns:
+      dict: ``train`` (str, the configured path or ""), ``source`` (str: the records' manifest ``source``,
+      "synthfaces" for SynthFaces, or "unknown" when there is no manifest) and ``synthfaces`` (bool).
+    """
+    train = str(config.data.get("train", "") or "")
+    if not train:
+        generated = config.data.get("synthetic", {}).get("identities", 0) > 0
+        source = synthetic.MANIFEST_SOURCE if generated else "unknown"
+    else:
+        try:
+            manifest = records.find_manifest(train)
+        except (OSError, ValueError):  # moved or damaged since training: the export itself is still fine
+            manifest = None
+        source = str(manifest.get("source", "unknown")) if manifest else "unknown"
+    return {"train": train, "source": source, "synthfaces": source == synthetic.MANIFEST_SOURCE}
+
+
+def model_metadata(model, threshold=None, trained_on=None):
     """Describes a model for ``assets.extra/mtarcface.json``.
 
     Args:
       model: a model from ``build_mtarcface`` (or its ``backbone``).
       threshold: optional ``{"cosine_similarity": x, "squared_distance": y}`` (as in eval's report.json).
+      trained_on: optional ``training_data(config)`` of the run.
 
     Returns:
       dict with ``input_size`` (int), ``embedding_size`` (int), ``mask_head`` (bool), ``normalization`` and, when
-      given, ``recommended_threshold``.
+      given, ``recommended_threshold`` and ``training_data``.
     """
-    from mtarcface_tf.data import pipeline  # pylint: disable=import-outside-toplevel
     backbone = _backbone_of(model)
     metadata = {
         "input_size": int(backbone.input.shape[1]),
@@ -94,10 +131,12 @@ def model_metadata(model, threshold=None):
     if threshold:
         metadata["recommended_threshold"] = {key: float(value) for key, value in dict(threshold).items()
                                              if key in THRESHOLD_KEYS}
+    if trained_on:
+        metadata["training_data"] = dict(trained_on)
     return metadata
 
 
-def export_saved_model(model, export_dir, threshold=None):
+def export_saved_model(model, export_dir, threshold=None, trained_on=None):
     """Writes the backbone of ``model`` as a SavedModel to ``export_dir`` (atomically: temp dir, then rename).
 
     Args:
@@ -107,6 +146,7 @@ def export_saved_model(model, export_dir, threshold=None):
         (see ``next_version_dir``).
       threshold: optional calibrated thresholds ``{"cosine_similarity": x, "squared_distance": y}`` stored in
         ``assets.extra/mtarcface.json``.
+      trained_on: optional ``training_data(config)`` of the run, stored there as ``training_data``.
 
     Returns:
       ``export_dir`` (str).
@@ -119,9 +159,8 @@ def export_saved_model(model, export_dir, threshold=None):
         raise ExportError(f"{export_dir}: already exists; choose a new directory (tools/export.py picks the next "
                           "free version number).")
     backbone = _backbone_of(model)
-    metadata = model_metadata(backbone, threshold)
+    metadata = model_metadata(backbone, threshold, trained_on)
     serve_uint8, serve_encoded = _serving_functions(backbone, metadata["input_size"])
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     module = tf.Module()
     # Only the backbone's variables are tracked, so the class centres cannot end up in the export.

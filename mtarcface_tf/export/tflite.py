@@ -8,7 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from mtarcface_tf.data.pipeline import normalize
+from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
 from mtarcface_tf.export.saved_model import SERVING_SIGNATURE
 
 QUANTIZATIONS = ("float", "dynamic_int8")
@@ -54,24 +54,6 @@ def run_tflite(tflite_model, images):
     return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
 
 
-def keras_reference(model, images):
-    """The Keras model's outputs in the export's conventions: dict ``embedding`` (L2-normalized) and ``mask_prob``.
-
-    Args:
-      model: a model from ``build_mtarcface`` or its backbone.
-      images: uint8 [B, S, S, 3] RGB.
-    """
-    backbone = getattr(model, "backbone", model)
-    outputs = backbone(normalize(np.asarray(images)), training=False)
-    embedding = np.asarray(outputs["embedding"], np.float32)
-    result = {"embedding": embedding / np.linalg.norm(embedding, axis=-1, keepdims=True)}
-    if "mask_logits" in outputs:
-        logits = np.asarray(outputs["mask_logits"], np.float64)
-        exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        result["mask_prob"] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return result
-
-
 def tflite_parity(tflite_model, model, images):
     """Compares a TFLite model with the Keras model on the same images.
 
@@ -85,13 +67,14 @@ def tflite_parity(tflite_model, model, images):
       two embeddings) and, with a mask head, ``mask_prob_max_abs_diff``.
     """
     lite = run_tflite(tflite_model, images)
-    reference = keras_reference(model, images)
+    embeddings, mask_prob = make_embed_fn(getattr(model, "backbone", model))(images)
+    reference = {"embedding": l2_normalize(embeddings), "mask_prob": mask_prob}
     result = {
         "max_abs_diff": float(np.max(np.abs(lite["embedding"] - reference["embedding"]))),
         "min_cosine": float(np.min(np.sum(lite["embedding"] * reference["embedding"], axis=-1)
                                    / np.linalg.norm(lite["embedding"], axis=-1))),
     }
-    if "mask_prob" in reference:
+    if mask_prob is not None:
         result["mask_prob_max_abs_diff"] = float(np.max(np.abs(lite["mask_prob"] - reference["mask_prob"])))
     return result
 

@@ -1,23 +1,8 @@
-"""Inference: face detection (MTCNN, RetinaFace), 5-point alignment, recognition against a gallery."""
-from mtarcface_tf._lazy import lazy_exports
+"""Inference: the recognition application: FaceRecognizer (embed, verify, identify with mask status), the gallery,
+and the media commands (folders, videos, camera; annotated output and result rows)."""
+from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryError
+from mtarcface_tf.inference.media import UsageError, annotate, run_command
+from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
 
-_EXPORTS = {
-    "Face": "detect",
-    "Detector": "detect",
-    "MTCNNDetector": "detect",
-    "RetinaFaceDetector": "detect",
-    "make_detector": "detect",
-    "read_image_rgb": "detect",
-    "ImageReadError": "detect",
-    "DetectorUnavailableError": "detect",
-    "ARCFACE_TEMPLATE": "align",
-    "align_face": "align",
-    "estimate_similarity": "align",
-    "FaceRecognizer": "recognizer",
-    "NoFaceError": "recognizer",
-    "ModelLoadError": "recognizer",
-    "Gallery": "gallery",
-    "GalleryError": "gallery",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["EmptyGalleryError", "FaceRecognizer", "Gallery", "GalleryError", "NoFaceError", "UsageError", "annotate",
+           "run_command"]

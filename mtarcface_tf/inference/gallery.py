@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from mtarcface_tf.export.embedder import l2_normalize
+
 FORMAT_VERSION = 1
 SVM_RANDOM_STATE = 0
 
@@ -22,13 +24,6 @@ class GalleryError(ValueError):
 
 class EmptyGalleryError(GalleryError):
     """Identification against a gallery with nobody enrolled."""
-
-
-def l2_normalize(vectors):
-    """Returns float32 [N, D] rows scaled to unit L2 norm (zero rows stay zero)."""
-    vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 class Gallery:
@@ -96,6 +91,12 @@ class Gallery:
             raise GalleryError(f"{name!r} is not in the gallery; enrolled: {', '.join(self.names) or 'nobody'}.")
         del self._samples[name]
         self._refit()
+
+    def enable_svm(self):
+        """Turns the SVM on; it is trained at once from the enrolled embeddings (when there are >= 2 people)."""
+        if not self.use_svm:
+            self.use_svm = True
+            self._refit()
 
     def _refit(self):
         self._svm = None

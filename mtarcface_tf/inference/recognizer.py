@@ -1,22 +1,24 @@
 """Face recognition with an exported MTArcFace model: embed, verify, identify against a gallery, mask status.
 
-``FaceRecognizer`` runs a SavedModel written by ``export_saved_model`` (or a training workdir / checkpoint through
-``mtarcface_tf.train.checkpoints.load_model``). Ordinary photos go through detection (MTCNN or RetinaFace) and
-five-point alignment; already aligned faces (``aligned=True``, e.g. SynthFaces) skip both.
+``FaceRecognizer`` runs a SavedModel written by ``export_saved_model`` (or a training workdir / checkpoint), loaded
+through ``mtarcface_tf.export.embedder.make_embed_fn``. Ordinary photos go through detection (RetinaFace by default,
+see ``detect.choose_detector``, or MTCNN) and five-point alignment; already aligned faces (``aligned=True``, e.g.
+SynthFaces) skip both.
 
 Decisions use the cosine similarity of L2-normalized embeddings. The threshold comes, in order, from the caller,
 from the export's ``assets.extra/mtarcface.json`` (``recommended_threshold``, calibrated by the evaluation report),
 or ``DEFAULT_COSINE_THRESHOLD``. A model without a mask head reports mask status "unknown".
 """
 import dataclasses
-import json
 import logging
 import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
+from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
+from mtarcface_tf.faces import align, detect
 from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryError
 
 # Cosine 0.3 = squared distance 1.4, about where insightface's 10-fold protocol puts the best LFW threshold of
@@ -24,10 +26,6 @@ from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryEr
 DEFAULT_COSINE_THRESHOLD = 0.3
 MASK_DECISION = 0.5          # mask_prob[:, 1] above this = "mask"
 UNKNOWN = "unknown"
-
-
-class ModelLoadError(ValueError):
-    """A model path that is neither a SavedModel nor a training checkpoint (the message names the path)."""
 
 
 class NoFaceError(ValueError):
@@ -44,73 +42,6 @@ class FaceCrop:
     note: str = ""
 
 
-def _saved_model_embedder(saved_model_dir):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from mtarcface_tf.export.saved_model import SERVING_SIGNATURE, read_metadata  # pylint: disable=import-outside-toplevel
-
-    signature = tf.saved_model.load(saved_model_dir).signatures[SERVING_SIGNATURE]
-    metadata = read_metadata(saved_model_dir)
-    input_size = metadata.get("input_size") or signature.structured_input_signature[1]["images"].shape[1]
-
-    def embed(images):
-        outputs = signature(images=tf.constant(images, tf.uint8))
-        mask_prob = outputs.get("mask_prob")
-        return outputs["embedding"].numpy(), None if mask_prob is None else mask_prob.numpy()
-
-    return embed, int(input_size), metadata
-
-
-def _keras_embedder(path):
-    from mtarcface_tf.export.tflite import keras_reference  # pylint: disable=import-outside-toplevel
-    from mtarcface_tf.train.checkpoints import load_model  # pylint: disable=import-outside-toplevel
-
-    model, _ = load_model(path)
-    backbone = getattr(model, "backbone", model)
-
-    def embed(images):
-        outputs = keras_reference(backbone, images)
-        return outputs["embedding"], outputs.get("mask_prob")
-
-    metadata = {}
-    report = os.path.join(path, "report.json") if os.path.isdir(path) else ""
-    if os.path.isfile(report):
-        with open(report, encoding="utf-8") as handle:
-            metadata["recommended_threshold"] = json.load(handle).get("recommended_threshold")
-    return embed, int(backbone.input.shape[1]), metadata
-
-
-def load_embedder(path):
-    """Loads a model for embedding.
-
-    Args:
-      path: a SavedModel dir, a TF Serving base dir (newest numeric version), a training workdir or a checkpoint prefix.
-
-    Returns:
-      (embed, input_size, metadata): ``embed(uint8 [B, S, S, 3]) -> (float32 [B, D] L2-normalized, float32 [B, 2]
-      mask probabilities or None)``, S (int), and the export's metadata dict ({} when none).
-
-    Raises:
-      ModelLoadError: ``path`` is none of these.
-    """
-    from mtarcface_tf.export.saved_model import find_saved_model  # pylint: disable=import-outside-toplevel
-
-    path = os.fspath(path)
-    saved_model_dir = find_saved_model(path)
-    if saved_model_dir:
-        return _saved_model_embedder(saved_model_dir)
-    if os.path.isdir(path) or os.path.isfile(path + ".index"):
-        from mtarcface_tf.train.checkpoints import CheckpointError  # pylint: disable=import-outside-toplevel
-
-        try:
-            return _keras_embedder(path)
-        except CheckpointError as error:
-            raise ModelLoadError(f"{path}: not a SavedModel (no saved_model.pb) nor a usable training checkpoint "
-                                 f"({error}); export one with tools/export.py and pass its --export_dir.") from error
-    raise ModelLoadError(f"{path}: not a SavedModel (no saved_model.pb) nor a training checkpoint; export one "
-                         "with tools/export.py --workdir=RUN --export_dir=OUT and pass OUT.")
-
-
 def threshold_from_metadata(metadata):
     """Returns the cosine threshold (float) recommended in export metadata, or None.
 
@@ -122,6 +53,14 @@ def threshold_from_metadata(metadata):
     if recommended.get("squared_distance") is not None:
         return 1.0 - float(recommended["squared_distance"]) / 2.0
     return None
+
+
+def training_data_warning(metadata, model_path):
+    """Returns a one-line warning (str) when the metadata says the model was trained on SynthFaces only, else ""."""
+    if not ((metadata or {}).get("training_data") or {}).get("synthfaces"):
+        return ""
+    return (f"warning: {model_path} was trained on SynthFaces (procedural faces) only: it shows the pipeline, but on "
+            "real photos its identities and mask calls are unreliable; use a model trained on real faces.")
 
 
 def mask_status(mask_prob):
@@ -139,32 +78,35 @@ def mask_status(mask_prob):
 class FaceRecognizer:
     """Embeds, verifies and identifies faces (with or without masks) with an exported model."""
 
-    def __init__(self, model_path, gallery=None, threshold=None, detector="mtcnn", batch_size=32):
+    def __init__(self, model_path, gallery=None, threshold=None, detector=None, batch_size=32):
         """Args:
-          model_path: see ``load_embedder``.
+          model_path: a SavedModel dir, a TF Serving base dir (newest numeric version), a training workdir or a
+            checkpoint prefix (see ``mtarcface_tf.export.embedder.make_embed_fn``).
           gallery: a ``Gallery`` (or a path to a saved one) for ``identify``; None starts an empty one.
           threshold: cosine similarity threshold; None = the export's recommended one or ``DEFAULT_COSINE_THRESHOLD``.
-          detector: "mtcnn" or "retinaface" (loaded on first use), or a Detector instance.
+          detector: "mtcnn", "retinaface", None (``detect.choose_detector()``: RetinaFace, else MTCNN with a
+            logged note), all built on first use, or a Detector instance.
           batch_size: images per network call.
 
         Raises:
-          ModelLoadError, GalleryError: the model or gallery path is not usable.
+          ModelLoadError (mtarcface_tf.model.workdir), GalleryError: the model or gallery path is not usable.
         """
-        self._embed, self.input_size, self.metadata = load_embedder(model_path)
+        self._embed = make_embed_fn(model_path)
+        self.input_size, self.metadata = self._embed.input_size, self._embed.metadata
         if threshold is None:
             threshold = threshold_from_metadata(self.metadata)
         self.threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else float(threshold)
-        self.gallery = Gallery.load(gallery) if isinstance(gallery, (str, os.PathLike)) else (gallery or Gallery())
+        if isinstance(gallery, (str, os.PathLike)):
+            gallery = Gallery.load(gallery)
+        self.gallery = Gallery() if gallery is None else gallery  # an empty Gallery is falsy: keep its use_svm
         self._detector = detector
         self.batch_size = batch_size
 
     @property
     def detector(self):
         """The face detector (built on first use)."""
-        if isinstance(self._detector, str):
-            from mtarcface_tf.inference.detect import make_detector  # pylint: disable=import-outside-toplevel
-
-            self._detector = make_detector(self._detector)
+        if self._detector is None or isinstance(self._detector, str):
+            self._detector = detect.make_detector(self._detector)
         return self._detector
 
     def embed(self, images):
@@ -183,7 +125,7 @@ class FaceRecognizer:
                              f"{images.dtype} {images.shape}; pass aligned=False to detect and align photos.")
         parts = [self._embed(images[start:start + self.batch_size])
                  for start in range(0, len(images), self.batch_size)]
-        embeddings = np.concatenate([part[0] for part in parts]).astype(np.float32)
+        embeddings = l2_normalize(np.concatenate([part[0] for part in parts]))
         mask = None if parts[0][1] is None else np.concatenate([part[1] for part in parts]).astype(np.float32)
         return embeddings, mask
 
@@ -199,10 +141,9 @@ class FaceRecognizer:
           list[FaceCrop] (at least one).
 
         Raises:
-          ImageReadError: unreadable path. NoFaceError: no face detected (the message names the image).
+          ImageReadError: unreadable path. NoFaceError: no face detected, or none whose landmarks can be aligned
+            (the message names the image); faces that cannot be aligned are skipped and noted.
         """
-        from mtarcface_tf.inference import align, detect  # pylint: disable=import-outside-toplevel
-
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else "the image"
         image = detect.read_image_rgb(image) if isinstance(image, (str, os.PathLike)) else detect.to_rgb(image)
         height, width = image.shape[:2]
@@ -210,16 +151,32 @@ class FaceRecognizer:
             crop = image if (height, width) == (self.input_size,) * 2 else cv2.resize(
                 image, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA)
             return [FaceCrop(crop, np.array([0, 0, width, height], np.float32))]
-        found = sorted(self.detector.detect(image), key=lambda face: face.area, reverse=True)
+        found = detect.by_size(self.detector.detect(image))
         if not found:
             raise NoFaceError(f"{source}: no face found; use a clearer photo, another --detector, or --aligned for "
                               "pre-aligned faces.")
-        note = ""
+        crops, unaligned = [], []
+        for face in found:
+            try:
+                crops.append(FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box))
+            except align.AlignmentError as error:
+                unaligned.append(str(error))
+                continue
+            if not all_faces:
+                break
+        if not crops:
+            raise NoFaceError(f"{source}: {len(found)} face(s) found but none can be aligned ({unaligned[0]}); use a "
+                              "clearer photo or another --detector.")
+        notes = []
         if len(found) > 1 and not all_faces:
-            note = f"{len(found)} faces found; used the largest (all_faces for every face)"
-            logging.warning("%s: %s", source, note)
-            found = found[:1]
-        return [FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box, note) for face in found]
+            notes.append(f"{len(found)} faces found; used the largest that aligns (all_faces for every face)")
+        if unaligned:
+            notes.append(f"{len(unaligned)} detected face(s) skipped: landmarks cannot be aligned")
+        for crop in crops:
+            crop.note = "; ".join(notes)
+        if notes:
+            logging.warning("%s: %s", source, "; ".join(notes))
+        return crops
 
     def verify(self, image_a, image_b, aligned=False):
         """Decides whether two images show the same person.
@@ -293,14 +250,12 @@ class FaceRecognizer:
         Raises:
           GalleryError: none of the images gave a face.
         """
-        from mtarcface_tf.inference.detect import InvalidImageError  # pylint: disable=import-outside-toplevel
-
         crops, failures = [], []
         for index, image in enumerate(images):
             label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"{name}[{index}]"
             try:
                 crops.append(self.faces(image, aligned)[0].crop)
-            except (NoFaceError, InvalidImageError) as error:
+            except (NoFaceError, detect.InvalidImageError) as error:
                 failures.append((label, str(error)))
         if not crops:
             raise GalleryError(f"{name}: none of the {len(failures)} images gave a face; nothing enrolled.")
@@ -324,7 +279,7 @@ class FaceRecognizer:
         if not people:
             raise GalleryError(f"{images_dir}: no sub-folders; put each person's photos in IMAGES/NAME/.")
         summary = {"enrolled": {}, "failed": []}
-        for person in tqdm(people, desc="enrolling", unit="person", disable=not progress):
+        for person in progress_bar(people, desc="enrolling", unit="person", disable=not progress):
             folder = os.path.join(images_dir, person)
             try:
                 count, failures = self.enroll(person, list_files(folder), aligned)
@@ -333,30 +288,6 @@ class FaceRecognizer:
             except GalleryError as error:
                 summary["failed"].append((folder, str(error)))
         return summary
-
-
-def annotate(image_rgb, results):
-    """Draws identify results on a copy of an image.
-
-    Args:
-      image_rgb: uint8 [H, W, 3] RGB.
-      results: list of dicts from ``FaceRecognizer.identify``.
-
-    Returns:
-      uint8 [H, W, 3] RGB with a box per face (green = known, red = unknown) and "name score mask" text.
-    """
-    canvas = np.ascontiguousarray(image_rgb).copy()
-    scale = max(canvas.shape[:2]) / 500.0
-    for result in results:
-        x1, y1, x2, y2 = (int(round(value)) for value in result["box"])
-        color = (0, 200, 0) if result["identity"] != UNKNOWN else (220, 0, 0)
-        mask = result.get("mask")
-        text = f"{result['identity']} {result['similarity']:.2f}" + (
-            f" {mask['status']}" if mask else "")
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, max(1, int(2 * scale)))
-        cv2.putText(canvas, text, (x1, max(y1 - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, max(0.35, 0.5 * scale), color,
-                    max(1, int(scale)), cv2.LINE_AA)
-    return canvas
 
 
 def list_files(folder):

@@ -1,17 +1,8 @@
-"""Training: train_and_evaluate on tf.distribute, the train step, schedules, checkpoints."""
-from mtarcface_tf._lazy import lazy_exports
+"""Training: train_and_evaluate on tf.distribute, the train step, schedules, checkpoints, the reference importer."""
+from mtarcface_tf.train.checkpoints import CheckpointError, save_initial_checkpoint
+from mtarcface_tf.train.reference_import import ReferenceImportError, import_reference, load_reference_weights
+from mtarcface_tf.train.step import make_train_step
+from mtarcface_tf.train.trainer import TrainingError, train_and_evaluate, train_model
 
-_EXPORTS = {
-    "train_and_evaluate": "trainer",
-    "train_model": "trainer",
-    "TrainingError": "trainer",
-    "load_model": "checkpoints",
-    "CheckpointError": "checkpoints",
-    "make_train_step": "step",
-    "save_initial_checkpoint": "checkpoints",
-    "import_reference": "reference_import",
-    "load_reference_weights": "reference_import",
-    "ReferenceImportError": "reference_import",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["CheckpointError", "ReferenceImportError", "TrainingError", "import_reference", "load_reference_weights",
+           "make_train_step", "save_initial_checkpoint", "train_and_evaluate", "train_model"]

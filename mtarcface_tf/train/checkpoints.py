@@ -1,37 +1,31 @@
-"""Checkpoints of a training workdir: the saved config, the latest/best managers, resume, and ``load_model``.
-
-A workdir holds ``config.json`` (the resolved config), ``checkpoints/`` (the newest ``keep_checkpoints`` ones),
-``best/`` (the best by masked verification accuracy) and ``tb/`` (TensorBoard).
+"""Checkpoints the trainer writes and resumes from: config.json checked against a new run, the latest/best managers,
+resume, and ``save_initial_checkpoint``. Reading a workdir back (``load_model``) is ``mtarcface_tf.model.workdir``.
 """
 import json
 import os
 
-import ml_collections
 import tensorflow as tf
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "best"
+from mtarcface_tf.model import normalization
+from mtarcface_tf.model.workdir import BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, config_to_json, first_line
+from mtarcface_tf.train.schedules import make_optimizer
+
 # The parts of the config that fix the shapes of the weights: a workdir cannot resume with others.
 ARCHITECTURE_KEYS = ("num_classes", "model")
+# Model keys added after runs were written: a config.json without them describes these values (plain BN).
+MODEL_KEYS_ADDED_LATER = {"norm": normalization.BATCH_NORM, "renorm_clipping": normalization.RENORM_CLIPPING,
+                          "renorm_momentum": normalization.RENORM_MOMENTUM}
 
 
 class CheckpointError(ValueError):
-    """A workdir or checkpoint that does not fit the requested network (other config, missing files)."""
-
-
-def config_to_json(config):
-    """Returns the config as indented JSON text."""
-    return json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True)
-
-
-def config_from_json(text):
-    """Returns the ``ml_collections.ConfigDict`` of a ``config_to_json`` text."""
-    return ml_collections.ConfigDict(json.loads(text))
+    """A workdir the requested run cannot write into or resume from (other architecture, already holds a run)."""
 
 
 def _architecture(config_dict):
-    return {key: config_dict.get(key) for key in ARCHITECTURE_KEYS}
+    architecture = {key: config_dict.get(key) for key in ARCHITECTURE_KEYS}
+    if isinstance(architecture["model"], dict):
+        architecture["model"] = {**MODEL_KEYS_ADDED_LATER, **architecture["model"]}
+    return architecture
 
 
 def check_and_save_config(config, workdir):
@@ -48,7 +42,7 @@ def check_and_save_config(config, workdir):
                 raise CheckpointError(f"{path}: unreadable ({err}); use another --workdir") from err
         changed = sorted(k for k in ARCHITECTURE_KEYS if _architecture(old)[k] != _architecture(new)[k])
         if changed:
-            details = "; ".join(_describe_change(old.get(k), new.get(k), k) for k in changed)
+            details = "; ".join(_describe_change(_architecture(old)[k], _architecture(new)[k], k) for k in changed)
             raise CheckpointError(f"{workdir} holds a run of another architecture ({details}); use another "
                                   f"--workdir or the same config")
     tmp = path + ".tmp"
@@ -91,7 +85,7 @@ def restore_latest(checkpoint, workdir):
     try:
         checkpoint.restore(path).assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as err:
-        raise CheckpointError(f"{path}: does not fit this network ({_first_line(err)}); use another --workdir") from err
+        raise CheckpointError(f"{path}: does not fit this network ({first_line(err)}); use another --workdir") from err
     return path
 
 
@@ -102,7 +96,6 @@ def save_initial_checkpoint(model, config, workdir):
     resumes from it and ``load_model`` reads it. Returns the checkpoint path; raises CheckpointError when the
     workdir already holds a run.
     """
-    from mtarcface_tf.train.schedules import make_optimizer
     existing = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
     if existing:
         raise CheckpointError(f"{workdir} already holds a run ({existing}); write into a new --workdir")
@@ -113,53 +106,3 @@ def save_initial_checkpoint(model, config, workdir):
     checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
     latest, _ = make_managers(checkpoint, workdir, config.keep_checkpoints)
     return latest.save(checkpoint_number=0)
-
-
-def _first_line(err):
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def _resolve(path):
-    """Returns ``(checkpoint prefix, config.json path)`` for a workdir, a checkpoint directory or a prefix."""
-    candidates = [os.path.join(path, CHECKPOINT_DIR), path, os.path.join(path, BEST_DIR)]
-    prefix = next((p for p in map(_latest_in, candidates) if p), None)
-    if prefix is None and tf.io.gfile.exists(path + ".index"):
-        prefix = path
-    if prefix is None:
-        raise CheckpointError(f"{path}: no checkpoint found (give a training workdir, its checkpoints/ or best/ "
-                              f"directory, or a checkpoint prefix such as WORKDIR/checkpoints/ckpt-10)")
-    folder = os.path.dirname(os.path.abspath(prefix))
-    for directory in (os.path.abspath(path), folder, os.path.dirname(folder)):
-        config_path = os.path.join(directory, CONFIG_FILE)
-        if os.path.isfile(config_path):
-            return prefix, config_path
-    raise CheckpointError(f"{path}: no {CONFIG_FILE} beside the checkpoint {prefix}; load it from its training "
-                          f"workdir")
-
-
-def _latest_in(directory):
-    return tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
-
-
-def load_model(path):
-    """Rebuilds the training network of a run and restores its weights.
-
-    Args:
-      path: a training workdir (``config.json`` + ``checkpoints/``), its ``checkpoints/`` or ``best/`` directory,
-        or a checkpoint prefix (``WORKDIR/checkpoints/ckpt-N``).
-    Returns:
-      ``(model, config)``: the ``MTArcFace`` network (float32) and the run's ``ConfigDict``.
-    Raises:
-      ``CheckpointError`` (a ValueError) naming the path when nothing is there or the weights do not fit.
-    """
-    from mtarcface_tf.model import build_mtarcface
-
-    prefix, config_path = _resolve(path)
-    with open(config_path, encoding="utf-8") as f:
-        config = config_from_json(f.read())
-    model = build_mtarcface(config.num_classes, config)
-    try:
-        tf.train.Checkpoint(model=model).restore(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as err:
-        raise CheckpointError(f"{prefix}: does not fit the network of {config_path} ({_first_line(err)})") from err
-    return model, config

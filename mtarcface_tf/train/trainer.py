@@ -11,6 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mtarcface_tf.data import pipeline, records, synthetic
+from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.model.build import build_mtarcface
 from mtarcface_tf.train import checkpoints as ckpt_lib
 from mtarcface_tf.train import logging_utils
 from mtarcface_tf.train import strategy as strategy_lib
@@ -43,47 +47,52 @@ def _check_config(config):
                             f"(GPU) or 'mixed_bfloat16' (CPU/TPU)")
     if config.mixed_precision == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
         raise TrainingError("config.mixed_precision='mixed_float16' needs a GPU; use mixed_bfloat16 on CPU/TPU or ''")
-    from mtarcface_tf.data.pipeline import MASK_PLACEMENTS
-    if config.data.mask_placement not in MASK_PLACEMENTS:
+    if config.data.mask_placement not in pipeline.MASK_PLACEMENTS:
         raise TrainingError(f"config.data.mask_placement={config.data.mask_placement!r}: choose one of "
-                            f"{', '.join(MASK_PLACEMENTS)}")
+                            f"{', '.join(pipeline.MASK_PLACEMENTS)}")
+
+
+def split_paths(value):
+    """Returns the paths of a comma-separated config string (``"a.bin,b.bin"`` -> ``["a.bin", "b.bin"]``)."""
+    return [path.strip() for path in value.split(",") if path.strip()]
 
 
 def resolve_data(config, data_root):
-    """Returns ``(train records path, verification .bin paths)``.
+    """Returns ``(train records path, verification .bin paths)``: the one place a run's data is decided.
 
     ``config.data.train`` when given; else SynthFaces generated (once, cached) under ``DATA_ROOT/synthfaces``
-    from ``config.data.synthetic``, whose .bin is evaluated besides ``config.eval.bins``.
+    from ``config.data.synthetic``, whose .bin is evaluated besides ``config.eval.bins`` (comma-separated).
+    Raises TrainingError when an evaluation file does not exist (naming it, before any training step), when there
+    is no data, or when the records hold more identities than ``config.num_classes``.
     """
-    bins = list(config.eval.bins)
-    if config.data.train:
-        return config.data.train, bins
-    synthetic = config.data.synthetic
-    if synthetic.identities <= 0:
-        raise TrainingError("config.data.train is empty: give --config.data.train=TFRECORDS (tools/convert.py "
-                            "makes them) or set --config.data.synthetic.identities > 0 to train on SynthFaces")
-    from mtarcface_tf.data.synthetic import SyntheticDataError, config_kwargs, generate_dataset
-    try:
-        generated = generate_dataset(os.path.join(data_root, SYNTHETIC_DIR), **config_kwargs(synthetic))
-    except SyntheticDataError as err:
-        raise TrainingError(str(err)) from None
-    return generated["train"], bins + list(generated["bins"].values())
-
-
-def _check_classes(config, train_path):
-    from mtarcface_tf.data.records import find_manifest
-    manifest = find_manifest(train_path)
+    bins = split_paths(config.eval.bins)
+    for path in bins:
+        if not os.path.isfile(path):
+            raise TrainingError(f"config.eval.bins: {path} does not exist; fix the path or drop it from "
+                                f"--config.eval.bins (comma-separated .bin files)")
+    train_path = config.data.train
+    if not train_path:
+        if config.data.synthetic.identities <= 0:
+            raise TrainingError("config.data.train is empty: give --config.data.train=TFRECORDS (tools/convert.py "
+                                "makes them) or set --config.data.synthetic.identities > 0 to train on SynthFaces")
+        try:
+            generated = synthetic.generate_dataset(os.path.join(data_root, SYNTHETIC_DIR),
+                                                   **synthetic.config_kwargs(config.data.synthetic))
+        except synthetic.SyntheticDataError as err:
+            raise TrainingError(str(err)) from None
+        train_path, bins = generated["train"], bins + list(generated["bins"].values())
+    manifest = records.find_manifest(train_path)
     if manifest and manifest.get("identities", 0) > config.num_classes:
         raise TrainingError(f"{train_path} holds {manifest['identities']} identities but config.num_classes="
                             f"{config.num_classes}; set --config.num_classes={manifest['identities']}")
+    return train_path, bins
 
 
 def _make_dataset(strategy, config, train_path, per_replica_batch, seed, corrupt_counter):
-    from mtarcface_tf.data.pipeline import make_train_dataset
     accum = config.grad_accum_steps
 
     def dataset_fn(input_context):
-        dataset = make_train_dataset(
+        dataset = pipeline.make_train_dataset(
             train_path, per_replica_batch, image_size=config.model.input_size,
             mask_probability=config.data.mask_probability, flip=config.data.flip,
             shuffle_buffer=config.data.shuffle_buffer, seed=seed, input_context=input_context, repeat=True,
@@ -145,17 +154,15 @@ def _eval_summary(results):
 class _Run:
     """The state of one training run; ``train_and_evaluate`` drives it."""
 
-    def __init__(self, config, workdir, strategy):
-        from mtarcface_tf.model import build_mtarcface
-
+    def __init__(self, config, workdir, strategy, optimizer):
         self.config, self.workdir, self.strategy = config, workdir, strategy
         self.chief = strategy_lib.is_chief(strategy)
         self.out_dir = strategy_lib.write_dir(strategy, workdir)
         self.replicas = strategy.num_replicas_in_sync
         self.per_replica_batch = strategy_lib.per_replica_batch_size(config.batch_size, self.replicas)
+        self.optimizer = optimizer
         with strategy.scope():
             self.model = build_mtarcface(config.num_classes, config)
-            self.optimizer = make_optimizer(config)
             self.optimizer.build(self.model.trainable_variables)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rng = tf.random.Generator.from_seed(config.seed)
@@ -193,8 +200,6 @@ class _Run:
         """Scores the model on ``bins``; logs and writes the metrics, keeps the best checkpoint; returns them."""
         if not bins:
             return {}
-        from mtarcface_tf.eval.embeddings import make_embed_fn
-        from mtarcface_tf.eval.evaluator import VerificationEvaluator
         if self.evaluator is None:
             cfg = self.config.eval
             self.evaluator = VerificationEvaluator(bins, masked=cfg.masked, flip=cfg.flip,
@@ -294,30 +299,33 @@ def train_and_evaluate(config, workdir):
 def train_model(config, workdir):
     """Same as ``train_and_evaluate`` but returns ``(model, metrics)``: the trained ``MTArcFace`` network too."""
     _check_config(config)
+    with _dtype_policy(config.mixed_precision):
+        try:
+            strategy = strategy_lib.make_strategy(config.strategy)
+            strategy_lib.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
+            with strategy.scope():
+                optimizer = make_optimizer(config)   # also validates the optimizer and schedule names
+        except ValueError as err:
+            raise TrainingError(str(err)) from err
+        if strategy_lib.is_chief(strategy):
+            ckpt_lib.check_and_save_config(config, workdir)
+        return _train(config, workdir, strategy, optimizer)
+
+
+def _train(config, workdir, strategy, optimizer):
     try:
-        strategy = strategy_lib.make_strategy(config.strategy)
-        strategy_lib.per_replica_batch_size(config.batch_size, strategy.num_replicas_in_sync)
-        make_optimizer(config)   # validates the optimizer and schedule names
-    except ValueError as err:
-        raise TrainingError(str(err)) from err
-    if strategy_lib.is_chief(strategy):
-        ckpt_lib.check_and_save_config(config, workdir)
-    try:
-        with _dtype_policy(config.mixed_precision):
-            run = _Run(config, workdir, strategy)
-            run.restore()
-            train_path, bins = resolve_data(config, run.out_dir)
-            _check_classes(config, train_path)
-            seed = int(run.rng.uniform_full_int([], tf.int32).numpy()) & 0x7FFFFFFF
-            from mtarcface_tf.data.pipeline import CorruptRecordCounter
-            corrupt_counter = CorruptRecordCounter()
-            dataset = _make_dataset(strategy, config, train_path, run.per_replica_batch, seed, corrupt_counter)
-            started = time.monotonic()
-            results = _train_loop(run, dataset, corrupt_counter, bins)
-            log.info("finished at step %d in %s", results["step"],
-                     logging_utils.format_duration(time.monotonic() - started))
-            run.close()
-            return run.model, results
+        run = _Run(config, workdir, strategy, optimizer)
+        run.restore()
+        train_path, bins = resolve_data(config, run.out_dir)
+        seed = int(run.rng.uniform_full_int([], tf.int32).numpy()) & 0x7FFFFFFF
+        corrupt_counter = pipeline.CorruptRecordCounter()
+        dataset = _make_dataset(strategy, config, train_path, run.per_replica_batch, seed, corrupt_counter)
+        started = time.monotonic()
+        results = _train_loop(run, dataset, corrupt_counter, bins)
+        log.info("finished at step %d in %s", results["step"],
+                 logging_utils.format_duration(time.monotonic() - started))
+        run.close()
+        return run.model, results
     except FileNotFoundError as err:
         raise TrainingError(str(err)) from err
     except tf.errors.ResourceExhaustedError as err:

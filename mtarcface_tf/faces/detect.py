@@ -1,8 +1,12 @@
 """Face detection behind one interface: MTCNN (``mtcnn`` package) and RetinaFace (``retinaface`` 1.1.1 frozen graph).
 
+RetinaFace is the default: on real photos with masks painted on it finds far more faces than MTCNN
+(``bench/detect_realfaces.py``, docs/results/detect_realfaces.json). Where its weights are not installed the default
+falls back to MTCNN, with a one-line note.
+
 Every detector returns ``Face`` records in original-image pixels with five landmarks in ArcFace template order
 (left eye, right eye, nose, left mouth corner, right mouth corner; "left" = image-left), ready for
-``mtarcface_tf.inference.align.align_face``.
+``mtarcface_tf.faces.align.align_face``.
 """
 import abc
 import dataclasses
@@ -12,8 +16,10 @@ import os
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from mtarcface_tf.progress import progress_bar
 
+DEFAULT_DETECTOR = "retinaface"
+FALLBACK_DETECTOR = "mtcnn"
 RETINAFACE_INSTALL = "pip install --no-deps retinaface==1.1.1"
 MTCNN_INSTALL = "pip install mtcnn==1.0.0"
 # RetinaFace's feature pyramid needs input sides that are multiples of its largest stride.
@@ -108,6 +114,16 @@ def read_image_rgb(path):
     return to_rgb(image)
 
 
+def by_size(faces):
+    """Returns the ``Face``s sorted by box area, largest first (ties keep their order)."""
+    return sorted(faces, key=lambda face: face.area, reverse=True)
+
+
+def largest_face(faces):
+    """Returns the ``Face`` with the largest box, or None for no faces."""
+    return by_size(faces)[0] if faces else None
+
+
 class Detector(abc.ABC):
     """A face detector; subclasses implement ``_detect_rgb`` and load their model lazily, once."""
 
@@ -132,8 +148,7 @@ class Detector(abc.ABC):
 
     def detect_largest(self, image_rgb):
         """Returns the face with the largest box (a Face), or None when there is none. Input as ``detect``."""
-        faces = self.detect(image_rgb)
-        return max(faces, key=lambda face: face.area) if faces else None
+        return largest_face(self.detect(image_rgb))
 
     def detect_batch(self, images, largest_only=True, progress=True):
         """Detects faces in many images, with a progress bar.
@@ -141,14 +156,14 @@ class Detector(abc.ABC):
         Args:
           images: iterable of images (arrays as ``detect`` takes) or image file paths.
           largest_only: return the largest face per image (Face or None) instead of all faces (list[Face]).
-          progress: show a tqdm progress bar.
+          progress: show progress (a bar on a terminal, plain lines in a log).
 
         Returns:
           list with one entry per input, in input order: Face | None if ``largest_only`` else list[Face].
           Unreadable files and invalid arrays are skipped (None / []), each logged, and counted in a final warning.
         """
         results, skipped = [], 0
-        for item in tqdm(images, desc="detecting faces", unit="img", disable=not progress):
+        for item in progress_bar(images, desc="detecting faces", unit="img", disable=not progress):
             try:
                 image = read_image_rgb(item) if isinstance(item, (str, os.PathLike)) else item
                 results.append(self.detect_largest(image) if largest_only else self.detect(image))
@@ -306,11 +321,27 @@ def _padded(side):
 DETECTORS = {"mtcnn": MTCNNDetector, "retinaface": RetinaFaceDetector}
 
 
-def make_detector(name="mtcnn", **kwargs):
+def choose_detector(name=None):
+    """Resolves a detector choice: a given name as it is; None = RetinaFace where its weights are installed, else MTCNN.
+
+    Returns:
+      (name, note): the detector name (str) and "" or, on the fallback, a one-line note (str) saying why.
+    """
+    if name is not None:
+        return name, ""
+    try:
+        RetinaFaceDetector.graph_path()
+    except DetectorUnavailableError as error:
+        return FALLBACK_DETECTOR, (f"note: using MTCNN, which misses more masked faces, because RetinaFace is not "
+                                   f"available ({error})")
+    return DEFAULT_DETECTOR, ""
+
+
+def make_detector(name=None, **kwargs):
     """Builds a detector by name.
 
     Args:
-      name: "mtcnn" or "retinaface".
+      name: "mtcnn", "retinaface", or None for ``choose_detector()``'s default (its fallback note is logged).
       **kwargs: passed to the detector's constructor (see ``MTCNNDetector`` / ``RetinaFaceDetector``).
 
     Returns:
@@ -318,8 +349,11 @@ def make_detector(name="mtcnn", **kwargs):
 
     Raises:
       ValueError: unknown name (the message lists the choices).
-      DetectorUnavailableError: the detector's package is not installed.
+      DetectorUnavailableError: the detector named explicitly is not installed.
     """
+    name, note = choose_detector(name)
+    if note:
+        logging.warning("%s", note)
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of: {', '.join(sorted(DETECTORS))}.")
     return DETECTORS[name](**kwargs)

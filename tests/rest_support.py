@@ -1,4 +1,4 @@
-"""TF Serving's REST predict format, for testing an export without a server binary.
+"""Test support: TF Serving's REST predict format, for testing an export without a server binary.
 
 ``rest_instances_to_inputs`` turns a request body exactly as TF Serving's ``/v1/models/NAME:predict`` accepts it
 ("instances" row format or "inputs" columnar format, binary values as ``{"b64": "..."}``) into the keyword tensors
@@ -10,7 +10,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_SIGNATURE = "serving_default"
+from mtarcface_tf.export.saved_model import SERVING_SIGNATURE
 
 
 class RestRequestError(ValueError):
@@ -19,7 +19,7 @@ class RestRequestError(ValueError):
 
 def rest_signature_name(body):
     """Returns the ``signature_name`` of a REST body (dict or JSON str), ``serving_default`` when absent."""
-    return _as_dict(body).get("signature_name", DEFAULT_SIGNATURE)
+    return _as_dict(body).get("signature_name", SERVING_SIGNATURE)
 
 
 def _as_dict(body):

@@ -1,0 +1,43 @@
+"""The configs of the one-command demo (`make demo`, tools/demo.py): ArcFace and MTArcFace on SynthFaces side by side,
+optionally with the ArcFace+focal and triplet baselines on the same data; `--quick` shrinks data and steps.
+
+Not a single-run config (tools/train.py takes configs/demo_mtarcface.py or configs/demo_arcface.py); tools/demo.py
+calls ``get_configs``.
+"""
+from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, triplet
+
+MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
+BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
+# --quick: a smoke run whose numbers mean little.
+QUICK = dict(steps=40, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=1000)
+
+
+def get_configs(quick=False, all_baselines=False):
+    """Returns {model name: config} of the two demo models (with ``all_baselines`` also ArcFace+focal and triplet,
+    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run."""
+    configs = {name: module.get_config() for name, module in MODELS.items()}
+    if all_baselines:
+        reference = configs["MTArcFace"]
+        for name, module in BASELINES.items():
+            config = module.get_config()
+            config.data.synthetic = reference.data.synthetic.copy_and_resolve_references()
+            config.num_classes = reference.num_classes
+            config.num_steps = reference.num_steps
+            if config.data.identities_per_batch:   # keep K images per identity at the demo's batch size
+                images_per_identity = config.batch_size // config.data.identities_per_batch
+                config.data.identities_per_batch = reference.batch_size // images_per_identity
+            config.batch_size = reference.batch_size
+            configs[name] = config
+    if quick:
+        for config in configs.values():
+            config.num_steps = QUICK["steps"]
+            config.loss.margin_warmup_steps = QUICK["steps"] // 5
+            config.eval.every = QUICK["steps"]
+            config.checkpoint_every = QUICK["steps"]
+            synthetic = config.data.synthetic
+            synthetic.identities = QUICK["identities"]
+            synthetic.images_per_identity = QUICK["images_per_identity"]
+            synthetic.eval_identities = QUICK["eval_identities"]
+            synthetic.eval_pairs = QUICK["eval_pairs"]
+            config.num_classes = synthetic.identities
+    return configs

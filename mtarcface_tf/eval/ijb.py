@@ -1,0 +1,310 @@
+"""IJB-B / IJB-C 1:1 template verification as insightface's recognition/arcface_torch/eval_ijbc.py computes it.
+
+The data set's own files, under ROOT: ``meta/{name}_face_tid_mid.txt`` (``image tid mid`` per face),
+``meta/{name}_name_5pts_score.txt`` (``image x1 y1 ... x5 y5 score``, same face order), ``meta/{name}_template_pair_
+label.txt`` (``tid1 tid2 label``) and ``loose_crop/IMAGE``; ``name`` is ``ijbc`` or ``ijbb``.
+
+Per face: the loose crop warped onto the ArcFace template by its five points (Umeyama similarity, bilinear, black
+border), embedded, plus the embedding of its mirror (flip test "F2": the two raw embeddings are added); the raw sum
+keeps its norm ("N1") and is multiplied by the detection score ("D1"). Per template: faces of one media are
+averaged, the media features summed, the sum L2-normalized. Per pair: the cosine of the two template features.
+ROC by ``sklearn.metrics.roc_curve``; TAR at each FAR is the TPR of the ROC point whose FPR is nearest (ties: the
+largest TPR). Everything after the embeddings is vectorised: one sort and grouped sums instead of one ``np.where``
+per template, one argmin instead of a Python ``min`` over the ROC.
+
+Masked protocol: every face of the probe (second) template of a pair is masked after alignment
+(``masked_pairs.mask_all``: deterministic, by face position), the reference (first) template stays clean.
+"""
+import os
+
+import cv2
+import keras
+import numpy as np
+from sklearn.metrics import auc, roc_curve
+from sklearn.preprocessing import normalize
+
+from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
+from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
+from mtarcface_tf.progress import progress_bar
+
+FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
+NAMES = ("IJBB", "IJBC")
+
+
+class IJBDataError(ValueError):
+    """An IJB folder that cannot be read (missing or malformed file); the message names the file and the fix."""
+
+
+def meta_path(root, name, kind):
+    """Returns ``ROOT/meta/{name.lower()}_{kind}.txt`` (kind: face_tid_mid, template_pair_label, name_5pts_score)."""
+    return os.path.join(os.fspath(root), "meta", f"{name.lower()}_{kind}.txt")
+
+
+def _read_rows(path, columns):
+    if not os.path.isfile(path):
+        raise IJBDataError(f"{path}: not found; give --ijb=the folder holding meta/ and loose_crop/ (and "
+                           f"--ijb_name=IJBB or IJBC to match the file names)")
+    with open(path, encoding="utf-8") as handle:
+        rows = [line.split() for line in handle if line.strip()]
+    bad = next((i for i, row in enumerate(rows) if len(row) != columns), None)
+    if bad is not None:
+        raise IJBDataError(f"{path}: line {bad + 1} has {len(rows[bad])} fields, expected {columns}")
+    return rows
+
+
+def read_ijb(root, name="IJBC"):
+    """Reads the meta files of an IJB set.
+
+    Args:
+      root: folder with ``meta/`` and ``loose_crop/``.
+      name: "IJBB" or "IJBC" (the prefix of the meta files, lower-cased).
+
+    Returns:
+      dict: ``images`` list of N file names (in loose_crop/), ``landmarks`` float32 [N, 5, 2] (x, y),
+      ``scores`` float32 [N] detection scores, ``templates`` int64 [N], ``medias`` int64 [N],
+      ``pairs`` int64 [P, 2] template ids, ``labels`` int64 [P] (1 = same identity).
+
+    Raises:
+      IJBDataError: a file is missing or malformed, or the two face lists disagree.
+    """
+    faces = _read_rows(meta_path(root, name, "face_tid_mid"), 3)
+    points = _read_rows(meta_path(root, name, "name_5pts_score"), 12)
+    pairs = _read_rows(meta_path(root, name, "template_pair_label"), 3)
+    if len(faces) != len(points) or any(a[0] != b[0] for a, b in zip(faces, points)):
+        raise IJBDataError(f"{meta_path(root, name, 'face_tid_mid')} and {meta_path(root, name, 'name_5pts_score')}"
+                           f" must list the same images in the same order")
+    try:
+        ids = np.array([row[1:] for row in faces], np.int64)
+        numbers = np.array([row[1:] for row in points], np.float32)
+        pair_ids = np.array(pairs, np.int64).reshape(-1, 3)
+    except ValueError as error:
+        raise IJBDataError(f"{os.path.join(os.fspath(root), 'meta')}: a non-numeric field ({error})") from error
+    unknown = np.setdiff1d(pair_ids[:, :2], ids[:, 0])
+    if unknown.size:
+        raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: templates {unknown[:5].tolist()} have "
+                           f"no faces in {meta_path(root, name, 'face_tid_mid')}")
+    return dict(images=[row[0] for row in faces], landmarks=numbers[:, :10].reshape(-1, 5, 2), scores=numbers[:, 10],
+                templates=ids[:, 0], medias=ids[:, 1], pairs=pair_ids[:, :2], labels=pair_ids[:, 2])
+
+
+def load_aligned(root, meta, indices, image_size=TEMPLATE_SIZE):
+    """Reads and aligns faces of an IJB set.
+
+    Args:
+      root: the set's folder; meta: from ``read_ijb``; indices: int face indices.
+      image_size: side of the aligned crops (112: the protocol; the template is scaled for other sizes).
+
+    Returns:
+      uint8 [len(indices), image_size, image_size, 3] RGB aligned faces.
+    """
+    out = np.empty((len(indices), image_size, image_size, 3), np.uint8)
+    for row, index in enumerate(indices):
+        path = os.path.join(os.fspath(root), "loose_crop", meta["images"][index])
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise IJBDataError(f"{path}: missing or not an image")
+        try:
+            out[row] = align_face(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), meta["landmarks"][index], image_size)
+        except AlignmentError as error:
+            raise IJBDataError(f"{path}: {error}") from error
+    return out
+
+
+def _embed(embed_fn, faces, flip):
+    """Raw embeddings of faces (plus those of their mirrors when ``flip``): float32 [B, D]."""
+    batch = np.concatenate([faces, faces[:, :, ::-1]]) if flip else faces
+    output = embed_fn(batch)
+    output = np.asarray(output[0] if isinstance(output, tuple) else output, np.float32)
+    return output[:len(faces)] + output[len(faces):] if flip else output
+
+
+def face_features(embed_fn, root, meta, indices, batch_size=128, flip=True, mask_seed=None, image_size=TEMPLATE_SIZE):
+    """Embeds the faces ``indices`` of an IJB set; the flip test adds the raw embeddings of face and mirror.
+
+    Args:
+      embed_fn: callable uint8 RGB [B, S, S, 3] -> embeddings float32 [B, D] (or a tuple whose first item they
+        are, as ``embeddings.EmbedFn``); raw embeddings keep the protocol's norm weighting.
+      root, meta: the set (``read_ijb``).
+      indices: int [M] face indices.
+      batch_size: faces per call (with ``flip``, the call sees them and their mirrors).
+      flip: add the embedding of the mirrored face.
+      mask_seed: None for clean faces; else the seed of the masks painted on the aligned faces (mask of the k-th
+        listed face depends only on the seed and k).
+      image_size: side of the aligned faces (the model's input size).
+
+    Returns:
+      float32 [M, D].
+    """
+    indices = np.asarray(indices, np.int64)
+    chunk = MASK_BATCH * max(1, -(-batch_size // MASK_BATCH))   # whole mask batches: masks fixed by position
+    features = []
+    for start in progress_bar(range(0, len(indices), chunk),
+                              desc="masked faces" if mask_seed is not None else "faces", unit="batch"):
+        faces = load_aligned(root, meta, indices[start:start + chunk], image_size)
+        if mask_seed is not None:
+            faces = mask_all(faces, mask_seed, first_batch=start // MASK_BATCH)
+        features += [_embed(embed_fn, faces[i:i + batch_size], flip) for i in range(0, len(faces), batch_size)]
+    return np.concatenate(features)
+
+
+def weight_features(features, scores, norm_score=True, detector_score=True):
+    """The protocol's face weighting: float32 [N, D] features (flip sums), scaled by the detection ``scores`` [N]
+    when ``detector_score``; L2-normalized first unless ``norm_score`` (which keeps the norm as a quality weight)."""
+    features = np.asarray(features, np.float32)
+    if not norm_score:
+        features = features / np.sqrt(np.sum(features ** 2, -1, keepdims=True))
+    if detector_score:
+        features = features * np.asarray(scores, np.float32)[:, None]
+    return features
+
+
+def _ordered_sums(rows, index, starts, counts):
+    """Sums of groups of ``rows[index]`` ([R, D]; group g: index[starts[g]] .. index[starts[g] + counts[g] - 1]),
+    added one row after the other as np.sum / np.mean over axis 0 do, so the float32 results are the same bit for
+    bit (np.add.reduceat adds in another order)."""
+    sums = rows[index[starts]]   # fancy indexing: a new array
+    for k in range(1, int(counts.max())):
+        active = np.flatnonzero(counts > k)
+        sums[active] += rows[index[starts[active] + k]]
+    return sums
+
+
+def template_features(features, templates, medias):
+    """Media pooling then template pooling, vectorised.
+
+    Args:
+      features: float32 [N, D] weighted face features; templates, medias: int [N] ids of each face.
+
+    Returns:
+      ``(template_features float64 [T, D] L2-normalized, unique_templates int64 [T] sorted)``: per template the sum
+      over its media (ascending id) of the mean of the media's faces (file order), in float32 as the script.
+    """
+    features = np.asarray(features, np.float32)
+    unique_templates, template_index = np.unique(templates, return_inverse=True)
+    unique_medias, media_rank = np.unique(medias, return_inverse=True)
+    # One int64 key (template, then media); the stable sort keeps file order inside a media.
+    order = np.argsort(template_index.astype(np.int64) * len(unique_medias) + media_rank, kind="stable")
+    t_sorted, m_sorted = template_index[order], media_rank[order]
+    media_starts = np.flatnonzero(np.r_[True, (t_sorted[1:] != t_sorted[:-1]) | (m_sorted[1:] != m_sorted[:-1])])
+    media_counts = np.diff(np.r_[media_starts, len(order)])
+    media_means = (_ordered_sums(features, order, media_starts, media_counts)
+                   / media_counts.astype(np.float32)[:, None])
+    media_template = t_sorted[media_starts]
+    template_starts = np.flatnonzero(np.r_[True, media_template[1:] != media_template[:-1]])
+    template_counts = np.diff(np.r_[template_starts, len(media_starts)])
+    pooled = _ordered_sums(media_means, np.arange(len(media_means)), template_starts, template_counts)
+    pooled = pooled.astype(np.float64)
+    return normalize(pooled), unique_templates
+
+
+def pair_scores(reference_features, probe_features, unique_templates, pairs):
+    """Cosine scores of template pairs.
+
+    Args:
+      reference_features, probe_features: float64 [T, D] normalized template features (the same array for the clean
+        protocol) of ``unique_templates`` (int [T] sorted); pairs: int [P, 2] template ids (reference, probe).
+
+    Returns:
+      float64 [P].
+    """
+    first = np.searchsorted(unique_templates, pairs[:, 0])
+    second = np.searchsorted(unique_templates, pairs[:, 1])
+    scores = np.empty(len(pairs))
+    for start in range(0, len(pairs), SCORE_CHUNK):
+        part = slice(start, start + SCORE_CHUNK)
+        products = reference_features[first[part]]
+        products *= probe_features[second[part]]
+        scores[part] = np.sum(products, -1)
+    return scores
+
+
+def tar_at_far(labels, scores, fars=FARS):
+    """ROC and TAR at each FAR, as eval_ijbc.py reads them off ``sklearn.metrics.roc_curve``.
+
+    Args:
+      labels: int [P] 1 = same identity; scores: float [P]; fars: the FARs of the table.
+
+    Returns:
+      dict: ``tar`` {far: float}, ``auc`` float, ``fpr``/``tpr`` float64 arrays of the ROC (ascending FPR).
+    """
+    fpr, tpr, _ = roc_curve(labels, scores)
+    area = float(auc(fpr, tpr))
+    # Reversed, so that argmin's first hit among equal distances is the largest TPR (the script's tie rule).
+    flipped_fpr, flipped_tpr = fpr[::-1], tpr[::-1]
+    nearest = np.argmin(np.abs(flipped_fpr[None, :] - np.asarray(fars)[:, None]), axis=1)
+    return dict(tar={float(far): float(flipped_tpr[i]) for far, i in zip(fars, nearest)}, auc=area, fpr=fpr, tpr=tpr)
+
+
+def probe_faces(meta):
+    """Returns int64 indices of the faces of templates that are the probe (second) side of some pair."""
+    return np.flatnonzero(np.isin(meta["templates"], np.unique(meta["pairs"][:, 1])))
+
+
+def evaluate_features(meta, clean, masked=None, norm_score=True, detector_score=True, fars=FARS):
+    """Scores an IJB set from face features.
+
+    Args:
+      meta: from ``read_ijb``; clean: float32 [N, D] features of every face (flip sums when flip-tested).
+      masked: optional float32 [len(probe_faces(meta)), D] features of the masked probe faces.
+      norm_score, detector_score: the protocol's weighting switches (insightface's defaults: both on).
+      fars: the FARs of the table.
+
+    Returns:
+      dict protocol ("clean", "masked") -> ``tar_at_far`` dict plus ``scores`` float64 [P].
+    """
+    clean = weight_features(clean, meta["scores"], norm_score, detector_score)
+    reference, unique = template_features(clean, meta["templates"], meta["medias"])
+    probes = {"clean": reference}
+    if masked is not None:
+        faces = probe_faces(meta)
+        mixed = clean.copy()
+        mixed[faces] = weight_features(masked, meta["scores"][faces], norm_score, detector_score)
+        probes["masked"] = template_features(mixed, meta["templates"], meta["medias"])[0]
+    results = {}
+    for protocol, probe in probes.items():
+        scores = pair_scores(reference, probe, unique, meta["pairs"])
+        results[protocol] = dict(tar_at_far(meta["labels"], scores, fars), scores=scores)
+    return results
+
+
+class IJBEvaluator:
+    """IJB-B / IJB-C 1:1 verification, clean and with masked probes; ``run(embed_fn)`` yields ``(name, value)``.
+
+    Args:
+      root: the set's folder (meta/, loose_crop/); name: "IJBB" or "IJBC".
+      masked: also score the masked-probe protocol.
+      flip: the flip test; batch_size: faces per model call; seed: seed of the masks.
+      norm_score, detector_score: the protocol's weighting (insightface's defaults: on).
+    """
+
+    def __init__(self, root, name="IJBC", masked=True, flip=True, batch_size=128, seed=0, norm_score=True,
+                 detector_score=True):
+        if name.upper() not in NAMES:
+            raise IJBDataError(f"--ijb_name={name}: choose one of {NAMES}")
+        self.root, self.name = os.fspath(root), name.upper()
+        self.masked, self.flip, self.batch_size, self.seed = masked, flip, batch_size, seed
+        self.norm_score, self.detector_score = norm_score, detector_score
+        self.results = {}
+
+    def run(self, embed_fn):
+        """Embeds and scores the set. Yields ``("NAME/PROTOCOL/tar@far=F", value)`` for each FAR in ``FARS``.
+
+        ``self.results[NAME]`` = dict(``path``, ``pairs``, ``templates``, ``faces``, ``protocols`` = {protocol:
+        ``tar_at_far`` dict with ``scores``}).
+        """
+        if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
+            embed_fn = make_embed_fn(embed_fn)
+        size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))
+        meta = read_ijb(self.root, self.name)
+        everyone = np.arange(len(meta["images"]))
+        clean = face_features(embed_fn, self.root, meta, everyone, self.batch_size, self.flip, None, size)
+        masked = (face_features(embed_fn, self.root, meta, probe_faces(meta), self.batch_size, self.flip, self.seed,
+                                size) if self.masked else None)
+        protocols = evaluate_features(meta, clean, masked, self.norm_score, self.detector_score)
+        self.results = {self.name: dict(path=self.root, pairs=len(meta["pairs"]), faces=len(everyone),
+                                        templates=len(np.unique(meta["templates"])), protocols=protocols)}
+        for protocol, result in protocols.items():
+            for far, tar in result["tar"].items():
+                yield f"{self.name}/{protocol}/tar@far={far:.0e}", tar

@@ -1,0 +1,41 @@
+"""inference/media.py without a model: result rows, error rows, and the usage errors raised before any model loads."""
+import pytest
+
+from mtarcface_tf.inference import media
+
+RESULT = {"box": [1.0, 2.25, 30.0, 40.5], "identity": "ann", "similarity": 0.123456789,
+          "mask": {"status": "mask", "probability": 0.9}, "note": "2 faces found; used the largest"}
+
+
+def test_result_rows_follow_the_csv_fields():
+    no_mask_head = dict(RESULT, identity="unknown", mask=None, note="")
+    rows = media.result_rows("a.png", 3, [RESULT, no_mask_head])
+    assert [sorted(row) for row in rows] == [sorted(media.CSV_FIELDS)] * 2
+    assert rows[0] == {"source": "a.png", "frame": 3, "face": 0, "identity": "ann", "similarity": 0.123457,
+                       "svm_identity": "", "svm_probability": "", "mask": "mask", "mask_probability": 0.9, "box": "1.0 2.2 30.0 40.5",
+                       "note": "2 faces found; used the largest", "error": ""}
+    assert rows[1]["face"] == 1 and rows[1]["mask"] == "unknown" and rows[1]["mask_probability"] == ""
+
+
+def test_result_rows_carry_the_svm_answer():
+    with_svm = dict(RESULT, svm={"name": "bob", "probability": 0.61234567})
+    row, = media.result_rows("a.png", "", [with_svm])
+    assert row["identity"] == "ann" and row["svm_identity"] == "bob" and row["svm_probability"] == 0.612346
+
+
+def test_error_row_names_the_error_only():
+    row = media.error_row("bad.png", "", ValueError("bad.png: cannot be decoded"))
+    assert row["error"] == "bad.png: cannot be decoded" and row["source"] == "bad.png"
+    assert all(row[field] == "" for field in media.CSV_FIELDS if field not in ("source", "error"))
+
+
+@pytest.mark.parametrize("command, kwargs, message", [
+    ("enroll", dict(images="photos"), "enroll needs --gallery"),
+    ("identify", dict(gallery="g.npz"), "identify needs --input"),
+    ("identify", dict(gallery="g.npz", source="/nowhere/x.png"), "/nowhere/x.png: no such file"),
+    ("verify", dict(), "exactly two images"),
+    ("", dict(), "give a command first"),
+])
+def test_usage_errors_before_the_model_loads(command, kwargs, message):
+    with pytest.raises(media.UsageError, match=message):
+        media.run_command(command, [], "/no/model/here", **kwargs)
