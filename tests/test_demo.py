@@ -45,7 +45,7 @@ def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
 
 
 def test_quick_and_full_runs_keep_separate_directories_and_other_settings_start_afresh(tmp_path, capsys):
-    full, quick = demo.demo_configs(), demo.demo_configs(quick=True)
+    full, quick = demo.demo_configs.get_configs(), demo.demo_configs.get_configs(quick=True)
     assert demo.run_directory(str(tmp_path)) == str(tmp_path)
     assert demo.run_directory(str(tmp_path), quick=True) == str(tmp_path / demo.QUICK_DIR)
     demo.prepare_run_directory(str(tmp_path), full)
@@ -54,7 +54,7 @@ def test_quick_and_full_runs_keep_separate_directories_and_other_settings_start_
     (tmp_path / "notes.txt").write_text("mine")
     demo.prepare_run_directory(str(tmp_path), full)          # same settings: everything kept (resumed)
     assert (tmp_path / "arcface").is_dir() and "afresh" not in capsys.readouterr().out
-    changed = demo.demo_configs()
+    changed = demo.demo_configs.get_configs()
     changed["MTArcFace"].data.synthetic.identities += 1
     demo.prepare_run_directory(str(tmp_path), changed)
     assert "starting afresh" in capsys.readouterr().out

@@ -37,7 +37,7 @@ def _write_bin(path, pairs=40, seed=0):
     return path
 
 
-def _fake_masked_variants(images, issame, seed):
+def _fake_masked_variants(images, issame, seed, landmarks=None):
     """Masks that hide everything: a masked face is uniform grey (no identity left, lower-face spread 0)."""
     masked = np.full_like(images, 128)
     mixed = images.copy()

@@ -10,14 +10,12 @@ probes; tools/make_ijb_synth.py writes a small such set from SynthFaces.
 
 Writes OUTPUT_DIR/report.md, report.json (with recommended_threshold for applications) and PNG plots.
 """
-import itertools
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from mtarcface_tf.eval import evaluator, ijb, report
-from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.eval import ijb
+from mtarcface_tf.eval.run import evaluate_source
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir or checkpoint to evaluate.")
@@ -38,41 +36,21 @@ flags.mark_flags_as_mutual_exclusive(["workdir", "saved_model"], required=True)
 
 
 def _user_errors():
-    from mtarcface_tf.data import UnsafeFileError
+    from mtarcface_tf.data.bin_pairs import UnsafeFileError
     return (ValueError, OSError, UnsafeFileError, ijb.IJBDataError)
-
-
-def _run():
-    if not FLAGS.bins and not FLAGS.ijb:
-        raise ValueError("nothing to evaluate: give --bins=A.bin,B.bin and/or --ijb=IJB_FOLDER")
-    source = FLAGS.saved_model or FLAGS.workdir
-    model_name = FLAGS.model_name or os.path.basename(os.path.normpath(source))
-    compare = {}
-    for path in FLAGS.compare:
-        other = report.load_report(path)
-        compare[other["model"] or os.path.basename(os.path.dirname(os.path.abspath(path)))] = other
-    embed_fn = make_embed_fn(source)
-    scorer = evaluator.VerificationEvaluator(FLAGS.bins, masked=not FLAGS.no_masked, flip=FLAGS.flip,
-                                             batch_size=FLAGS.batch_size, seed=FLAGS.seed, far=FLAGS.far)
-    ijb_scorer = ijb.IJBEvaluator(FLAGS.ijb or "", FLAGS.ijb_name, masked=not FLAGS.no_masked, flip=FLAGS.flip,
-                                  batch_size=FLAGS.batch_size, seed=FLAGS.seed)
-    for name, value in itertools.chain(scorer.run(embed_fn), ijb_scorer.run(embed_fn) if FLAGS.ijb else ()):
-        logging.info("%s = %.5f", name, value)
-    written = report.write_report(scorer.results, FLAGS.output_dir, FLAGS.far, compare, model_name,
-                                  ijb=ijb_scorer.results)
-    if FLAGS.bins:
-        print(report.compare_table({model_name: written}))
-    print(report.ijb_table(written))
-    print(f"report written to {os.path.join(FLAGS.output_dir, 'report.md')}")
 
 
 def main(argv):
     del argv
     try:
-        _run()
+        _, lines = evaluate_source(FLAGS.saved_model or FLAGS.workdir, FLAGS.output_dir, bins=FLAGS.bins,
+                                   ijb_dir=FLAGS.ijb, ijb_name=FLAGS.ijb_name, far=FLAGS.far, compare=FLAGS.compare,
+                                   masked=not FLAGS.no_masked, flip=FLAGS.flip, batch_size=FLAGS.batch_size,
+                                   seed=FLAGS.seed, model_name=FLAGS.model_name)
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    print("\n".join(line for line in lines if line))
 
 
 if __name__ == "__main__":
