@@ -47,6 +47,34 @@ def test_table_takes_the_nearest_fpr_and_the_largest_tpr_among_ties():
     assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
 
 
+@pytest.mark.parametrize("decimals", [1, 3, None])
+def test_roc_equals_sklearn_bit_for_bit(decimals):
+    from sklearn.metrics import roc_curve
+    rng = np.random.default_rng(decimals or 0)
+    labels = rng.integers(0, 2, 5000)
+    scores = rng.normal(size=labels.size) + labels
+    scores = np.round(scores, decimals) if decimals else scores   # many ties, some ties, none
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ours = ijb.roc(labels, scores)
+    np.testing.assert_array_equal(ours[0], fpr)
+    np.testing.assert_array_equal(ours[1], tpr)
+    assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
+
+
+@pytest.mark.parametrize("negatives,tied", [(130, 12), (100, 0)])
+def test_table_takes_the_larger_fpr_when_both_neighbours_are_equally_near(negatives, tied):
+    # Positives and negatives alternate (every point a corner); negatives tied and tied + 1 share a score, so the ROC
+    # jumps from FPR tied/N to (tied + 2)/N, points that are (in float64) equally far from 1e-1 (N=130) or 1e-2.
+    positive_scores = 2.0 * negatives - 2 * np.arange(negatives)
+    negative_scores = positive_scores - 1
+    negative_scores[tied + 1] = negative_scores[tied]
+    labels = np.r_[np.ones(negatives, int), np.zeros(negatives, int)]
+    scores = np.r_[positive_scores, negative_scores]
+    fpr = ijb.roc(labels, scores)[0]
+    assert tied / negatives in fpr and (tied + 2) / negatives in fpr and (tied + 1) / negatives not in fpr
+    assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
+
+
 def _projection_embed(size=112, dim=8, seed=0):
     weights = np.random.default_rng(seed).normal(size=(size * size * 3, dim)).astype(np.float32) / size
 

@@ -8,19 +8,20 @@ Per face: the loose crop warped onto the ArcFace template by its five points (Um
 border), embedded, plus the embedding of its mirror (flip test "F2": the two raw embeddings are added); the raw sum
 keeps its norm ("N1") and is multiplied by the detection score ("D1"). Per template: faces of one media are
 averaged, the media features summed, the sum L2-normalized. Per pair: the cosine of the two template features.
-ROC by ``sklearn.metrics.roc_curve``; TAR at each FAR is the TPR of the ROC point whose FPR is nearest (ties: the
-largest TPR). Everything after the embeddings is vectorised: one sort and grouped sums instead of one ``np.where``
-per template, one argmin instead of a Python ``min`` over the ROC.
+ROC as ``sklearn.metrics.roc_curve`` (the same arrays, from an unstable sort); TAR at each FAR is the TPR of the ROC
+point whose FPR is nearest (ties: the largest TPR). Everything after the embeddings is vectorised: one sort and
+grouped sums instead of one ``np.where`` per template, a bisection instead of a Python ``min`` over the ROC.
 
 Masked protocol: every face of the probe (second) template of a pair is masked after alignment
 (``masked_pairs.mask_all``: deterministic, by face position), the reference (first) template stays clean.
 """
+import bisect
 import os
 
 import cv2
 import keras
 import numpy as np
-from sklearn.metrics import auc, roc_curve
+from sklearn.metrics import auc
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
@@ -220,21 +221,55 @@ def pair_scores(reference_features, probe_features, unique_templates, pairs):
     return scores
 
 
+def roc(labels, scores):
+    """The ROC of ``sklearn.metrics.roc_curve(labels, scores)`` (drop_intermediate), the same float64 arrays bit for
+    bit, from one unstable sort: the true / false positive counts at each distinct score do not depend on the order
+    of tied scores, and the rates are the same integer ratios.
+
+    Args:
+      labels: int [P], 1 = same identity (anything else: different), both kinds present; scores: float [P] finite.
+
+    Returns:
+      ``(fpr, tpr)`` float64 [K] each, ascending.
+    """
+    positive = np.asarray(labels) == 1
+    if positive.all() or not positive.any():
+        raise ValueError("IJB pair labels must hold both same-identity (1) and different-identity (0) pairs")
+    order = np.argsort(np.asarray(scores, np.float64))[::-1]
+    ordered = np.asarray(scores, np.float64)[order]
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]   # last pair of each distinct score
+    tps = np.cumsum(positive[order], dtype=np.int64)[ends]
+    fps = 1 + ends - tps
+    if len(fps) > 2:   # sklearn's drop_intermediate: keep the corners
+        corners = np.flatnonzero(np.r_[True, np.diff(fps, 2) != 0, True] | np.r_[True, np.diff(tps, 2) != 0, True])
+        fps, tps = fps[corners], tps[corners]
+    fps, tps = np.r_[0, fps].astype(np.float64), np.r_[0, tps].astype(np.float64)
+    return fps / fps[-1], tps / tps[-1]
+
+
+def _nearest_largest(fpr, far):
+    """Index of the ROC point whose FPR is nearest ``far``, the last one among equal distances (the largest TPR).
+
+    ``|fpr - far|`` (as float64 computes it) falls then rises along the ascending ``fpr``, so the minimum sits at the
+    insertion point of ``far`` or just before it, and the equal distances after it form a run found by bisection."""
+    right = int(np.searchsorted(fpr, far))
+    if right == len(fpr) or (right > 0 and far - fpr[right - 1] < fpr[right] - far):
+        return right - 1
+    return bisect.bisect_right(fpr, fpr[right] - far, lo=right, key=lambda value: value - far) - 1
+
+
 def tar_at_far(labels, scores, fars=FARS):
     """ROC and TAR at each FAR, as eval_ijbc.py reads them off ``sklearn.metrics.roc_curve``.
 
     Args:
-      labels: int [P] 1 = same identity; scores: float [P]; fars: the FARs of the table.
+      labels: int [P] 1 = same identity (both kinds present); scores: float [P]; fars: the FARs of the table.
 
     Returns:
       dict: ``tar`` {far: float}, ``auc`` float, ``fpr``/``tpr`` float64 arrays of the ROC (ascending FPR).
     """
-    fpr, tpr, _ = roc_curve(labels, scores)
-    area = float(auc(fpr, tpr))
-    # Reversed, so that argmin's first hit among equal distances is the largest TPR (the script's tie rule).
-    flipped_fpr, flipped_tpr = fpr[::-1], tpr[::-1]
-    nearest = np.argmin(np.abs(flipped_fpr[None, :] - np.asarray(fars)[:, None]), axis=1)
-    return dict(tar={float(far): float(flipped_tpr[i]) for far, i in zip(fars, nearest)}, auc=area, fpr=fpr, tpr=tpr)
+    fpr, tpr = roc(labels, scores)
+    tar = {float(far): float(tpr[_nearest_largest(fpr, far)]) for far in fars}
+    return dict(tar=tar, auc=float(auc(fpr, tpr)), fpr=fpr, tpr=tpr)
 
 
 def probe_faces(meta):
