@@ -40,6 +40,35 @@ def test_pooling_scores_and_table_equal_the_loop_transcription(norm_score, detec
     assert list(ours["tar"].values()) == ref.tpr_fpr_row(data["labels"], scores)
 
 
+def test_large_media_are_summed_in_file_order():
+    # IJB-like: each media in one template, hundreds of faces per media listed in mixed order; float32 sums of 3+
+    # terms depend on their order, so a pooling that does not keep file order inside a media differs in bits.
+    rng = np.random.default_rng(2)
+    template_of_media = rng.integers(1, 5, 21)
+    medias = rng.integers(1, 21, 4000)
+    feats = rng.normal(size=(4000, 8)).astype(np.float32) * rng.uniform(0.1, 10, (4000, 1)).astype(np.float32)
+    ours, _ = ijb.template_features(feats, template_of_media[medias], medias)
+    expected, _ = ref.image2template_feature(feats, template_of_media[medias], medias)
+    np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("offset,scale", [(0, 2 ** 40), (-7, 1)])
+def test_huge_or_negative_ids_equal_the_loop_transcription(offset, scale):
+    # Ids too wide for the lookup table and the sort key (or negative): the binary-search and rank paths.
+    data = _random_set(np.random.default_rng(1))
+    templates, medias = data["templates"] * scale + offset, data["medias"] * scale + offset
+    pairs = data["pairs"] * scale + offset
+    feats = ref.combine(data["features"], data["scores"])
+    ours, unique = ijb.template_features(feats, templates, medias)
+    np.testing.assert_array_equal(unique, np.unique(templates))
+    expected, _ = ref.image2template_feature(feats, templates, medias)
+    np.testing.assert_array_equal(ours, expected)
+    # The script's template2id table cannot hold such ids; its scores are those of the plain ids.
+    plain, plain_unique = ref.image2template_feature(feats, data["templates"], data["medias"])
+    expected_scores = ref.verification(plain, plain, plain_unique, data["pairs"][:, 0], data["pairs"][:, 1])
+    np.testing.assert_array_equal(ijb.pair_scores(ours, ours, unique, pairs), expected_scores)
+
+
 def test_table_takes_the_nearest_fpr_and_the_largest_tpr_among_ties():
     # Scores with ties: several ROC points share an FPR; the table must take the one with the largest TPR.
     labels = np.array([1, 0, 1, 0, 1, 1, 0, 0, 1, 0] * 30)

@@ -30,7 +30,8 @@ from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
 from mtarcface_tf.progress import progress_bar
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
+SCORE_CHUNK = 1024   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
+LOOKUP_IDS = 2 ** 24   # template id ranges up to this use a lookup table (IJB-C's ids are below 200k)
 NAMES = ("IJBB", "IJBC")
 
 
@@ -164,12 +165,28 @@ def weight_features(features, scores, norm_score=True, detector_score=True):
 def _ordered_sums(rows, index, starts, counts):
     """Sums of groups of ``rows[index]`` ([R, D]; group g: index[starts[g]] .. index[starts[g] + counts[g] - 1]),
     added one row after the other as np.sum / np.mean over axis 0 do, so the float32 results are the same bit for
-    bit (np.add.reduceat adds in another order)."""
-    sums = rows[index[starts]]   # fancy indexing: a new array
-    for k in range(1, int(counts.max())):
-        active = np.flatnonzero(counts > k)
-        sums[active] += rows[index[starts[active] + k]]
-    return sums
+    bit (np.add.reduceat adds in another order). Groups go largest first, so that those still adding a k-th row are
+    a prefix, added in place."""
+    by_size = np.argsort(-counts, kind="stable")
+    firsts, sizes = starts[by_size], counts[by_size]
+    sums = rows[index[firsts]]   # fancy indexing: a new array
+    for k in range(1, int(sizes[0])):
+        adding = int(np.searchsorted(-sizes, -k))   # groups of more than k rows
+        sums[:adding] += rows[index[firsts[:adding] + k]]
+    unsorted = np.empty_like(sums)
+    unsorted[by_size] = sums
+    return unsorted
+
+
+def _face_order(templates, medias):
+    """int64 [N] face indices sorted by template id, then media id, then file position: one unstable sort of unique
+    int64 keys (ids first replaced by their ranks where the raw ids would not fit)."""
+    templates, medias = np.asarray(templates, np.int64), np.asarray(medias, np.int64)
+    faces = len(templates)
+    key_range = (int(templates.max()) + 1) * (int(medias.max()) + 1) * faces
+    if min(templates.min(), medias.min()) < 0 or key_range >= 2 ** 63:
+        templates, medias = (np.unique(ids, return_inverse=True)[1].astype(np.int64) for ids in (templates, medias))
+    return np.argsort((templates * (int(medias.max()) + 1) + medias) * faces + np.arange(faces))
 
 
 def template_features(features, templates, medias):
@@ -183,11 +200,8 @@ def template_features(features, templates, medias):
       over its media (ascending id) of the mean of the media's faces (file order), in float32 as the script.
     """
     features = np.asarray(features, np.float32)
-    unique_templates, template_index = np.unique(templates, return_inverse=True)
-    unique_medias, media_rank = np.unique(medias, return_inverse=True)
-    # One int64 key (template, then media); the stable sort keeps file order inside a media.
-    order = np.argsort(template_index.astype(np.int64) * len(unique_medias) + media_rank, kind="stable")
-    t_sorted, m_sorted = template_index[order], media_rank[order]
+    order = _face_order(templates, medias)
+    t_sorted, m_sorted = np.asarray(templates, np.int64)[order], np.asarray(medias)[order]
     media_starts = np.flatnonzero(np.r_[True, (t_sorted[1:] != t_sorted[:-1]) | (m_sorted[1:] != m_sorted[:-1])])
     media_counts = np.diff(np.r_[media_starts, len(order)])
     media_means = (_ordered_sums(features, order, media_starts, media_counts)
@@ -197,7 +211,19 @@ def template_features(features, templates, medias):
     template_counts = np.diff(np.r_[template_starts, len(media_starts)])
     pooled = _ordered_sums(media_means, np.arange(len(media_means)), template_starts, template_counts)
     pooled = pooled.astype(np.float64)
-    return normalize(pooled), unique_templates
+    return normalize(pooled), media_template[template_starts]
+
+
+def _template_rows(unique_templates, ids):
+    """Rows of the template ``ids`` (int [P], all in ``unique_templates``, int [T] sorted): int64 [P]. A lookup table
+    over the id range as the script's template2id where it is small (a binary search per pair costs more than the
+    scoring), else a binary search."""
+    low, high = int(unique_templates[0]), int(unique_templates[-1])
+    if high - low >= LOOKUP_IDS:
+        return np.searchsorted(unique_templates, ids)
+    table = np.zeros(high - low + 1, np.int64)
+    table[unique_templates - low] = np.arange(len(unique_templates))
+    return table[np.asarray(ids, np.int64) - low]
 
 
 def pair_scores(reference_features, probe_features, unique_templates, pairs):
@@ -210,14 +236,17 @@ def pair_scores(reference_features, probe_features, unique_templates, pairs):
     Returns:
       float64 [P].
     """
-    first = np.searchsorted(unique_templates, pairs[:, 0])
-    second = np.searchsorted(unique_templates, pairs[:, 1])
+    first, second = _template_rows(unique_templates, pairs[:, 0]), _template_rows(unique_templates, pairs[:, 1])
+    # Pairs in template order: consecutive gathers read the same or nearby rows (cache hits); a score depends only on
+    # its own two rows, so the order changes no bit.
+    order = np.argsort(first * len(unique_templates) + second)
+    first, second = first[order], second[order]
     scores = np.empty(len(pairs))
     for start in range(0, len(pairs), SCORE_CHUNK):
         part = slice(start, start + SCORE_CHUNK)
         products = reference_features[first[part]]
         products *= probe_features[second[part]]
-        scores[part] = np.sum(products, -1)
+        scores[order[part]] = np.sum(products, -1)
     return scores
 
 
