@@ -187,6 +187,17 @@ def test_face_lists_in_another_order_are_refused(synth_set, tmp_path):
         ijb.read_ijb(copy, "IJBC")
 
 
+def test_pairs_of_one_kind_are_refused(synth_set, tmp_path):
+    import shutil
+    root, _ = synth_set
+    copy = tmp_path / "IJBC"
+    shutil.copytree(root, copy)
+    pairs = copy / "meta" / "ijbc_template_pair_label.txt"
+    pairs.write_text("".join(" ".join(line.split()[:2] + ["1"]) + "\n" for line in pairs.read_text().splitlines()))
+    with pytest.raises(ijb.IJBDataError, match="ijbc_template_pair_label.txt: the labels"):
+        ijb.read_ijb(copy, "IJBC")
+
+
 def test_missing_meta_file_is_one_clear_error(tmp_path):
     with pytest.raises(ijb.IJBDataError, match="ijbb_face_tid_mid.txt: not found"):
         ijb.read_ijb(tmp_path, "IJBB")

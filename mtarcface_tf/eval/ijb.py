@@ -69,7 +69,7 @@ def read_ijb(root, name="IJBC"):
       ``pairs`` int64 [P, 2] template ids, ``labels`` int64 [P] (1 = same identity).
 
     Raises:
-      IJBDataError: a file is missing or malformed, or the two face lists disagree.
+      IJBDataError: a file is missing or malformed, the two face lists disagree, or the pairs are of one kind.
     """
     faces = _read_rows(meta_path(root, name, "face_tid_mid"), 3)
     points = _read_rows(meta_path(root, name, "name_5pts_score"), 12)
@@ -87,6 +87,10 @@ def read_ijb(root, name="IJBC"):
     if unknown.size:
         raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: templates {unknown[:5].tolist()} have "
                            f"no faces in {meta_path(root, name, 'face_tid_mid')}")
+    same = pair_ids[:, 2] == 1
+    if same.all() or not same.any():
+        raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: the labels (third column) must include "
+                           f"both 1 (same identity) and 0 pairs: TAR@FAR needs both")
     return dict(images=[row[0] for row in faces], landmarks=numbers[:, :10].reshape(-1, 5, 2), scores=numbers[:, 10],
                 templates=ids[:, 0], medias=ids[:, 1], pairs=pair_ids[:, :2], labels=pair_ids[:, 2])
 
