@@ -40,10 +40,67 @@ def test_pooling_scores_and_table_equal_the_loop_transcription(norm_score, detec
     assert list(ours["tar"].values()) == ref.tpr_fpr_row(data["labels"], scores)
 
 
+def test_large_media_are_summed_in_file_order():
+    # IJB-like: each media in one template, hundreds of faces per media listed in mixed order; float32 sums of 3+
+    # terms depend on their order, so a pooling that does not keep file order inside a media differs in bits.
+    rng = np.random.default_rng(2)
+    template_of_media = rng.integers(1, 5, 21)
+    medias = rng.integers(1, 21, 4000)
+    feats = rng.normal(size=(4000, 8)).astype(np.float32) * rng.uniform(0.1, 10, (4000, 1)).astype(np.float32)
+    ours, _ = ijb.template_features(feats, template_of_media[medias], medias)
+    expected, _ = ref.image2template_feature(feats, template_of_media[medias], medias)
+    np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("offset,scale", [(0, 2 ** 40), (-7, 1)])
+def test_huge_or_negative_ids_equal_the_loop_transcription(offset, scale):
+    # Ids too wide for the lookup table and the sort key (or negative): the binary-search and rank paths.
+    data = _random_set(np.random.default_rng(1))
+    templates, medias = data["templates"] * scale + offset, data["medias"] * scale + offset
+    pairs = data["pairs"] * scale + offset
+    feats = ref.combine(data["features"], data["scores"])
+    ours, unique = ijb.template_features(feats, templates, medias)
+    np.testing.assert_array_equal(unique, np.unique(templates))
+    expected, _ = ref.image2template_feature(feats, templates, medias)
+    np.testing.assert_array_equal(ours, expected)
+    # The script's template2id table cannot hold such ids; its scores are those of the plain ids.
+    plain, plain_unique = ref.image2template_feature(feats, data["templates"], data["medias"])
+    expected_scores = ref.verification(plain, plain, plain_unique, data["pairs"][:, 0], data["pairs"][:, 1])
+    np.testing.assert_array_equal(ijb.pair_scores(ours, ours, unique, pairs), expected_scores)
+
+
 def test_table_takes_the_nearest_fpr_and_the_largest_tpr_among_ties():
     # Scores with ties: several ROC points share an FPR; the table must take the one with the largest TPR.
     labels = np.array([1, 0, 1, 0, 1, 1, 0, 0, 1, 0] * 30)
     scores = np.round(np.random.default_rng(1).uniform(size=labels.size), 1)
+    assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
+
+
+@pytest.mark.parametrize("decimals", [1, 3, None])
+def test_roc_equals_sklearn_bit_for_bit(decimals):
+    from sklearn.metrics import roc_curve
+    rng = np.random.default_rng(decimals or 0)
+    labels = rng.integers(0, 2, 5000)
+    scores = rng.normal(size=labels.size) + labels
+    scores = np.round(scores, decimals) if decimals else scores   # many ties, some ties, none
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ours = ijb.roc(labels, scores)
+    np.testing.assert_array_equal(ours[0], fpr)
+    np.testing.assert_array_equal(ours[1], tpr)
+    assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
+
+
+@pytest.mark.parametrize("negatives,tied", [(130, 12), (100, 0)])
+def test_table_takes_the_larger_fpr_when_both_neighbours_are_equally_near(negatives, tied):
+    # Positives and negatives alternate (every point a corner); negatives tied and tied + 1 share a score, so the ROC
+    # jumps from FPR tied/N to (tied + 2)/N, points that are (in float64) equally far from 1e-1 (N=130) or 1e-2.
+    positive_scores = 2.0 * negatives - 2 * np.arange(negatives)
+    negative_scores = positive_scores - 1
+    negative_scores[tied + 1] = negative_scores[tied]
+    labels = np.r_[np.ones(negatives, int), np.zeros(negatives, int)]
+    scores = np.r_[positive_scores, negative_scores]
+    fpr = ijb.roc(labels, scores)[0]
+    assert tied / negatives in fpr and (tied + 2) / negatives in fpr and (tied + 1) / negatives not in fpr
     assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
 
 
@@ -127,6 +184,17 @@ def test_face_lists_in_another_order_are_refused(synth_set, tmp_path):
     lines = points.read_text().splitlines()
     points.write_text("\n".join(lines[1:] + lines[:1]) + "\n")
     with pytest.raises(ijb.IJBDataError, match="same images in the same order"):
+        ijb.read_ijb(copy, "IJBC")
+
+
+def test_pairs_of_one_kind_are_refused(synth_set, tmp_path):
+    import shutil
+    root, _ = synth_set
+    copy = tmp_path / "IJBC"
+    shutil.copytree(root, copy)
+    pairs = copy / "meta" / "ijbc_template_pair_label.txt"
+    pairs.write_text("".join(" ".join(line.split()[:2] + ["1"]) + "\n" for line in pairs.read_text().splitlines()))
+    with pytest.raises(ijb.IJBDataError, match="ijbc_template_pair_label.txt: the labels"):
         ijb.read_ijb(copy, "IJBC")
 
 

@@ -8,19 +8,20 @@ Per face: the loose crop warped onto the ArcFace template by its five points (Um
 border), embedded, plus the embedding of its mirror (flip test "F2": the two raw embeddings are added); the raw sum
 keeps its norm ("N1") and is multiplied by the detection score ("D1"). Per template: faces of one media are
 averaged, the media features summed, the sum L2-normalized. Per pair: the cosine of the two template features.
-ROC by ``sklearn.metrics.roc_curve``; TAR at each FAR is the TPR of the ROC point whose FPR is nearest (ties: the
-largest TPR). Everything after the embeddings is vectorised: one sort and grouped sums instead of one ``np.where``
-per template, one argmin instead of a Python ``min`` over the ROC.
+ROC as ``sklearn.metrics.roc_curve`` (the same arrays, from an unstable sort); TAR at each FAR is the TPR of the ROC
+point whose FPR is nearest (ties: the largest TPR). Everything after the embeddings is vectorised: one sort and
+grouped sums instead of one ``np.where`` per template, a bisection instead of a Python ``min`` over the ROC.
 
 Masked protocol: every face of the probe (second) template of a pair is masked after alignment
 (``masked_pairs.mask_all``: deterministic, by face position), the reference (first) template stays clean.
 """
+import bisect
 import os
 
 import cv2
 import keras
 import numpy as np
-from sklearn.metrics import auc, roc_curve
+from sklearn.metrics import auc
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
@@ -29,7 +30,8 @@ from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
 from mtarcface_tf.progress import progress_bar
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-SCORE_CHUNK = 4096   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
+SCORE_CHUNK = 1024   # pairs scored at once: the temporaries stay in cache (the script's 100k do not)
+LOOKUP_IDS = 2 ** 24   # template id ranges up to this use a lookup table (IJB-C's ids are below 200k)
 NAMES = ("IJBB", "IJBC")
 
 
@@ -67,7 +69,7 @@ def read_ijb(root, name="IJBC"):
       ``pairs`` int64 [P, 2] template ids, ``labels`` int64 [P] (1 = same identity).
 
     Raises:
-      IJBDataError: a file is missing or malformed, or the two face lists disagree.
+      IJBDataError: a file is missing or malformed, the two face lists disagree, or the pairs are of one kind.
     """
     faces = _read_rows(meta_path(root, name, "face_tid_mid"), 3)
     points = _read_rows(meta_path(root, name, "name_5pts_score"), 12)
@@ -85,6 +87,10 @@ def read_ijb(root, name="IJBC"):
     if unknown.size:
         raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: templates {unknown[:5].tolist()} have "
                            f"no faces in {meta_path(root, name, 'face_tid_mid')}")
+    same = pair_ids[:, 2] == 1
+    if same.all() or not same.any():
+        raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: the labels (third column) must include "
+                           f"both 1 (same identity) and 0 pairs: TAR@FAR needs both")
     return dict(images=[row[0] for row in faces], landmarks=numbers[:, :10].reshape(-1, 5, 2), scores=numbers[:, 10],
                 templates=ids[:, 0], medias=ids[:, 1], pairs=pair_ids[:, :2], labels=pair_ids[:, 2])
 
@@ -163,12 +169,28 @@ def weight_features(features, scores, norm_score=True, detector_score=True):
 def _ordered_sums(rows, index, starts, counts):
     """Sums of groups of ``rows[index]`` ([R, D]; group g: index[starts[g]] .. index[starts[g] + counts[g] - 1]),
     added one row after the other as np.sum / np.mean over axis 0 do, so the float32 results are the same bit for
-    bit (np.add.reduceat adds in another order)."""
-    sums = rows[index[starts]]   # fancy indexing: a new array
-    for k in range(1, int(counts.max())):
-        active = np.flatnonzero(counts > k)
-        sums[active] += rows[index[starts[active] + k]]
-    return sums
+    bit (np.add.reduceat adds in another order). Groups go largest first, so that those still adding a k-th row are
+    a prefix, added in place."""
+    by_size = np.argsort(-counts, kind="stable")
+    firsts, sizes = starts[by_size], counts[by_size]
+    sums = rows[index[firsts]]   # fancy indexing: a new array
+    for k in range(1, int(sizes[0])):
+        adding = int(np.searchsorted(-sizes, -k))   # groups of more than k rows
+        sums[:adding] += rows[index[firsts[:adding] + k]]
+    unsorted = np.empty_like(sums)
+    unsorted[by_size] = sums
+    return unsorted
+
+
+def _face_order(templates, medias):
+    """int64 [N] face indices sorted by template id, then media id, then file position: one unstable sort of unique
+    int64 keys (ids first replaced by their ranks where the raw ids would not fit)."""
+    templates, medias = np.asarray(templates, np.int64), np.asarray(medias, np.int64)
+    faces = len(templates)
+    key_range = (int(templates.max()) + 1) * (int(medias.max()) + 1) * faces
+    if min(templates.min(), medias.min()) < 0 or key_range >= 2 ** 63:
+        templates, medias = (np.unique(ids, return_inverse=True)[1].astype(np.int64) for ids in (templates, medias))
+    return np.argsort((templates * (int(medias.max()) + 1) + medias) * faces + np.arange(faces))
 
 
 def template_features(features, templates, medias):
@@ -182,11 +204,8 @@ def template_features(features, templates, medias):
       over its media (ascending id) of the mean of the media's faces (file order), in float32 as the script.
     """
     features = np.asarray(features, np.float32)
-    unique_templates, template_index = np.unique(templates, return_inverse=True)
-    unique_medias, media_rank = np.unique(medias, return_inverse=True)
-    # One int64 key (template, then media); the stable sort keeps file order inside a media.
-    order = np.argsort(template_index.astype(np.int64) * len(unique_medias) + media_rank, kind="stable")
-    t_sorted, m_sorted = template_index[order], media_rank[order]
+    order = _face_order(templates, medias)
+    t_sorted, m_sorted = np.asarray(templates, np.int64)[order], np.asarray(medias)[order]
     media_starts = np.flatnonzero(np.r_[True, (t_sorted[1:] != t_sorted[:-1]) | (m_sorted[1:] != m_sorted[:-1])])
     media_counts = np.diff(np.r_[media_starts, len(order)])
     media_means = (_ordered_sums(features, order, media_starts, media_counts)
@@ -196,7 +215,19 @@ def template_features(features, templates, medias):
     template_counts = np.diff(np.r_[template_starts, len(media_starts)])
     pooled = _ordered_sums(media_means, np.arange(len(media_means)), template_starts, template_counts)
     pooled = pooled.astype(np.float64)
-    return normalize(pooled), unique_templates
+    return normalize(pooled), media_template[template_starts]
+
+
+def _template_rows(unique_templates, ids):
+    """Rows of the template ``ids`` (int [P], all in ``unique_templates``, int [T] sorted): int64 [P]. A lookup table
+    over the id range as the script's template2id where it is small (a binary search per pair costs more than the
+    scoring), else a binary search."""
+    low, high = int(unique_templates[0]), int(unique_templates[-1])
+    if high - low >= LOOKUP_IDS:
+        return np.searchsorted(unique_templates, ids)
+    table = np.zeros(high - low + 1, np.int64)
+    table[unique_templates - low] = np.arange(len(unique_templates))
+    return table[np.asarray(ids, np.int64) - low]
 
 
 def pair_scores(reference_features, probe_features, unique_templates, pairs):
@@ -209,32 +240,69 @@ def pair_scores(reference_features, probe_features, unique_templates, pairs):
     Returns:
       float64 [P].
     """
-    first = np.searchsorted(unique_templates, pairs[:, 0])
-    second = np.searchsorted(unique_templates, pairs[:, 1])
+    first, second = _template_rows(unique_templates, pairs[:, 0]), _template_rows(unique_templates, pairs[:, 1])
+    # Pairs in template order: consecutive gathers read the same or nearby rows (cache hits); a score depends only on
+    # its own two rows, so the order changes no bit.
+    order = np.argsort(first * len(unique_templates) + second)
+    first, second = first[order], second[order]
     scores = np.empty(len(pairs))
     for start in range(0, len(pairs), SCORE_CHUNK):
         part = slice(start, start + SCORE_CHUNK)
         products = reference_features[first[part]]
         products *= probe_features[second[part]]
-        scores[part] = np.sum(products, -1)
+        scores[order[part]] = np.sum(products, -1)
     return scores
+
+
+def roc(labels, scores):
+    """The ROC of ``sklearn.metrics.roc_curve(labels, scores)`` (drop_intermediate), the same float64 arrays bit for
+    bit, from one unstable sort: the true / false positive counts at each distinct score do not depend on the order
+    of tied scores, and the rates are the same integer ratios.
+
+    Args:
+      labels: int [P], 1 = same identity (anything else: different), both kinds present; scores: float [P] finite.
+
+    Returns:
+      ``(fpr, tpr)`` float64 [K] each, ascending.
+    """
+    positive = np.asarray(labels) == 1
+    if positive.all() or not positive.any():
+        raise ValueError("IJB pair labels must hold both same-identity (1) and different-identity (0) pairs")
+    order = np.argsort(np.asarray(scores, np.float64))[::-1]
+    ordered = np.asarray(scores, np.float64)[order]
+    ends = np.r_[np.flatnonzero(np.diff(ordered)), len(ordered) - 1]   # last pair of each distinct score
+    tps = np.cumsum(positive[order], dtype=np.int64)[ends]
+    fps = 1 + ends - tps
+    if len(fps) > 2:   # sklearn's drop_intermediate: keep the corners
+        corners = np.flatnonzero(np.r_[True, np.diff(fps, 2) != 0, True] | np.r_[True, np.diff(tps, 2) != 0, True])
+        fps, tps = fps[corners], tps[corners]
+    fps, tps = np.r_[0, fps].astype(np.float64), np.r_[0, tps].astype(np.float64)
+    return fps / fps[-1], tps / tps[-1]
+
+
+def _nearest_largest(fpr, far):
+    """Index of the ROC point whose FPR is nearest ``far``, the last one among equal distances (the largest TPR).
+
+    ``|fpr - far|`` (as float64 computes it) falls then rises along the ascending ``fpr``, so the minimum sits at the
+    insertion point of ``far`` or just before it, and the equal distances after it form a run found by bisection."""
+    right = int(np.searchsorted(fpr, far))
+    if right == len(fpr) or (right > 0 and far - fpr[right - 1] < fpr[right] - far):
+        return right - 1
+    return bisect.bisect_right(fpr, fpr[right] - far, lo=right, key=lambda value: value - far) - 1
 
 
 def tar_at_far(labels, scores, fars=FARS):
     """ROC and TAR at each FAR, as eval_ijbc.py reads them off ``sklearn.metrics.roc_curve``.
 
     Args:
-      labels: int [P] 1 = same identity; scores: float [P]; fars: the FARs of the table.
+      labels: int [P] 1 = same identity (both kinds present); scores: float [P]; fars: the FARs of the table.
 
     Returns:
       dict: ``tar`` {far: float}, ``auc`` float, ``fpr``/``tpr`` float64 arrays of the ROC (ascending FPR).
     """
-    fpr, tpr, _ = roc_curve(labels, scores)
-    area = float(auc(fpr, tpr))
-    # Reversed, so that argmin's first hit among equal distances is the largest TPR (the script's tie rule).
-    flipped_fpr, flipped_tpr = fpr[::-1], tpr[::-1]
-    nearest = np.argmin(np.abs(flipped_fpr[None, :] - np.asarray(fars)[:, None]), axis=1)
-    return dict(tar={float(far): float(flipped_tpr[i]) for far, i in zip(fars, nearest)}, auc=area, fpr=fpr, tpr=tpr)
+    fpr, tpr = roc(labels, scores)
+    tar = {float(far): float(tpr[_nearest_largest(fpr, far)]) for far in fars}
+    return dict(tar=tar, auc=float(auc(fpr, tpr)), fpr=fpr, tpr=tpr)
 
 
 def probe_faces(meta):
