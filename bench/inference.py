@@ -16,24 +16,14 @@ import time
 
 from absl import app, flags
 
+from mtarcface_tf.results import median_seconds
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small network at 64x64 instead of the paper's LResNet-50 at 112x112.")
 flags.DEFINE_integer("iters", 30, "Timed calls per latency measurement (after warm-up).")
 flags.DEFINE_integer("batch_size", 32, "Batch size of the throughput measurement.")
 flags.DEFINE_integer("detect_iters", 5, "Timed detections of the astronaut image.")
 flags.DEFINE_bool("detection", True, "Also time MTCNN detection + alignment.")
-
-
-def _median_seconds(function, iters, warmup=3):
-    import numpy as np
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _alternating_medians(functions, iters, warmup=3):
@@ -69,9 +59,9 @@ def _detection_seconds():
     from mtarcface_tf.faces.align import align_face
     from mtarcface_tf.faces.detect import make_detector
     detector, image = make_detector("mtcnn"), skimage.data.astronaut()
-    detect_s = _median_seconds(lambda: detector.detect_largest(image), FLAGS.detect_iters, warmup=1)
+    detect_s = median_seconds(lambda: detector.detect_largest(image), FLAGS.detect_iters, warmup=1)
     face = detector.detect_largest(image)
-    align_s = _median_seconds(lambda: align_face(image, face.landmarks), 50)
+    align_s = median_seconds(lambda: align_face(image, face.landmarks), 50)
     return detect_s, align_s
 
 
@@ -103,7 +93,7 @@ def main(argv):
             "eager": lambda: np.asarray(backbone(normalize(one), training=False)["embedding"]),
         }, FLAGS.iters)
         saved_s, keras_s, eager_s = medians["saved"], medians["keras"], medians["eager"]
-        batch_s = _median_seconds(lambda: signature(images=batch)["embedding"].numpy(), max(3, FLAGS.iters // 5))
+        batch_s = median_seconds(lambda: signature(images=batch)["embedding"].numpy(), max(3, FLAGS.iters // 5))
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     result = {
         "network": "quick" if FLAGS.quick else "lresnet50", "input_size": size, "device": device,

@@ -14,23 +14,13 @@ import time
 
 from absl import app, flags
 
+from mtarcface_tf.results import median_seconds
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small network instead of the paper's LResNet-50.")
 flags.DEFINE_integer("iters_1", 20, "Timed calls at batch 1 (after warm-up).")
 flags.DEFINE_integer("iters_64", 3, "Timed calls at batch 64 (after warm-up).")
 BATCHES = (1, 64)
-
-
-def _median_seconds(function, iters, warmup=2):
-    import numpy as np
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _model():
@@ -66,8 +56,8 @@ def main(argv):
             faces = np.random.default_rng(batch).integers(0, 256, (batch, 112, 112, 3), dtype=np.uint8)
             tensor, blob = tf.constant(faces), onnx_export.to_insightface_input(faces)
             iters = FLAGS.iters_1 if batch == 1 else FLAGS.iters_64
-            saved_s = _median_seconds(lambda: signature(images=tensor)["embedding"].numpy(), iters)
-            onnx_s = _median_seconds(lambda: session.run(names, {"input": blob}), iters)
+            saved_s = median_seconds(lambda: signature(images=tensor)["embedding"].numpy(), iters)
+            onnx_s = median_seconds(lambda: session.run(names, {"input": blob}), iters)
             figures[f"saved_model_batch{batch}_ms"] = round(1000 * saved_s, 2)
             figures[f"onnxruntime_batch{batch}_ms"] = round(1000 * onnx_s, 2)
             figures[f"onnx_speedup_batch{batch}"] = round(saved_s / onnx_s, 3)

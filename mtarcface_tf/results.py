@@ -1,6 +1,6 @@
 """Result files: every figure published in README comes from a run whose JSON is kept under ``docs/results/``.
 
-One home for the record's shape: ``{"name", "command", "date", "machine", "load_average_1min", "git_revision",
+One home for the record's shape (and for ``median_seconds``, the benches' timer): ``{"name", "command", "date", "machine", "load_average_1min", "git_revision",
 "figures"}`` (the load average says whether other work shared the machine while it ran). Benchmarks
 and the demo call :func:`save_result` with their figures; README names the file beside each figure.
 """
@@ -9,8 +9,10 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
+import time
 
 DEFAULT_DIR = os.path.join("docs", "results")
 
@@ -34,6 +36,18 @@ def machine_description():
     except (OSError, ValueError, IndexError):
         pass
     return f"{cpu}, {os.cpu_count()} logical cores{memory}, {platform.system()} {platform.release()}"
+
+
+def median_seconds(function, iters, warmup=3):
+    """Calls ``function()`` ``warmup`` times untimed, then ``iters`` times; returns the median wall time (s, float)."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(statistics.median(times))
 
 
 def git_revision(cwd=None):

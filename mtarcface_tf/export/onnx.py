@@ -55,14 +55,6 @@ def require_onnx():
     return onnx, tf2onnx
 
 
-def _backbone_of(model):
-    backbone = getattr(model, "backbone", model)
-    if not isinstance(backbone.output, dict) or "embedding" not in backbone.output:
-        raise OnnxExportError("ONNX export needs a model from build_mtarcface (or its .backbone) whose outputs "
-                              "include 'embedding'.")
-    return backbone
-
-
 @contextlib.contextmanager
 def _optimizers_without_graph_copies():
     """tf2onnx deep-copies the graph, weights included, before each of its optimizer passes so that it can roll a
@@ -98,8 +90,9 @@ def convert_onnx(model, mask_output=True):
       ``mask_output`` and a mask head, ``mask_prob`` [N, 2].
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from mtarcface_tf.export.saved_model import backbone_of  # pylint: disable=import-outside-toplevel
     _, tf2onnx = require_onnx()
-    backbone = _backbone_of(model)
+    backbone = backbone_of(model, OnnxExportError)
     size = int(backbone.input.shape[1])
     with_mask = mask_output and "mask_logits" in backbone.output
     # x_insightface = (p - mean) / std, x_ours = (p - PIXEL_MEAN) * PIXEL_SCALE = x_insightface * a + b.

@@ -77,11 +77,13 @@ def _serving_functions(backbone, input_size):
     return serve_uint8, serve_encoded
 
 
-def _backbone_of(model):
+def backbone_of(model, error=ExportError):
+    """Returns the inference network of ``model`` (a ``build_mtarcface`` model's ``.backbone``, or the model itself);
+    raises ``error`` when its outputs are not a dict holding ``embedding``."""
     backbone = getattr(model, "backbone", model)
     if not isinstance(backbone.output, dict) or "embedding" not in backbone.output:
-        raise ExportError("export_saved_model needs a model from build_mtarcface (or its .backbone) whose outputs "
-                          "include 'embedding'.")
+        raise error("exporting needs a model from build_mtarcface (or its .backbone) whose outputs include "
+                    "'embedding'.")
     return backbone
 
 
@@ -120,7 +122,7 @@ def model_metadata(model, threshold=None, trained_on=None):
       dict with ``input_size`` (int), ``embedding_size`` (int), ``mask_head`` (bool), ``normalization`` and, when
       given, ``recommended_threshold`` and ``training_data``.
     """
-    backbone = _backbone_of(model)
+    backbone = backbone_of(model)
     metadata = {
         "input_size": int(backbone.input.shape[1]),
         "embedding_size": int(backbone.output["embedding"].shape[-1]),
@@ -158,7 +160,7 @@ def export_saved_model(model, export_dir, threshold=None, trained_on=None):
     if os.path.exists(export_dir):
         raise ExportError(f"{export_dir}: already exists; choose a new directory (tools/export.py picks the next "
                           "free version number).")
-    backbone = _backbone_of(model)
+    backbone = backbone_of(model)
     metadata = model_metadata(backbone, threshold, trained_on)
     serve_uint8, serve_encoded = _serving_functions(backbone, metadata["input_size"])
 
