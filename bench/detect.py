@@ -7,7 +7,7 @@ Without --images it uses scikit-image's astronaut and synthetic variants of it (
 grayscale, and a crop with a drawn mask over the lower face). Timings are medians over --repeats runs after one
 warm-up pass over every image. Agreement: on images where both detectors find the largest face at the same place
 (box IoU >= 0.5), the mean distance between their five landmarks divided by the first detector's inter-ocular
-distance. Prints a line per image and detector, then ONE JSON line.
+distance. Prints a line per image and detector, then ONE JSON line, saved as docs/results/detect.json.
 """
 import json
 import os
@@ -161,8 +161,11 @@ def main(argv):
             per_image=errors,
         )
 
-    print(json.dumps(dict(benchmark="detect", images=len(images), device=FLAGS.device, repeats=FLAGS.repeats,
-                          detectors=summary, landmark_agreement=agreement)))
+    figures = dict(benchmark="detect", images=len(images), device=FLAGS.device, repeats=FLAGS.repeats,
+                   detectors=summary, landmark_agreement=agreement)
+    from mtarcface_tf.results import save_result
+    print(f"saved {save_result('detect', figures)}")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
