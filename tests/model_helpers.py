@@ -101,3 +101,14 @@ def keras_reference(model, images):
         result["mask_prob"] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
     return result
 
+
+def one_error_line(result, *names):
+    """Asserts a finished tool run failed with exactly one ``error:`` line on stderr, no traceback, naming each of
+    ``names``; returns that line."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for name in names:
+        assert str(name) in errors[0], errors[0]
+    return errors[0]

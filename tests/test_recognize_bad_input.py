@@ -86,27 +86,17 @@ def runs(setup):
     return results
 
 
-def _one_error_line(result, *names):
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for name in names:
-        assert str(name) in errors[0], errors[0]
-    return errors[0]
-
-
 def test_corrupt_models_fail_in_one_line(runs, setup):
     root = setup["root"]
-    _one_error_line(runs["corrupt_pb"], root / "broken_pb" / "1", "tools/export.py")
-    _one_error_line(runs["corrupt_metadata"], root / "broken_meta" / "1", "mtarcface.json")
-    _one_error_line(runs["corrupt_report"], root / "run" / "report.json")
+    model_helpers.one_error_line(runs["corrupt_pb"], root / "broken_pb" / "1", "tools/export.py")
+    model_helpers.one_error_line(runs["corrupt_metadata"], root / "broken_meta" / "1", "mtarcface.json")
+    model_helpers.one_error_line(runs["corrupt_report"], root / "run" / "report.json")
 
 
 def test_gallery_and_output_dir_are_checked_before_the_model(runs, setup):
     # The model given is corrupt: an error naming the gallery / output folder shows they were checked first.
-    _one_error_line(runs["missing_gallery"], setup["root"] / "nobody.npz", "enroll")
-    _one_error_line(runs["output_dir_is_a_file"], setup["root"] / "queries" / "bright.png", "--output_dir")
+    model_helpers.one_error_line(runs["missing_gallery"], setup["root"] / "nobody.npz", "enroll")
+    model_helpers.one_error_line(runs["output_dir_is_a_file"], setup["root"] / "queries" / "bright.png", "--output_dir")
 
 
 def test_synthfaces_model_gets_one_warning_line(runs):

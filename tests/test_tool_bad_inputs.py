@@ -37,37 +37,27 @@ def runs(tmp_path_factory):
     return {name: model_helpers.finish(process, timeout=300) for name, process in started.items()}, root
 
 
-def _one_error_line(result, *names):
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for name in names:
-        assert str(name) in errors[0], errors[0]
-    return errors[0]
-
-
 def test_convert_output_dir_that_is_a_file(runs):
     results, root = runs
-    _one_error_line(results["convert_into_a_file"], root / "a_file", "--output_dir")
-    _one_error_line(results["convert_under_a_file"], root / "a_file", "--output_dir")
+    model_helpers.one_error_line(results["convert_into_a_file"], root / "a_file", "--output_dir")
+    model_helpers.one_error_line(results["convert_under_a_file"], root / "a_file", "--output_dir")
     assert (root / "a_file").read_text() == "not a folder"
 
 
 def test_export_explicit_report_must_exist(runs):
     results, root = runs
-    _one_error_line(results["export_missing_report"], root / "nope.json", "--report")
+    model_helpers.one_error_line(results["export_missing_report"], root / "nope.json", "--report")
     assert not (root / "exp").exists()
 
 
 def test_export_dir_that_is_a_file(runs):
     results, root = runs
-    _one_error_line(results["export_into_a_file"], root / "a_file", "--export_dir")
+    model_helpers.one_error_line(results["export_into_a_file"], root / "a_file", "--export_dir")
 
 
 def test_tflite_failure_says_the_saved_model_is_fine(runs):
     results, root = runs
-    line = _one_error_line(results["export_tflite_fails"], "TFLite", root / "tflite_export" / "1")
+    line = model_helpers.one_error_line(results["export_tflite_fails"], "TFLite", root / "tflite_export" / "1")
     assert "complete and usable" in line
     assert (root / "tflite_export" / "1" / "saved_model.pb").is_file()
     assert (root / "tflite_export" / "tflite" / "1").read_text().startswith("in the way")
@@ -76,5 +66,5 @@ def test_tflite_failure_says_the_saved_model_is_fine(runs):
 
 def test_preview_and_synthfaces_outputs_under_a_file(runs):
     results, root = runs
-    _one_error_line(results["preview_under_a_file"], root / "a_file", "--output")
-    _one_error_line(results["synthfaces_into_a_file"], root / "a_file", "--output_dir")
+    model_helpers.one_error_line(results["preview_under_a_file"], root / "a_file", "--output")
+    model_helpers.one_error_line(results["synthfaces_into_a_file"], root / "a_file", "--output_dir")
