@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import keras
 import numpy as np
 
@@ -112,3 +113,9 @@ def one_error_line(result, *names):
     for name in names:
         assert str(name) in errors[0], errors[0]
     return errors[0]
+
+
+def write_png(path, image):
+    """Writes an RGB uint8 image [H, W, 3] as PNG at ``path``, creating its folder."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -33,11 +33,6 @@ class BrightnessDetector(detect.Detector):
         return [detect.Face(np.array([0, 0, width - 1, height - 1], np.float32), 0.99, landmarks)]
 
 
-def _write_png(path, image):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("recognize_bad")
@@ -53,9 +48,9 @@ def setup(tmp_path_factory):
     faces = model_helpers.random_faces(4, SIZE, seed=5)
     bright = (faces // 2 + 128).astype(np.uint8)
     for index, face in enumerate(bright):
-        _write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
-    _write_png(root / "queries" / "bright.png", bright[0])
-    _write_png(root / "queries" / "dark.png", faces[1] // 4)
+        model_helpers.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
+    model_helpers.write_png(root / "queries" / "bright.png", bright[0])
+    model_helpers.write_png(root / "queries" / "dark.png", faces[1] // 4)
     return {"root": root, "export": export, "workdir": workdir, "bright": bright}
 
 

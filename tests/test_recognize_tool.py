@@ -14,11 +14,6 @@ from mtarcface_tf.export.saved_model import export_saved_model
 SIZE = 32
 
 
-def _write_png(path, image):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs every CLI case (independent ones side by side); returns dict case -> CompletedProcess, plus paths."""
@@ -27,10 +22,10 @@ def runs(tmp_path_factory):
     export = export_saved_model(model, root / "export" / "1")
     faces = model_helpers.random_faces(6, SIZE, seed=3)
     for index, face in enumerate(faces[:4]):
-        _write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
+        model_helpers.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
     (root / "people" / "p1" / "broken.jpg").write_bytes(b"not a jpeg")
-    _write_png(root / "queries" / "a.png", faces[0])
-    _write_png(root / "queries" / "b.png", faces[4])
+    model_helpers.write_png(root / "queries" / "a.png", faces[0])
+    model_helpers.write_png(root / "queries" / "b.png", faces[4])
     (root / "queries" / "corrupt.png").write_bytes(b"\x89PNG garbage")
     (root / "bad.mp4").write_bytes(b"not a video")
     model_arg, gallery = f"--model={root / 'export'}", f"--gallery={root / 'g.npz'}"

@@ -318,22 +318,28 @@ def _outer(field, rows):
     return tf.matmul(tf.reshape(field, [-1, shape[1] * shape[2], 1]), rows)
 
 
+def _filled(landmarks, template):
+    """Returns the landmarks [M, 5, 2] with every row holding a non-finite value replaced by ``template`` [5, 2]."""
+    valid = tf.reduce_all(tf.math.is_finite(landmarks), axis=[1, 2])
+    return tf.where(valid[:, None, None], landmarks, template[None])
+
+
 def fit_similarity(landmarks, size):
     """Returns the least-squares similarity template -> ``landmarks`` [M, 5, 2] (pixels of an S = ``size`` image).
 
     Returns float32 ``(a, b, tx, ty)``, each [M]: a landmark p ~ [[a, -b], [b, a]] t + (tx, ty) for the template
     point t. Rows with a non-finite landmark get the identity. Closed form (Umeyama without reflection).
     """
-    template = tf.constant(template_points(size))
-    valid = tf.reduce_all(tf.math.is_finite(landmarks), axis=[1, 2])
-    points = tf.where(valid[:, None, None], landmarks, template[None])
+    template_np = template_points(size)
+    template = tf.constant(template_np)
+    points = _filled(landmarks, template)
     source = template - tf.reduce_mean(template, axis=0)
     centre = tf.reduce_mean(points, axis=1)
     target = points - centre[:, None]
     norm = tf.reduce_sum(tf.square(source))
     a = tf.reduce_sum(source[None, :, 0] * target[..., 0] + source[None, :, 1] * target[..., 1], axis=1) / norm
     b = tf.reduce_sum(source[None, :, 0] * target[..., 1] - source[None, :, 1] * target[..., 0], axis=1) / norm
-    mean_x, mean_y = float(np.mean(template_points(size)[:, 0])), float(np.mean(template_points(size)[:, 1]))
+    mean_x, mean_y = float(np.mean(template_np[:, 0])), float(np.mean(template_np[:, 1]))
     tx = centre[:, 0] - (a * mean_x - b * mean_y)
     ty = centre[:, 1] - (b * mean_x + a * mean_y)
     return a, b, tx, ty
@@ -344,8 +350,7 @@ def canonical_landmarks(landmarks, size):
     kept within LANDMARK_REACH_PX (scaled) of the template (the template for rows without landmarks)."""
     a, b, tx, ty = fit_similarity(landmarks, size)
     template = tf.constant(template_points(size))
-    valid = tf.reduce_all(tf.math.is_finite(landmarks), axis=[1, 2])
-    points = tf.where(valid[:, None, None], landmarks, template[None])
+    points = _filled(landmarks, template)
     det = (a * a + b * b)[:, None]
     dx, dy = points[..., 0] - tx[:, None], points[..., 1] - ty[:, None]
     canonical = tf.stack([(a[:, None] * dx + b[:, None] * dy) / det, (a[:, None] * dy - b[:, None] * dx) / det], -1)
