@@ -7,23 +7,28 @@ images/s). Here every mask is an implicit shape evaluated on the pixel grid of t
   maps the landmarks onto the ArcFace template (the face's in-plane rotation, scale and position); in that
   canonical frame six anchor points come from the mapped landmarks (nose bridge, left/right cheek from the eyes,
   a chin point below the mouth), so the landmarks' asymmetry (a turned head: nose and mouth off the eye midpoint)
-  makes one side of the mask narrower; the mask is painted there and warped back onto the image (two batched
-  projective warps). Images without landmarks use the template itself (no warp). Anchors are jittered per
+  makes one side of the mask narrower. Images without landmarks use the template. Anchors are jittered per
   image and a random left/right "pose" widens one side;
 * each mask type (surgical, N95, KN95, cloth, gas-like) is a 12-vertex convex outline in a face frame spanned
   by those anchors (u: -1 left cheek .. +1 right cheek, v: 0 nose bridge .. 1 chin), plus per-type details
-  (pleats, a centre seam or fold, a valve, filter cartridges) gathered from small parameter tables, so no
-  branch depends on the type;
-* coverage is a soft (anti-aliased) signed-distance test against the outline's half-planes: one batched
-  matmul of the pixel grid with the edge lines;
+  (pleats, a centre seam, a valve, filter cartridges) gathered from small parameter tables, so no branch
+  depends on the type;
+* everything painting needs in the canonical frame (the outline's edge lines, the eye line, the discs' axes,
+  u, v, the texture's waves) is linear there, so it stays linear in image pixels under the similarity: the
+  mask is painted directly in image coordinates, with no warp;
+* coverage is a soft (anti-aliased) signed-distance test against the outline's half-planes, evaluated on a
+  grid SDF_STEP times coarser (one batched matmul with the edge lines) and interpolated bilinearly (two
+  matmuls), which keeps straight edges exact;
 * half the masks are a plain colour (white, light blue, green, black or random), half a procedural texture
   (stripes, checks, dots, floral interference) blended 50/50 with the colour, as MaskTheFace does;
 * the mask colour is shaded by the blurred luminance of the face under it, relative to its mean;
 * the mask fades in below the line of the eyes plus a margin (in the canonical frame), so the eyes are never
-  touched; without landmarks the rows above it are not even computed.
+  touched.
 
-Only the images drawn to be masked are processed (gathered, painted, scattered back), so the cost scales
-with the mask probability.
+The painter is compiled with XLA (``tf.function(jit_compile=True)``, also inside tf.data), which fuses its
+per-pixel steps. Only the images drawn to be masked are processed (gathered, painted, stitched back), so the
+cost scales with the mask probability. Template-placed masks are computed in the static window below the eye
+line that they can reach; fitted masks on the whole image.
 """
 import math
 
@@ -45,12 +50,8 @@ CHIN_DROP = 0.75           # chin: this many nose-to-mouth distances below the m
 EYE_MARGIN = 0.15          # masks start at least this many eye distances below the lower eye
 # Landmarks mapped into the canonical frame stay within this many template pixels of the template's: the fit
 # absorbs rotation, scale and shift, so only the yaw (and detector error) remain; a wild detection cannot drag
-# the mask off the face, and the painted window stays a fixed size.
+# the mask's shape off the face.
 LANDMARK_REACH_PX = 10.0
-# Landmark-fitted masks are painted and warped at 1/LANDMARK_DOWNSCALE of the image side and upsampled (bilinear):
-# the projective warp is the costly op, and the mask's texture periods (>= 5 px) survive the halving.
-LANDMARK_DOWNSCALE = 2
-MIN_DOWNSCALED_SIZE = 32   # smaller images are painted at full size
 
 # Per-image randomisation, in template pixels (scaled with the image) or fractions.
 JITTER_PX = 1.5
@@ -63,6 +64,7 @@ SHADE_RANGE = (0.45, 1.35)
 SHADE_BLUR_PX = 8.0        # luminance is averaged over blocks of this many template pixels, then upsampled
 EDGE_SOFTNESS_PX = 1.2
 SDF_STEP = 4               # distance fields are sampled every this many pixels and upsampled bilinearly
+SHAPE_BUCKETS = 8          # MaskAugmenter pads the painted images to a multiple of batch / SHAPE_BUCKETS
 
 PALETTE = np.array([[236, 236, 236], [140, 185, 225], [110, 160, 130], [38, 38, 42]], np.float32)
 
@@ -95,8 +97,9 @@ OUTLINES = np.array([
 
 PLEAT_AMPLITUDE = np.array([0.22, 0.0, 0.0, 0.0, 0.0], np.float32)
 PLEAT_COUNT = 3.0
+PLEAT_WIDTH = 0.25         # half-width of a pleat's darkening, as a fraction of the pleat spacing
 SEAM_AMPLITUDE = np.array([0.0, 0.0, 0.3, 0.18, 0.0], np.float32)
-SEAM_WIDTH_PX = 0.9
+SEAM_WIDTH_PX = 1.2       # half-width of the seam line
 # Two discs per type: (u, v, radius_u, radius_v), added to the outline and darkened by DISC_SHADE (a valve,
 # filter cartridges). Unused ones sit far below the image.
 _NO_DISC = [0.0, 10.0, 0.01, 0.01]
@@ -224,8 +227,13 @@ class MaskAugmenter:
         labels = tf.cast(draws[:, _R_LABEL] < self.probability, tf.int32)
         chosen = tf.cast(tf.where(labels > 0)[:, 0], tf.int32)
         kept = tf.cast(tf.where(labels == 0)[:, 0], tf.int32)
-        chosen_landmarks = None if landmarks is None else tf.gather(landmarks, chosen)
-        painted = paint_masks(tf.gather(images, chosen), tf.gather(draws, chosen), chosen_landmarks)
+        # The painter is compiled per shape: pad the chosen images to a multiple of B / SHAPE_BUCKETS, so that a
+        # batch size sees a few shapes only (the padding repeats an image and is dropped after painting).
+        count = tf.size(chosen)
+        bucket = tf.maximum(1, (batch + SHAPE_BUCKETS - 1) // SHAPE_BUCKETS)
+        padded = tf.concat([chosen, tf.zeros([(count + bucket - 1) // bucket * bucket - count], tf.int32)], 0)
+        chosen_landmarks = None if landmarks is None else tf.gather(tf.cast(landmarks, tf.float32), padded)
+        painted = paint_masks(tf.gather(images, padded), tf.gather(draws, padded), chosen_landmarks)[:count]
         # Stitching the kept and painted images (disjoint indices) is much cheaper than tensor_scatter_nd_update.
         merged = tf.dynamic_stitch([kept, chosen], [tf.gather(images, kept), painted])
         merged.set_shape(images.shape)
@@ -247,75 +255,73 @@ def paint_masks(images, draws, landmarks=None):
     """Paints one mask on every image.
 
     Args:
-      images: uint8 or float32 (0..255) [M, S, S, 3] aligned faces.
+      images: uint8 or float32 (0..255) [M, S, S, 3] aligned faces (S static).
       draws: float32 [M, 25] uniform random numbers in [0, 1) choosing each mask (type, colour, texture,
         jitter, pose); column 0 is unused here (it decided the label).
       landmarks: optional float32 [M, 5, 2] landmarks (pixels, template order) the masks are fitted to; rows
-        with a non-finite value use the template. None: the template for all (cheaper: no warps).
+        with a non-finite value, and all rows when None, use the template.
 
     Returns:
-      The images, same dtype and shape, masked below the eye line only.
+      The images, same dtype and shape, masked below each face's eye line only.
     """
-    if landmarks is None:
-        return _paint_on_template(images, draws)
-    return _paint_on_landmarks(images, draws, landmarks)
+    return _paint_compiled(images, draws, landmarks)[0]
 
 
 def mask_alpha(images, draws, landmarks=None):
     """Returns the mask coverage float32 [M, S, S] in [0, 1] that ``paint_masks`` paints with the same arguments
     (1 where the mask replaces the face; for measuring where masks land)."""
+    return _paint_compiled(images, draws, landmarks)[1]
+
+
+@tf.function(jit_compile=True)
+def _paint_compiled(images, draws, landmarks):
+    """``_paint`` compiled by XLA: its few dozen per-pixel steps fuse into a handful of loops, several times
+    faster than running them as separate TF ops. One compilation per (shape, dtype, placement), cached for the
+    process; ``MaskAugmenter`` pads the number of images to a few sizes to keep the shapes few."""
+    return _paint(images, draws, landmarks)
+
+
+def _paint(images, draws, landmarks):
+    """Returns ``(painted images, alpha [M, S, S])`` of ``paint_masks``. Template-placed masks are computed in
+    the static window they can reach (below the eye line, between the cheeks), fitted ones on the whole image."""
     size = images.shape[1]
-    if landmarks is None:
-        top, bottom, left, right = _window(size, 0.0)
-        geometry = _mask_geometry(draws, size)
-        lower = tf.cast(images[:, top:, left:right], tf.float32)
-        _, alpha = _mask_layer(_window_shading(lower, size), draws, geometry, _pixels(left, right),
-                               _pixels(top, bottom), template_anchors(size)["eye_line"], size)
-        return tf.pad(alpha, [[0, 0], [top, 0], [left, size - right]])
-    return _landmark_layer_upsampled(images, draws, landmarks)[..., 3]
+    top, left, right = (0, 0, size) if landmarks is not None else _template_window(size)
+    frame = _image_frame(draws, size, landmarks)
+    window = tf.cast(images[:, top:, left:right], tf.float32)
+    colour, alpha = _mask_layer(window, frame, draws, _pixels(left, right), _pixels(top, size), size)
+    painted = _to_dtype(window * (1.0 - alpha)[..., None] + colour, images.dtype)
+    middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
+    return tf.concat([images[:, :top], middle], axis=1), tf.pad(alpha, [[0, 0], [top, 0], [left, size - right]])
+
+
+def _template_window(size):
+    """Returns the static window ``(top, left, right)`` (rows top..S, columns left..right) that a template-placed
+    mask can reach at the widest outline, pose and jitter."""
+    anchors = template_anchors(size)
+    outline_reach = max(np.abs(OUTLINES[..., 0]).max(), (np.abs(DISCS[..., 0]) + DISCS[..., 2]).max())
+    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
+    jitter = JITTER_PX * size / TEMPLATE_SIZE
+    half = max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter
+    half *= 1 + POSE_RANGE
+    margin = 2.0 * _softness(size) + jitter
+    left = int(max(0, np.floor(centre - outline_reach * half - margin)))
+    right = int(min(size, np.ceil(centre + outline_reach * half + margin)))
+    return first_mask_row(size), left, right
 
 
 def _pixels(start, stop):
     return tf.range(start, stop, dtype=tf.float32)
 
 
-def _paint_on_template(images, draws):
-    """paint_masks without landmarks: the template's frame, computed only in the window below the eye line."""
-    size = images.shape[1]
-    top, _, left, right = _window(size, 0.0)
-    lower = tf.cast(images[:, top:, left:right], tf.float32)
-    height, width = lower.shape[1], lower.shape[2]
-    colour, alpha = _mask_layer(_window_shading(lower, size), draws, _mask_geometry(draws, size),
-                                _pixels(left, right), _pixels(top, size), template_anchors(size)["eye_line"], size)
-    painted = tf.reshape(lower, [-1, height * width, 3]) * _outer(1.0 - alpha, tf.ones([1, 3])) + colour
-    painted = _to_dtype(tf.reshape(painted, [-1, height, width, 3]), images.dtype)
-    middle = tf.concat([images[:, top:, :left], painted, images[:, top:, right:]], axis=2)
-    return tf.concat([images[:, :top], middle], axis=1)
-
-
-def _paint_on_landmarks(images, draws, landmarks):
-    """paint_masks with landmarks: the mask layer warped from each face's canonical frame onto the image."""
-    layer = _landmark_layer_upsampled(images, draws, landmarks)
-    alpha, colour = layer[..., 3:], layer[..., :3]
-    return _to_dtype(tf.cast(images, tf.float32) * (1.0 - alpha) + colour, images.dtype)
-
-
 def _to_dtype(painted, dtype):
     """Returns float32 ``painted`` (0..255) in ``dtype``.
 
     Truncation, not rounding, for uint8: a pixel with alpha = 0 is exactly its integer value, and the up to one
-    level darker painted pixels do not matter for augmentation; it saves a full-size op.
+    level darker painted pixels do not matter for augmentation.
     """
     if dtype == tf.uint8:
         return tf.saturate_cast(painted, tf.uint8)
     return tf.clip_by_value(painted, 0.0, 255.0)
-
-
-def _outer(field, rows):
-    """Returns field [M, H, W] x rows [M or 1, 1, C] as [M, H*W, C]: broadcasting a field over the channels is
-    slow in TF; an outer product as a batched matmul (K = 1) is several times faster."""
-    shape = tf.shape(field)
-    return tf.matmul(tf.reshape(field, [-1, shape[1] * shape[2], 1]), rows)
 
 
 def _filled(landmarks, template):
@@ -345,10 +351,11 @@ def fit_similarity(landmarks, size):
     return a, b, tx, ty
 
 
-def canonical_landmarks(landmarks, size):
-    """Returns the landmarks [M, 5, 2] mapped into the template's frame by the inverse of ``fit_similarity``,
-    kept within LANDMARK_REACH_PX (scaled) of the template (the template for rows without landmarks)."""
-    a, b, tx, ty = fit_similarity(landmarks, size)
+def canonical_landmarks(landmarks, size, similarity=None):
+    """Returns the landmarks [M, 5, 2] mapped into the template's frame by the inverse of ``fit_similarity``
+    (or of ``similarity``, its result, when given), kept within LANDMARK_REACH_PX (scaled) of the template (the
+    template for rows without landmarks)."""
+    a, b, tx, ty = similarity or fit_similarity(landmarks, size)
     template = tf.constant(template_points(size))
     points = _filled(landmarks, template)
     det = (a * a + b * b)[:, None]
@@ -358,93 +365,65 @@ def canonical_landmarks(landmarks, size):
     return tf.clip_by_value(canonical, template - reach, template + reach)
 
 
-def _landmark_layer_upsampled(images, draws, landmarks):
-    """Returns ``_landmark_layer`` [M, S, S, 4], computed at 1/LANDMARK_DOWNSCALE of the side and upsampled."""
-    size = images.shape[1]
-    small = size // LANDMARK_DOWNSCALE
-    if small < MIN_DOWNSCALED_SIZE or size % LANDMARK_DOWNSCALE:
-        return _landmark_layer(images, draws, landmarks)
-    layer = _landmark_layer(images, draws, landmarks, paint_size=small)
-    return tf.image.resize(layer, [size, size], method="bilinear")
+def _softness(size):
+    """Returns the anti-aliasing width of mask edges, in template-frame pixels of an ``size`` image."""
+    return max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
 
 
-def _landmark_layer(images, draws, landmarks, paint_size=None):
-    """Returns the premultiplied mask layer [M, P, P, 4] (RGB * alpha, alpha) in pixels of the image scaled to
-    P = ``paint_size`` (the image's side S when None): the shading is sampled from the image, the mask painted in
-    the face's canonical window and warped back by the fitted similarity."""
-    full = images.shape[1]
-    size = paint_size or full
-    landmarks = (tf.cast(landmarks, tf.float32) + 0.5) * (size / full) - 0.5
-    reach = LANDMARK_REACH_PX * size / TEMPLATE_SIZE
-    top, bottom, left, right = _window(size, reach)
-    a, b, tx, ty = fit_similarity(landmarks, size)
-    zero = tf.zeros_like(a)
-    anchors = anchor_values(canonical_landmarks(landmarks, size))
-    shading = _warped_shading(images, (a, b, tx, ty), size, top, left)
-    colour, alpha = _mask_layer(shading, draws, _mask_geometry(draws, size, anchors), _pixels(left, right),
-                                _pixels(top, bottom), anchors["eye_line"][:, None, None], size)
-    height, width = bottom - top, right - left
-    layer = tf.concat([tf.reshape(colour, [-1, height, width, 3]), alpha[..., None]], axis=-1)
-    det = a * a + b * b
-    # Image pixel (x, y) -> canonical S^-1(x, y) -> window pixel (minus left, top).
-    to_window = tf.stack([a / det, b / det, -(a * tx + b * ty) / det - left,
-                          -b / det, a / det, (b * tx - a * ty) / det - top, zero, zero], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=layer, transforms=to_window, output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR",
-        fill_mode="CONSTANT")
+def _image_frame(draws, size, landmarks):
+    """Returns each mask's shape as linear functions of image pixels (x, y).
 
-
-def _mask_layer(shading, draws, geometry, x, y, eye_line, size):
-    """Paints the masks on a window (pixels x [W] × y [H] of the mask's frame); ``shading(rows, columns)`` returns
-    the shade [M, len(rows), len(columns)] in [0, 1] at those pixel offsets from (x[0], y[0]).
-
-    Returns ``(colour, alpha)``: the premultiplied mask colour [M, H*W, 3] (0..255) and the coverage [M, H, W]
-    in [0, 1], zero above ``eye_line`` (a float, or [M, 1, 1]).
+    The mask is laid out in the face's canonical (template) frame (``_mask_geometry``); every quantity painting
+    needs there is linear in the canonical coordinates, so it stays linear in image pixels under the fitted
+    similarity: coefficients ``[M, ..., 3]`` of c0 * x + c1 * y + c2. Keys: ``lines`` [M,12,3] (signed canonical
+    distance to each outline edge, positive outside), ``eye`` [M,3] (distance above the eye line, shifted so
+    that alpha is 0 on and above it), ``disc_x``/``disc_y`` [M,2,3] (offsets from each disc's centre in radii),
+    ``disc_scale`` [M,2], ``u`` [M,3] (offset from the centre line in seam widths), ``v`` [M,3] (0 at the top of
+    the mask, 1 at its bottom), ``waves`` [M,4,3] (texture phases) and ``type`` [M].
     """
-    soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
-    # The smooth fields (mask and disc coverage before clipping, shading) share one coarse grid and one upsampling.
-    fields = _coarse_fields(geometry, shading, x, y, size)
-    height, width = y.shape[0], x.shape[0]
-    mask_coverage, disc_coverage, shade = (fields[:, SDF_STEP:SDF_STEP + height, SDF_STEP:SDF_STEP + width, c]
-                                           for c in range(3))
-    # The top edge fades in below the eye line, so rows above it stay untouched even with jitter.
-    top_fade = tf.clip_by_value((y[None, :, None] - eye_line) / soft, 0.0, 1.0)
-    alpha = tf.clip_by_value(mask_coverage, 0.0, 1.0) * top_fade
-    low, high = SHADE_RANGE
-    shade = low + (high - low) * shade
-    weight = alpha * _details(geometry, tf.clip_by_value(disc_coverage, 0.0, 1.0), x, y, size) * shade
-    base, contrast = _mask_colours(draws)
-    colour = _outer(weight, base[:, 0]) + _outer(weight * _texture(draws, x, y, size), contrast[:, 0])
-    return colour, alpha
+    count = tf.shape(draws)[0]
+    zeros, ones = tf.zeros([count]), tf.ones([count])
+    if landmarks is None:
+        similarity, anchors = (ones, zeros, zeros, zeros), anchor_values(template_points(size))
+    else:
+        landmarks = tf.cast(landmarks, tf.float32)
+        similarity = fit_similarity(landmarks, size)
+        anchors = anchor_values(canonical_landmarks(landmarks, size, similarity))
+    geometry = _mask_geometry(draws, size, anchors)
+    soft = _softness(size)
+    cx, cy, rx, ry = tf.unstack(geometry["discs"], axis=-1)
+    seam_width = SEAM_WIDTH_PX * size / TEMPLATE_SIZE
+    canonical = {
+        "lines": _polygon_lines(geometry["vertices"]),
+        "eye": tf.stack([zeros, -ones, anchors["eye_line"] + zeros + 0.5 * soft], axis=-1),
+        "disc_x": tf.stack([1.0 / rx, tf.zeros_like(rx), -cx / rx], axis=-1),
+        "disc_y": tf.stack([tf.zeros_like(ry), 1.0 / ry, -cy / ry], axis=-1),
+        "u": tf.stack([ones / seam_width, zeros, -geometry["centre_x"] / seam_width], axis=-1),
+        "v": tf.stack([zeros, 1.0 / geometry["height"], -geometry["top_y"] / geometry["height"]], axis=-1),
+        "waves": _texture_waves(draws, size),
+    }
+    a, b, tx, ty = similarity
+    det = a * a + b * b
+    # Image pixel (x, y, 1) -> canonical (x, y): the inverse similarity.
+    to_canonical = tf.stack([tf.stack([a / det, b / det, -(a * tx + b * ty) / det], axis=-1),
+                             tf.stack([-b / det, a / det, (b * tx - a * ty) / det], axis=-1)], axis=1)
+    frame = {name: _to_image(coefficients, to_canonical) for name, coefficients in canonical.items()}
+    frame["disc_scale"] = tf.minimum(rx, ry)
+    frame["type"] = geometry["type"]
+    return frame
 
 
-def _window(size, reach):
-    """Returns the static window ``(top, bottom, left, right)`` of the canonical frame a mask can reach at the
-    widest outline, pose and jitter, with the anchors moved up to ``reach`` pixels (0: the template's anchors;
-    the window is then inside the image and starts at the eye line)."""
-    anchors = template_anchors(size)
-    outline_reach = max(np.abs(OUTLINES[..., 0]).max(), (np.abs(DISCS[..., 0]) + DISCS[..., 2]).max())
-    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
-    jitter = JITTER_PX * size / TEMPLATE_SIZE
-    # The cheeks move with an eye and half the change of the eye distance, the centre with nose and mouth.
-    half = (max(centre - anchors["left_cheek"][0], anchors["right_cheek"][0] - centre) + 2 * jitter + 2 * reach)
-    half *= 1 + POSE_RANGE
-    margin = 2.0 * max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE) + jitter
-    left = int(max(-reach, np.floor(centre - outline_reach * half - margin)))
-    right = int(min(size + reach, np.ceil(centre + outline_reach * half + margin)))
-    top = int(math.floor(anchors["eye_line"] - reach))
-    bottom = size + int(math.ceil(reach))
-    return top, bottom, left, right
-
-
-def _column_window(size):
-    """Returns the columns ``[left, right)`` a template-placed mask can reach."""
-    _, _, left, right = _window(size, 0.0)
-    return left, right
+def _to_image(coefficients, to_canonical):
+    """Returns linear functions of canonical pixels (``coefficients`` [M, ..., 3]) as functions of image pixels,
+    given the affine map ``to_canonical`` [M, 2, 3] from image (x, y, 1) to canonical (x, y)."""
+    shape = tf.shape(coefficients)
+    flat = tf.reshape(coefficients, [shape[0], -1, 3])
+    mapped = tf.matmul(flat[..., :2], to_canonical) + flat[..., 2:] * tf.constant([0.0, 0.0, 1.0])
+    return tf.reshape(mapped, shape)
 
 
 def _mask_geometry(draws, size, anchors=None):
-    """Returns the per-image mask frame in pixels: vertices [M,12,2], discs [M,2,4], frame scalars [M].
+    """Returns the per-image mask frame in canonical pixels: vertices [M,12,2], discs [M,2,4], frame scalars [M].
 
     ``anchors``: ``anchor_values`` of each image's canonical landmarks ([M] tensors), the template's when None.
     """
@@ -474,60 +453,10 @@ def _mask_geometry(draws, size, anchors=None):
     return frame
 
 
-def _coarse_fields(geometry, shading, x, y, size):
-    """Returns the smooth per-pixel fields of a window (pixels x [W] × y [H]; ``shading`` as in _mask_layer).
-
-    Returns [M, H', W', 3]; crop to [:, SDF_STEP:SDF_STEP + H, SDF_STEP:SDF_STEP + W]. Channels: 0.5 - distance
-    / softness to the mask (outline united with its discs) and to the discs (clip them to [0, 1] for an anti-aliased
-    coverage), and the shading mapped linearly from SHADE_RANGE to [0, 1]. All three are upsampled from the
-    coarse grid (see ``_coarse_grid``) in one resize; the distance transform is linear, so applying it before
-    upsampling changes nothing.
-    """
-    soft = max(1.0, EDGE_SOFTNESS_PX * size / TEMPLATE_SIZE)
-    coarse_x, coarse_y, rows, columns = _coarse_grid(x, y)
-    mask, discs = _coarse_distances(geometry, coarse_x, coarse_y)
-    shade = shading(rows, columns)
-    fields = tf.stack([0.5 - mask / soft, 0.5 - discs / soft, shade], axis=-1)
-    return tf.image.resize(fields, [len(rows) * SDF_STEP, len(columns) * SDF_STEP], method="bilinear")
-
-
-def _coarse_grid(x, y):
-    """Returns the coarse sample points ``(coarse_x, coarse_y)`` for the pixels x [W] × y [H], and their offsets
-    from (x[0], y[0]) as numpy arrays ``(rows, columns)``.
-
-    The fields are piecewise smooth, so they are evaluated on a grid SDF_STEP times coarser and upsampled
-    bilinearly: straight edges stay exact, only corners round off slightly. The points lie where bilinear
-    resizing (half-pixel centres) to SDF_STEP times the samples expects them, with one extra sample on each side
-    so that no pixel lies beyond the outermost samples (where resizing would clamp): crop the upsampled fields
-    to [SDF_STEP:SDF_STEP + H, SDF_STEP:SDF_STEP + W].
-    """
-    step = SDF_STEP
-    coarse_width, coarse_height = -(-x.shape[0] // step) + 2, -(-y.shape[0] // step) + 2
-    offsets = (step - 1) / 2 - step + step * np.arange(max(coarse_width, coarse_height), dtype=np.float32)
-    rows, columns = offsets[:coarse_height], offsets[:coarse_width]
-    return x[0] + tf.constant(columns), y[0] + tf.constant(rows), rows, columns
-
-
-def _coarse_distances(geometry, coarse_x, coarse_y):
-    """Returns the distances [M,h,w] (negative inside) to the mask (outline united with discs) and to the discs."""
-    outline = _polygon_distance(geometry["vertices"], coarse_x, coarse_y)
-    discs = tf.reduce_min(_disc_distances(geometry["discs"], coarse_x, coarse_y), axis=-1)
-    return tf.minimum(outline, discs), discs
-
-
-def _signed_distances(geometry, x, y):
-    """Returns approximate pixel distances [M,H,W,2] to the mask (outline united with its discs) and to the discs.
-
-    Negative inside; upsampled from the coarse grid exactly as the fields ``paint_masks`` uses.
-    """
-    coarse_x, coarse_y, rows, columns = _coarse_grid(x, y)
-    fields = tf.stack(_coarse_distances(geometry, coarse_x, coarse_y), axis=-1)
-    upsampled = tf.image.resize(fields, [len(rows) * SDF_STEP, len(columns) * SDF_STEP], method="bilinear")
-    return upsampled[:, SDF_STEP:SDF_STEP + y.shape[0], SDF_STEP:SDF_STEP + x.shape[0]]
-
-
-def _polygon_distance(vertices, x, y):
-    """Distance [M,H,W] (negative inside) to the convex polygons ``vertices`` [M,V,2] on the grid x [W] × y [H]."""
+def _polygon_lines(vertices):
+    """Returns the edges [M,V,3] of the convex polygons ``vertices`` [M,V,2] as lines (nx, ny, c) with unit
+    normals pointing outwards: nx * x + ny * y + c is the signed distance to the edge's line (positive outside),
+    and the largest over the edges the distance to the polygon (exact near the edges, less near corners)."""
     start, end = vertices, tf.roll(vertices, shift=-1, axis=1)
     edge = end - start
     normal = tf.stack([edge[..., 1], -edge[..., 0]], axis=-1)
@@ -537,38 +466,101 @@ def _polygon_distance(vertices, x, y):
     centroid = tf.reduce_mean(vertices, axis=1, keepdims=True)
     side = tf.reduce_sum(normal * centroid, axis=-1) - offset
     sign = tf.where(side > 0.0, -1.0, 1.0)
-    lines = tf.concat([normal, -offset[..., None]], axis=-1) * sign[..., None]       # [M, V, 3]
-    height, width = tf.shape(y)[0], tf.shape(x)[0]
+    return tf.concat([normal, -offset[..., None]], axis=-1) * sign[..., None]
+
+
+def _coarse_samples(pixels):
+    """Returns the coarse sample positions (float32) covering the pixel positions ``pixels`` [N]: every
+    SDF_STEP-th pixel from the first, one past the last when needed.
+
+    The fields are piecewise smooth, so they are evaluated on this grid and interpolated bilinearly
+    (``_upsampling``): straight edges stay exact, only corners round off slightly.
+    """
+    count = (tf.size(pixels) - 1 + SDF_STEP - 1) // SDF_STEP + 1
+    return pixels[0] + SDF_STEP * tf.range(count, dtype=tf.float32)
+
+
+def _upsampling(pixels, samples):
+    """Returns the [len(pixels), len(samples)] bilinear weights of ``_coarse_samples`` at the ``pixels``."""
+    position = (pixels - pixels[0]) / SDF_STEP
+    return tf.nn.relu(1.0 - tf.abs(position[:, None] - tf.range(tf.size(samples), dtype=tf.float32)[None]))
+
+
+_LINEAR_KEYS = ("lines", "eye", "disc_x", "disc_y", "u", "v")
+
+
+def _evaluate(frame, x, y):
+    """Evaluates all linear functions of ``frame`` on the grid x [W] × y [H] in one batched matmul; returns a
+    dict of [M, H, W, D] (D = 12 edges for ``lines``, 2 discs for ``disc_x`` and ``disc_y``, else 1)."""
+    height, width = tf.size(y), tf.size(x)
     gx, gy = tf.meshgrid(x, y)
     grid = tf.stack([tf.reshape(gx, [-1]), tf.reshape(gy, [-1]), tf.ones([height * width])], axis=1)
-    distance = tf.reduce_max(tf.matmul(tf.broadcast_to(grid[None], [tf.shape(lines)[0], height * width, 3]),
-                                       lines, transpose_b=True), axis=-1)
-    return tf.reshape(distance, [-1, height, width])
+    parts = [frame[key] if frame[key].shape.rank == 3 else frame[key][:, None] for key in _LINEAR_KEYS]
+    sizes = [part.shape[1] for part in parts]
+    values = tf.matmul(grid[None], tf.concat(parts, axis=1), transpose_b=True)
+    values = tf.reshape(values, [-1, height, width, sum(sizes)])
+    return dict(zip(_LINEAR_KEYS, tf.split(values, sizes, axis=-1)))
 
 
-def _disc_distances(discs, x, y):
-    """Approximate distance [M,H,W,D] (negative inside) to the ellipses ``discs`` [M,D,4] (cx, cy, rx, ry)."""
-    cx, cy, rx, ry = (discs[:, None, None, :, i] for i in range(4))
-    ex = (x[None, None, :, None] - cx) / rx
-    ey = (y[None, :, None, None] - cy) / ry
-    return (tf.sqrt(ex * ex + ey * ey) - 1.0) * tf.minimum(rx, ry)
+def _distance_fields(values, frame):
+    """Returns distances [M,H,W] in canonical pixels (negative inside), from ``_evaluate``'s ``values``: to the
+    mask (outline united with its discs, cut at the eye line) and to the discs alone."""
+    outline = tf.reduce_max(values["lines"], axis=-1)
+    ex, ey = values["disc_x"], values["disc_y"]
+    discs = tf.reduce_min((tf.sqrt(ex * ex + ey * ey) - 1.0) * frame["disc_scale"][:, None, None, :], axis=-1)
+    return tf.maximum(tf.minimum(outline, discs), values["eye"][..., 0]), discs
 
 
-def _details(geometry, discs, x, y, size):
-    """Multiplicative shade [M,H,W] of the type's details: pleats, a centre seam, darker discs (coverage [M,H,W])."""
-    mask_type = geometry["type"]
-    v = (y[None, :, None] - geometry["top_y"][:, None, None]) / geometry["height"][:, None, None]
-    pleat = tf.nn.relu(tf.cos(2.0 * np.pi * PLEAT_COUNT * v)) ** 4
+def _coarse_fields(window, frame, x, y, size):
+    """Returns the per-pixel fields of the window (pixels x [W] × y [H]), evaluated on the coarse grid and
+    interpolated together, each [M,H,W]: ``mask`` and ``discs``, 0.5 - distance / softness to the mask and to its
+    discs (clip them to [0, 1] for an anti-aliased coverage); ``shade``, the shading; ``u`` and ``v``, the mask's
+    frame (in seam widths from the centre line; 0 at the top, 1 at the bottom). The maps of the distances are
+    linear, and u and v are linear, so interpolating them is exact away from corners."""
+    coarse_x, coarse_y = _coarse_samples(x), _coarse_samples(y)
+    values = _evaluate(frame, coarse_x, coarse_y)
+    mask, discs = _distance_fields(values, frame)
+    soft = _softness(size)
+    fields = {"mask": 0.5 - mask / soft, "discs": 0.5 - discs / soft,
+              "shade": _shading(window, size, coarse_y - y[0], coarse_x - x[0]),
+              "u": values["u"][..., 0], "v": values["v"][..., 0]}
+    # Bilinear interpolation as two matmuls, all fields at once along the batch axis.
+    stacked = tf.concat(list(fields.values()), axis=0)
+    stacked = tf.matmul(tf.matmul(_upsampling(y, coarse_y)[None], stacked), _upsampling(x, coarse_x)[None],
+                        transpose_b=True)
+    return dict(zip(fields, tf.split(stacked, len(fields), axis=0)))
+
+
+def _mask_layer(window, frame, draws, x, y, size):
+    """Paints the masks on the image window ``window`` [M,H,W,3] (float32 0..255, pixels x [W] × y [H]).
+
+    Returns ``(colour, alpha)``: the premultiplied mask colour [M, H, W, 3] (0..255) and the coverage [M, H, W]
+    in [0, 1], zero on and above each face's eye line.
+    """
+    fields = _coarse_fields(window, frame, x, y, size)
+    alpha = tf.clip_by_value(fields["mask"], 0.0, 1.0)
+    weight = alpha * fields["shade"] * _details(fields, frame["type"])
+    colours = _mask_colours(draws)[:, None, None]
+    colour = weight[..., None] * (colours[..., 0, :] + _texture(frame, draws, x, y)[..., None] * colours[..., 1, :])
+    return colour, alpha
+
+
+def _details(fields, mask_type):
+    """Multiplicative shade [M,H,W] of the type's details, from ``_coarse_fields``: pleats (a smooth bump, as
+    wide as a quarter of the pleat spacing, PLEAT_COUNT per mask height), a centre seam (a line SEAM_WIDTH_PX
+    wide, a triangular profile) and darker discs (DISC_SHADE). Polynomials only: no transcendental per pixel."""
+    offset = PLEAT_COUNT * fields["v"]
+    offset = (offset - tf.round(offset)) / PLEAT_WIDTH
+    pleat = tf.square(tf.nn.relu(1.0 - tf.square(offset)))
     pleat = 1.0 - tf.gather(tf.constant(PLEAT_AMPLITUDE), mask_type)[:, None, None] * pleat
-    seam_width = SEAM_WIDTH_PX * size / TEMPLATE_SIZE
-    seam = tf.exp(-tf.square((x[None, None, :] - geometry["centre_x"][:, None, None]) / seam_width))
-    seam = 1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None] * seam
+    seam = 1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None] * tf.nn.relu(1.0 - tf.abs(fields["u"]))
     disc_darkening = 1.0 - tf.gather(tf.constant(DISC_SHADE), mask_type)[:, None, None]
-    return (pleat * seam) * (1.0 - disc_darkening * discs)
+    return pleat * seam * (1.0 - disc_darkening * tf.clip_by_value(fields["discs"], 0.0, 1.0))
 
 
 def _mask_colours(draws):
-    """Returns ``(base, contrast)`` [M,1,1,3] (0..255): mask colour = base + texture pattern * contrast.
+    """Returns [M, 2, 3]: the colours ``base`` and ``contrast`` (0..255) of mask colour = base + texture pattern *
+    contrast.
 
     Plain masks (half of them) have zero contrast; textured ones blend a two-colour pattern with weight
     TEXTURE_WEIGHT into the colour, as MaskTheFace blends its pattern images.
@@ -581,37 +573,44 @@ def _mask_colours(draws):
     first, second = draws[:, _R_TEX_A] * 255.0, draws[:, _R_TEX_B] * 255.0
     base = colour * (1.0 - weight) + first * weight
     contrast = (second - first) * weight
-    return base[:, None, None, :], contrast[:, None, None, :]
+    return tf.stack([base, contrast], axis=1)
 
 
-def _texture(draws, x, y, size):
-    """Returns the procedural pattern [M,H,W] in [0,1]: stripes, checks, dots or floral interference."""
-    count = len(TEXTURES)
-    kind = tf.minimum(tf.cast(draws[:, _R_PATTERN] * count, tf.int32), count - 1)
+def _texture_waves(draws, size):
+    """Returns the phases [M,4,3] of the texture's four plane waves as linear functions of canonical pixels:
+    angles 0, 90, 60 and 120 degrees from a random direction, a random period and random phases."""
     low, high = TEXTURE_PERIOD_PX
     period = (low + (high - low) * draws[:, _R_PERIOD]) * size / TEMPLATE_SIZE
     angle = draws[:, _R_ANGLE] * np.pi
     frequency = 2.0 * np.pi / period
     phase = draws[:, _R_PHASE] * 2.0 * np.pi
+    waves = [tf.stack([frequency * tf.cos(angle + direction), frequency * tf.sin(angle + direction),
+                       phase[:, phase_index]], axis=-1)
+             for direction, phase_index in ((0.0, 0), (np.pi / 2, 1), (np.pi / 3, 2), (2 * np.pi / 3, 1))]
+    return tf.stack(waves, axis=1)
 
+
+def _texture(frame, draws, x, y):
+    """Returns the procedural pattern [M,H,W] in [0,1]: stripes, checks, dots or floral interference."""
+    count = len(TEXTURES)
+    kind = tf.minimum(tf.cast(draws[:, _R_PATTERN] * count, tf.int32), count - 1)
     # z = a1*s1 + a2*s2 + a12*s1*s2 + a3*s3 + a4*s4 + bias with s = sin(ax + ay) = sin(ax)cos(ay) + cos(ax)sin(ay)
     # is a sum of 13 separable (row x column) terms, so the whole field is one batched matmul.
     w = tf.gather(tf.constant(TEXTURE_WEIGHTS), kind) * (0.25 * TEXTURE_SHARPNESS)             # [M, 6]
+    waves = frame["waves"]
+    along_x = waves[:, :, None, 0] * x[None, None, :] + waves[:, :, None, 2]                   # [M, 4, W]
+    along_y = waves[:, :, None, 1] * y[None, None, :]                                          # [M, 4, H]
+    sin_x, cos_x, sin_y, cos_y = tf.sin(along_x), tf.cos(along_x), tf.sin(along_y), tf.cos(along_y)
     rows, columns = [], []
-    sin_cos = []
-    for direction, phase_index in ((0.0, 0), (np.pi / 2, 1), (np.pi / 3, 2), (2 * np.pi / 3, 1)):
-        along_x = (frequency * tf.cos(angle + direction))[:, None] * x[None, :] + phase[:, phase_index][:, None]
-        along_y = (frequency * tf.sin(angle + direction))[:, None] * y[None, :]
-        sin_cos.append((tf.sin(along_x), tf.cos(along_x), tf.sin(along_y), tf.cos(along_y)))
     for k, weight_index in enumerate((0, 1, 3, 4)):
-        sx, cx, sy, cy = sin_cos[k]
         wk = w[:, weight_index][:, None]
-        rows += [wk * cy, wk * sy]
-        columns += [sx, cx]
-    (s1x, c1x, s1y, c1y), (s2x, c2x, s2y, c2y) = sin_cos[0], sin_cos[1]
+        rows += [wk * cos_y[:, k], wk * sin_y[:, k]]
+        columns += [sin_x[:, k], cos_x[:, k]]
     w12 = w[:, 2][:, None]
-    rows += [w12 * c1y * c2y, w12 * c1y * s2y, w12 * s1y * c2y, w12 * s1y * s2y]
-    columns += [s1x * s2x, s1x * c2x, c1x * s2x, c1x * c2x]
+    rows += [w12 * cos_y[:, 0] * cos_y[:, 1], w12 * cos_y[:, 0] * sin_y[:, 1], w12 * sin_y[:, 0] * cos_y[:, 1],
+             w12 * sin_y[:, 0] * sin_y[:, 1]]
+    columns += [sin_x[:, 0] * sin_x[:, 1], sin_x[:, 0] * cos_x[:, 1], cos_x[:, 0] * sin_x[:, 1],
+                cos_x[:, 0] * cos_x[:, 1]]
     rows.append(tf.broadcast_to(0.5 + w[:, 5][:, None], tf.shape(rows[0])))
     columns.append(tf.ones_like(columns[0]))
     z = tf.matmul(tf.stack(rows, axis=2), tf.stack(columns, axis=1))                        # [M, H, W]
@@ -619,71 +618,30 @@ def _texture(draws, x, y, size):
     return tf.clip_by_value(z, 0.0, 1.0)
 
 
-def _interpolation_matrix(positions, blocks, length):
-    """Returns the [len(positions), blocks] bilinear weights resizing ``blocks`` samples to ``length`` pixels
-    (half-pixel centres, as tf.image.resize) evaluated at the pixel ``positions``."""
-    source = np.clip((np.asarray(positions, np.float64) + 0.5) * blocks / length - 0.5, 0.0, blocks - 1)
-    lower = np.minimum(np.floor(source).astype(int), blocks - 1)
-    upper = np.minimum(lower + 1, blocks - 1)
-    fraction = source - lower
-    matrix = np.zeros([len(source), blocks], np.float32)
-    matrix[np.arange(len(source)), lower] += 1.0 - fraction
-    matrix[np.arange(len(source)), upper] += fraction
-    return matrix
+def _interpolation_weights(positions, blocks, block):
+    """Returns the [len(positions), blocks] bilinear weights sampling ``blocks`` averages of ``block`` pixels each
+    (as avg_pool2d with stride ``block`` makes them) at the pixel ``positions`` (float32 [N], 0 = the first
+    pixel); positions beyond the outer block centres take the outer block."""
+    source = tf.clip_by_value((positions + 0.5) / block - 0.5, 0.0, tf.cast(blocks - 1, tf.float32))
+    return tf.nn.relu(1.0 - tf.abs(source[:, None] - tf.range(blocks, dtype=tf.float32)[None]))
 
 
-def _window_shading(lower, size):
-    """Returns the ``shading(rows, columns)`` function of the window ``lower`` [M,H,W,3] (see ``_shading``)."""
-    return lambda rows, columns: _shading(lower, size, rows, columns)
+def _shading(window, size, rows, columns):
+    """Shade following the face's blurred luminance (``window`` [M,H,W,3]) relative to its mean there.
 
-
-def _warped_shading(images, similarity, size, top, left):
-    """Returns the ``shading(rows, columns)`` function of a canonical window at (left, top) of faces ``images``
-    [M,S,S,3] placed by ``similarity`` (a, b, tx, ty; in pixels of the image scaled to ``size``), as ``_shading``
-    computes it, but from the blurred luminance of the image sampled at the mapped points (no full-size warp)."""
-    pixel_ratio = images.shape[1] / size          # image pixels per painting pixel
-    block = max(2, int(round(SHADE_BLUR_PX * images.shape[1] / TEMPLATE_SIZE)))
-    blurred = tf.nn.avg_pool2d(tf.cast(images, tf.float32), block, block, "SAME")
-    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-    a, b, tx, ty = similarity
-    zero = tf.zeros_like(a)
-
-    def shading(rows, columns):
-        # Coarse sample (i, j) is canonical point (left + columns[0] + j * step, top + rows[0] + i * step) -> painting
-        # pixel S(p) -> image pixel (S(p) + 0.5) * ratio - 0.5 -> block coordinates (pixel + 0.5) / block - 0.5.
-        step = float(rows[1] - rows[0]) if len(rows) > 1 else 1.0
-        x0, y0 = left + float(columns[0]), top + float(rows[0])
-        scale, k = step * pixel_ratio / block, pixel_ratio / block
-        to_blocks = tf.stack([a * scale, -b * scale, (a * x0 - b * y0 + tx + 0.5) * k - 0.5,
-                              b * scale, a * scale, (b * x0 + a * y0 + ty + 0.5) * k - 0.5, zero, zero], axis=1)
-        sampled = tf.raw_ops.ImageProjectiveTransformV3(
-            images=luminance, transforms=to_blocks, output_shape=[len(rows), len(columns)], fill_value=0.0,
-            interpolation="BILINEAR", fill_mode="NEAREST")[..., 0]
-        mean = tf.reduce_mean(sampled, axis=[1, 2])
-        ratio = sampled / (mean[:, None, None] + 1.0)
-        low, high = SHADE_RANGE
-        return (tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high) - low) / (high - low)
-
-    return shading
-
-
-def _shading(lower, size, rows, columns):
-    """Shade following the face's blurred luminance (``lower`` [M,H,W,3]) relative to its mean there.
-
-    Returns [M, len(rows), len(columns)], sampled at those pixel offsets in the window and mapped linearly from
-    SHADE_RANGE to [0, 1]. The blur is coarse enough that the mouth and nose do not show through the mask, only
-    the lighting.
+    Returns [M, len(rows), len(columns)] in SHADE_RANGE, sampled at those pixel offsets in the window. The blur
+    is coarse enough that the mouth and nose do not show through the mask, only the lighting.
     """
     block = max(2, int(round(SHADE_BLUR_PX * size / TEMPLATE_SIZE)))
-    blurred = tf.nn.avg_pool2d(lower, block, block, "SAME")
+    blurred = tf.nn.avg_pool2d(window, block, block, "SAME")
     luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1)
     mean = tf.reduce_mean(luminance, axis=[1, 2])
     ratio = luminance / (mean[:, None, None] + 1.0)
     low, high = SHADE_RANGE
-    shade = (tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high) - low) / (high - low)
-    height, width = lower.shape[1], lower.shape[2]
-    along_y = tf.constant(_interpolation_matrix(rows, -(-height // block), height))
-    along_x = tf.constant(_interpolation_matrix(columns, -(-width // block), width))
+    shade = tf.clip_by_value(1.0 + SHADE_STRENGTH * (ratio - 1.0), low, high)
+    blocks = tf.shape(luminance)
+    along_y = _interpolation_weights(rows, blocks[1], block)
+    along_x = _interpolation_weights(columns, blocks[2], block)
     return tf.matmul(tf.matmul(along_y[None], shade), along_x[None], transpose_b=True)
 
 
