@@ -248,3 +248,64 @@ def test_yaw_shown_by_landmarks_makes_the_mask_wider_on_the_near_side():
         left, right = sides(placed, turned[2, 0])
         straight_left, straight_right = sides(straight, masks.template_points(size)[2, 0])
         assert (left - right) - (straight_left - straight_right) > 3, (left, right, straight_left, straight_right)
+
+
+def _flat_faces(count, size, value=128):
+    return np.full((count, size, size, 3), value, np.uint8)
+
+
+def test_frontal_mask_spans_the_cheek_anchors_symmetrically():
+    # Surgical outline (u = ±1.05 between v = 0.35 and 0.65), no pose and no jitter: at v = 0.5 the mask spans
+    # 1.05 times the distance from the centre line to each cheek anchor, read off template_anchors.
+    size = 112
+    draws = np.full((2, 25), 0.5, np.float32)
+    draws[:, 1] = 0.1
+    alpha = masks.mask_alpha(tf.constant(_flat_faces(2, size)), tf.constant(draws)).numpy()
+    anchors = masks.template_anchors(size)
+    centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
+    row = int(round((anchors["nose_bridge"][1] + anchors["chin"][1]) / 2))
+    covered = np.flatnonzero(alpha[0, row] > 0.5)
+    assert covered[0] == pytest.approx(centre - 1.05 * (centre - anchors["left_cheek"][0]), abs=1.0)
+    assert covered[-1] == pytest.approx(centre + 1.05 * (anchors["right_cheek"][0] - centre), abs=1.0)
+
+
+@pytest.mark.parametrize("colour", range(4))
+def test_plain_masks_on_a_flat_face_have_their_palette_colour(colour):
+    # On a flat face the shading is uniform (1 - 0.7 / 129 of the colour); cloth and KN95 masks carry only a thin
+    # seam, so the median covered pixel is the palette colour.
+    draws = np.full((2, 25), 0.5, np.float32)
+    draws[:, 1] = [0.5, 0.7]                                   # kn95, cloth
+    draws[:, 2] = (colour + 0.5) / len(masks.COLOURS)
+    draws[:, 3] = 0.9                                          # plain
+    faces = _flat_faces(2, 112)
+    out = masks.paint_masks(tf.constant(faces), tf.constant(draws)).numpy()
+    alpha = masks.mask_alpha(tf.constant(faces), tf.constant(draws)).numpy()
+    for image, coverage in zip(out, alpha):
+        median = np.median(image[coverage > 0.99], axis=0)
+        np.testing.assert_allclose(median, masks.PALETTE[colour] * (1 - 0.7 / 129), atol=1.5)
+
+
+@pytest.mark.parametrize("textured", [True, False])
+@pytest.mark.parametrize("degrees,scale,shift", [(25.0, 0.9, (4.0, -3.0)), (-30.0, 1.1, (-5.0, 2.0))])
+def test_painted_masks_follow_a_known_similarity_texture_and_details_included(degrees, scale, shift, textured):
+    # Reference: the template-placed painting (masks of every type on a flat face) warped by cv2. Textures are
+    # checked in bulk (their sharp edges differ after cv2's interpolation); plain masks pixel by pixel, which
+    # catches a seam or pleat left in the wrong place.
+    size, count = 112, len(masks.MASK_TYPES)
+    draws = tf.random.stateless_uniform([count, 25], [9, 3]).numpy().copy()
+    draws[:, 1] = (np.arange(count) + 0.5) / count
+    draws[:, 3] = 0.1 if textured else 0.9
+    faces = tf.constant(_flat_faces(count, size))
+    reference = masks.paint_masks(faces, tf.constant(draws)).numpy()
+    moved, matrix = _rotated(masks.template_points(size), degrees, scale, np.array(shift), size)
+    landmarks = tf.constant(np.repeat(moved[None], count, axis=0).astype(np.float32))
+    placed = masks.paint_masks(faces, tf.constant(draws), landmarks).numpy().astype(np.float32)
+    alpha = masks.mask_alpha(faces, tf.constant(draws), landmarks).numpy()
+    for image, expected, coverage in zip(placed, reference, alpha):
+        warped = cv2.warpAffine(expected.astype(np.float32), matrix, (size, size), flags=cv2.INTER_LINEAR)
+        inside = cv2.erode((coverage > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        error = np.abs(image - warped)[inside]
+        if textured:
+            assert np.median(error) < 3.0 and np.percentile(error, 90) < 20.0, np.percentile(error, [50, 90])
+        else:
+            assert np.percentile(error, 99) < 25.0, np.percentile(error, 99)
