@@ -7,8 +7,9 @@ to a temporary directory, then runs pipeline.make_train_dataset over it with mas
 mask_placement "template" and "landmarks" (the default), alternating, after a warm-up each, ``--rounds`` times
 (default 10), and reports the MEDIAN over the rounds of each setting's img/s (wall clock) and of the per-round mask
 cost (1 - with masks / decode only of the same round), with its range, plus images per CPU-second of this process.
-The painter is compiled with XLA once per shape and process; a shape first met in a timed round slows that round,
-which the median discounts.
+The painter is compiled with XLA once per shape and process (a few seconds each, at the start of training): an
+untimed first round of each setting compiles the shapes it meets, so that the rounds measure the steady state (a
+rare shape first met later slows its round, which the median discounts).
 Prints human-readable lines, then ONE JSON line, saved with results.save_result as docs/results/pipeline.json
 (pipeline_quick.json with --quick).
 Targets: >= 1,500 img/s with masks on 2 cores at 112x112; masks cost <= 30% of decode-only throughput.
@@ -89,6 +90,8 @@ def main(argv):
         # Alternate the settings, so that other jobs on the machine slow all alike within a round.
         runs = {"decode_only": [], "template": [], "landmarks": []}
         settings = {"decode_only": (0.0, "template"), "template": (0.5, "template"), "landmarks": (0.5, "landmarks")}
+        for name in runs:
+            measure(path, *settings[name], batches, warmup)
         for _ in range(rounds):
             for name, results in runs.items():
                 results.append(measure(path, *settings[name], batches, warmup))

@@ -633,8 +633,9 @@ def _shading(window, size, rows, columns):
     is coarse enough that the mouth and nose do not show through the mask, only the lighting.
     """
     block = max(2, int(round(SHADE_BLUR_PX * size / TEMPLATE_SIZE)))
-    blurred = tf.nn.avg_pool2d(window, block, block, "SAME")
-    luminance = tf.reduce_sum(blurred * tf.constant([0.299, 0.587, 0.114]), axis=-1)
+    # Luminance first, then one channel to average: the same numbers (both are linear) at a third of the pooling.
+    luminance = tf.reduce_sum(window * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    luminance = tf.nn.avg_pool2d(luminance, block, block, "SAME")[..., 0]
     mean = tf.reduce_mean(luminance, axis=[1, 2])
     ratio = luminance / (mean[:, None, None] + 1.0)
     low, high = SHADE_RANGE
