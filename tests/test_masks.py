@@ -254,19 +254,23 @@ def _flat_faces(count, size, value=128):
     return np.full((count, size, size, 3), value, np.uint8)
 
 
-def test_frontal_mask_spans_the_cheek_anchors_symmetrically():
-    # Surgical outline (u = ±1.05 between v = 0.35 and 0.65), no pose and no jitter: at v = 0.5 the mask spans
-    # 1.05 times the distance from the centre line to each cheek anchor, read off template_anchors.
+@pytest.mark.parametrize("pose_draw", [0.5, 0.0, 1.0])
+def test_frontal_mask_spans_the_cheek_anchors(pose_draw):
+    # Surgical outline (u = ±1.05 between v = 0.35 and 0.65), no jitter: at v = 0.5 the mask spans 1.05 times the
+    # distance from the centre line to each cheek anchor (read off template_anchors), the left side times
+    # (1 + pose) and the right side times (1 - pose), pose = (2 * draw - 1) * POSE_RANGE.
     size = 112
     draws = np.full((2, 25), 0.5, np.float32)
     draws[:, 1] = 0.1
+    draws[:, 10] = pose_draw
+    pose = (2 * pose_draw - 1) * masks.POSE_RANGE
     alpha = masks.mask_alpha(tf.constant(_flat_faces(2, size)), tf.constant(draws)).numpy()
     anchors = masks.template_anchors(size)
     centre = (anchors["nose_bridge"][0] + anchors["chin"][0]) / 2
     row = int(round((anchors["nose_bridge"][1] + anchors["chin"][1]) / 2))
     covered = np.flatnonzero(alpha[0, row] > 0.5)
-    assert covered[0] == pytest.approx(centre - 1.05 * (centre - anchors["left_cheek"][0]), abs=1.0)
-    assert covered[-1] == pytest.approx(centre + 1.05 * (anchors["right_cheek"][0] - centre), abs=1.0)
+    assert covered[0] == pytest.approx(centre - 1.05 * (centre - anchors["left_cheek"][0]) * (1 + pose), abs=1.0)
+    assert covered[-1] == pytest.approx(centre + 1.05 * (anchors["right_cheek"][0] - centre) * (1 - pose), abs=1.0)
 
 
 @pytest.mark.parametrize("colour", range(4))
