@@ -313,3 +313,24 @@ def test_painted_masks_follow_a_known_similarity_texture_and_details_included(de
             assert np.median(error) < 3.0 and np.percentile(error, 90) < 20.0, np.percentile(error, [50, 90])
         else:
             assert np.percentile(error, 99) < 25.0, np.percentile(error, 99)
+
+
+@pytest.mark.parametrize("size", [64, 112])
+def test_template_window_holds_the_widest_masks(size):
+    # Template masks are computed in a static window; the same masks computed over the whole image (rows without
+    # landmarks) must not reach further. Widest settings: surgical and gas types, full pose both ways, the
+    # width jitter at its extremes.
+    draws = np.full((4, 25), 0.5, np.float32)
+    draws[:, 1] = [0.1, 0.9, 0.1, 0.9]
+    draws[:, 10] = [0.0, 0.0, 1.0, 1.0]
+    draws[:, 11] = [0.0, 1.0, 0.0, 1.0]                        # centre jitter
+    draws[:, 14:16] = 1.0                                      # both widths at their largest
+    faces = tf.constant(_flat_faces(4, size))
+    windowed = masks.mask_alpha(faces, tf.constant(draws)).numpy() > 0.5
+    whole = masks.mask_alpha(faces, tf.constant(draws), tf.constant(np.full((4, 5, 2), np.nan, np.float32)))
+    whole = whole.numpy() > 0.5
+    for inside, reference in zip(windowed, whole):
+        # The extreme columns lie on straight or gently curved edges, where the coarse grid's alignment (which
+        # differs between the two) moves nothing by more than a pixel; a window too narrow would cut them.
+        inside, reference = np.flatnonzero(inside.any(axis=0)), np.flatnonzero(reference.any(axis=0))
+        assert abs(inside[0] - reference[0]) <= 1 and abs(inside[-1] - reference[-1]) <= 1, (inside, reference)
