@@ -44,11 +44,8 @@ def _alternating_medians(functions, iters, warmup=3):
 def _model():
     from mtarcface_tf.configs import common
     from mtarcface_tf.model import build_mtarcface
-    config = common.base_config()
-    config.num_classes = 10  # the class centres are not part of inference
+    config = common.inference_config(small=FLAGS.quick)
     if FLAGS.quick:
-        config.model.units = (1, 1, 1, 1)
-        config.model.width = 0.25
         config.model.input_size = 64
         config.model.embedding_size = 128
     return build_mtarcface(config.num_classes, config), config

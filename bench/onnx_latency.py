@@ -26,11 +26,7 @@ BATCHES = (1, 64)
 def _model():
     from mtarcface_tf.configs import common
     from mtarcface_tf.model.build import build_mtarcface
-    config = common.base_config()
-    config.num_classes = 10  # the class centres are not part of inference
-    if FLAGS.quick:
-        config.model.units = (1, 1, 1, 1)
-        config.model.width = 0.25
+    config = common.inference_config(small=FLAGS.quick)
     return build_mtarcface(config.num_classes, config)
 
 

@@ -232,7 +232,7 @@ class MaskAugmenter:
         count = tf.size(chosen)
         bucket = tf.maximum(1, (batch + SHAPE_BUCKETS - 1) // SHAPE_BUCKETS)
         padded = tf.concat([chosen, tf.zeros([(count + bucket - 1) // bucket * bucket - count], tf.int32)], 0)
-        chosen_landmarks = None if landmarks is None else tf.gather(tf.cast(landmarks, tf.float32), padded)
+        chosen_landmarks = None if landmarks is None else tf.gather(landmarks, padded)
         painted = paint_masks(tf.gather(images, padded), tf.gather(draws, padded), chosen_landmarks)[:count]
         # Stitching the kept and painted images (disjoint indices) is much cheaper than tensor_scatter_nd_update.
         merged = tf.dynamic_stitch([kept, chosen], [tf.gather(images, kept), painted])
@@ -264,22 +264,25 @@ def paint_masks(images, draws, landmarks=None):
     Returns:
       The images, same dtype and shape, masked below each face's eye line only.
     """
-    return _paint_compiled(images, draws, landmarks)[0]
+    return _paint_compiled(images, draws, landmarks, alpha_only=False)
 
 
 def mask_alpha(images, draws, landmarks=None):
     """Returns the mask coverage float32 [M, S, S] in [0, 1] that ``paint_masks`` paints with the same arguments
     (1 where the mask replaces the face; for measuring where masks land)."""
-    return _paint_compiled(images, draws, landmarks)[1]
+    return _paint_compiled(images, draws, landmarks, alpha_only=True)
 
 
 @tf.function(jit_compile=True)
-def _paint_compiled(images, draws, landmarks):
+def _paint_compiled(images, draws, landmarks, alpha_only):
     """``_paint`` compiled by XLA: its few dozen per-pixel steps fuse into a handful of loops (in the training
     pipeline, masks cost about 21-28% of decode-only throughput this way, 29-32% as separate TF ops; see
     bench/pipeline.py). One compilation per (shape, dtype, placement), cached for the process;
-    ``MaskAugmenter`` pads the number of images to a few sizes to keep the shapes few."""
-    return _paint(images, draws, landmarks)
+    ``MaskAugmenter`` pads the number of images to a few sizes to keep the shapes few. ``alpha_only`` (a Python
+    bool, traced separately) returns ``mask_alpha``'s coverage instead of the images; XLA drops the other output's
+    work."""
+    painted, alpha = _paint(images, draws, landmarks)
+    return alpha if alpha_only else painted
 
 
 def _paint(images, draws, landmarks):
