@@ -234,6 +234,13 @@ def headline_figures(reports, set_name="synth"):
     return figures
 
 
+def mask_accuracy_drop(model_figures):
+    """Returns what masks cost one model of ``headline_figures``: (clean - masked) + (clean - mixed) accuracy, as a
+    fraction (the same pairs, so each model's own clean accuracy is the baseline)."""
+    clean = model_figures["clean"]["accuracy"]
+    return 2 * clean - model_figures["masked"]["accuracy"] - model_figures["mixed"]["accuracy"]
+
+
 def result_figures(summary):
     """Returns the JSON figures of a finished demo (``run_demo``'s summary) for ``results.save_result``."""
     return dict(headline=headline_figures(summary["reports"]), table=summary["table"],

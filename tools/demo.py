@@ -1,5 +1,5 @@
 """The main job on the embedded SynthFaces: train ArcFace and MTArcFace, evaluate clean/masked/mixed, export,
-recognize masked people. `make demo` runs it; about 5 minutes on 2 idle CPU cores (`--quick`: a 1-minute smoke run).
+recognize masked people. `make demo` runs it; about 5 minutes on 2 idle CPU cores (`--quick`: a 2-minute smoke run).
 
   python tools/demo.py [--output_dir=runs/demo] [--quick] [--sequential] [--all_baselines]
 """
