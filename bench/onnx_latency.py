@@ -5,7 +5,8 @@ that would shadow the onnx package for tf2onnx.)
   python bench/onnx_latency.py --quick    # a small LResNet at 112x112
 
 Needs the [onnx] extra. Prints one line per measurement, then ONE JSON line, saved to docs/results/onnx.json
-(onnx_quick.json with --quick). Both runtimes use every core they see (2 here, shared: wall times are inflated).
+(onnx_quick.json with --quick). Both runtimes use every core they see; on a machine shared with other jobs
+onnxruntime suffered more than TensorFlow (4x slower at batch 1 at a load average of 18, faster when idle).
 """
 import json
 import os
