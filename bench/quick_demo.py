@@ -2,12 +2,12 @@
 
   python bench/quick_demo.py [--runs=5] [--steps=0]
 
-Runs the quick demo (`tools/demo.py --quick`) ``--runs`` times, one after the other, each in a new temporary directory (SynthFaces
-made afresh, both models trained from scratch: runs differ by tf.data order and thread scheduling), and reports
-per run each model's clean / masked / mixed accuracy and its mask accuracy drop (demo.mask_accuracy_drop: clean -
-masked plus clean - mixed, on the same pairs), and the margin: ArcFace's drop minus MTArcFace's. tests/test_demo.py
-asserts the margin is positive, so the smallest margin and the mean and spread say how often it could fail by
-chance. ``--steps`` overrides the quick run's steps (0: the configs' QUICK steps).
+Runs the quick demo (`tools/demo.py --quick`) ``--runs`` times, one after the other, each in a new temporary
+directory (SynthFaces made afresh, both models trained from scratch: runs differ by tf.data order and thread
+scheduling), and reports per run each model's clean / masked / mixed accuracy and its mask accuracy drop
+(demo.mask_accuracy_drop: clean - masked plus clean - mixed, on the same pairs), and the margin: ArcFace's drop
+minus MTArcFace's. tests/test_demo.py asserts the margin is positive, so the smallest margin and the mean and spread
+say how often it could fail by chance. ``--steps`` overrides the quick run's steps (0: the configs' QUICK steps).
 Prints a line per run, then ONE JSON line, saved as docs/results/quick_demo.json (quick_demo_STEPS.json with
 --steps).
 """
