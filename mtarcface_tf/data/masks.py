@@ -359,14 +359,21 @@ def canonical_landmarks(landmarks, size, similarity=None):
     """Returns the landmarks [M, 5, 2] mapped into the template's frame by the inverse of ``fit_similarity``
     (or of ``similarity``, its result, when given), kept within LANDMARK_REACH_PX (scaled) of the template (the
     template for rows without landmarks)."""
-    a, b, tx, ty = similarity or fit_similarity(landmarks, size)
+    to_canonical = _inverse_similarity(similarity or fit_similarity(landmarks, size))
     template = tf.constant(template_points(size))
     points = _filled(landmarks, template)
-    det = (a * a + b * b)[:, None]
-    dx, dy = points[..., 0] - tx[:, None], points[..., 1] - ty[:, None]
-    canonical = tf.stack([(a[:, None] * dx + b[:, None] * dy) / det, (a[:, None] * dy - b[:, None] * dx) / det], -1)
+    canonical = tf.matmul(points, to_canonical[..., :2], transpose_b=True) + to_canonical[:, None, :, 2]
     reach = LANDMARK_REACH_PX * size / TEMPLATE_SIZE
     return tf.clip_by_value(canonical, template - reach, template + reach)
+
+
+def _inverse_similarity(similarity):
+    """Returns the affine maps [M, 2, 3] from image pixels (x, y, 1) to canonical (x, y): the inverse of
+    ``fit_similarity``'s ``(a, b, tx, ty)``."""
+    a, b, tx, ty = similarity
+    det = a * a + b * b
+    return tf.stack([tf.stack([a / det, b / det, -(a * tx + b * ty) / det], axis=-1),
+                     tf.stack([-b / det, a / det, (b * tx - a * ty) / det], axis=-1)], axis=1)
 
 
 def _softness(size):
@@ -406,11 +413,7 @@ def _image_frame(draws, size, landmarks):
         "v": tf.stack([zeros, 1.0 / geometry["height"], -geometry["top_y"] / geometry["height"]], axis=-1),
         "waves": _texture_waves(draws, size),
     }
-    a, b, tx, ty = similarity
-    det = a * a + b * b
-    # Image pixel (x, y, 1) -> canonical (x, y): the inverse similarity.
-    to_canonical = tf.stack([tf.stack([a / det, b / det, -(a * tx + b * ty) / det], axis=-1),
-                             tf.stack([-b / det, a / det, (b * tx - a * ty) / det], axis=-1)], axis=1)
+    to_canonical = _inverse_similarity(similarity)
     frame = {name: _to_image(coefficients, to_canonical) for name, coefficients in canonical.items()}
     frame["disc_scale"] = tf.minimum(rx, ry)
     frame["type"] = geometry["type"]
@@ -486,8 +489,13 @@ def _coarse_samples(pixels):
 
 def _upsampling(pixels, samples):
     """Returns the [len(pixels), len(samples)] bilinear weights of ``_coarse_samples`` at the ``pixels``."""
-    position = (pixels - pixels[0]) / SDF_STEP
-    return tf.nn.relu(1.0 - tf.abs(position[:, None] - tf.range(tf.size(samples), dtype=tf.float32)[None]))
+    return _linear_weights((pixels - pixels[0]) / SDF_STEP, tf.size(samples))
+
+
+def _linear_weights(source, count):
+    """Returns the [len(source), count] weights of linear interpolation between ``count`` samples at the
+    fractional sample indices ``source`` [N] (within 0..count - 1)."""
+    return tf.nn.relu(1.0 - tf.abs(source[:, None] - tf.range(count, dtype=tf.float32)[None]))
 
 
 _LINEAR_KEYS = ("lines", "eye", "disc_x", "disc_y", "u", "v")
@@ -627,8 +635,8 @@ def _interpolation_weights(positions, blocks, block):
     """Returns the [len(positions), blocks] bilinear weights sampling ``blocks`` averages of ``block`` pixels each
     (as avg_pool2d with stride ``block`` makes them) at the pixel ``positions`` (float32 [N], 0 = the first
     pixel); positions beyond the outer block centres take the outer block."""
-    source = tf.clip_by_value((positions + 0.5) / block - 0.5, 0.0, tf.cast(blocks - 1, tf.float32))
-    return tf.nn.relu(1.0 - tf.abs(source[:, None] - tf.range(blocks, dtype=tf.float32)[None]))
+    return _linear_weights(tf.clip_by_value((positions + 0.5) / block - 0.5, 0.0, tf.cast(blocks - 1, tf.float32)),
+                           blocks)
 
 
 def _shading(window, size, rows, columns):
