@@ -10,6 +10,11 @@ MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
 BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
 # --quick: a smoke run whose numbers mean little, except that MTArcFace's accuracy drop under masks is already
 # smaller than ArcFace's (tests/test_demo.py; bench/quick_demo.py measures by how much).
+# The recognition step: people never seen in training enrolled from unmasked photos and identified from masked
+# ones. Each photo is a SynthFaces face rendered at 112 pixels, placed in a scene of ``scene_size`` pixels
+# (face about ``face_fraction`` of its side: RetinaFace, tuned on real photos, finds these drawn faces only when
+# they are large, about 200 pixels or more) and found there by the default detector.
+RECOGNITION = dict(people=20, enrol_photos=3, probe_photos=3, scene_size=512, face_fraction=0.5)
 QUICK = dict(steps=80, identities=60, images_per_identity=12, eval_identities=30, eval_pairs=1000)
 
 

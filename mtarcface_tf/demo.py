@@ -1,5 +1,6 @@
 """The main job: SynthFaces -> ArcFace and MTArcFace side by side -> clean/masked/mixed evaluation -> export ->
-recognition of masked people through the application path. ``tools/demo.py`` runs ``run_demo``.
+recognition of masked people through the application path (photos -> detector -> alignment -> gallery).
+``tools/demo.py`` runs ``run_demo``.
 
 Both models train at the same time in two processes with one TensorFlow thread each (about a third more total
 throughput than one after the other on 2 cores). Everything is written under one output directory.
@@ -11,29 +12,32 @@ import shutil
 import sys
 import time
 
+import cv2
 import numpy as np
 
 from mtarcface_tf.configs import demo as demo_configs
 from mtarcface_tf.data import preview
+from mtarcface_tf.data.ijb_synth import JPEG_QUALITY, loose_crop
 from mtarcface_tf.data.masks import MaskAugmenter
-from mtarcface_tf.data.synthetic import GENERATOR_VERSION, render_faces
+from mtarcface_tf.data.synthetic import GENERATOR_VERSION, TEMPLATE_SIZE, render_faces
 from mtarcface_tf.eval import report as report_lib
 from mtarcface_tf.eval.evaluator import VerificationEvaluator
 from mtarcface_tf.export.embedder import make_embed_fn
 from mtarcface_tf.export.saved_model import export_saved_model, training_data
-from mtarcface_tf.inference.recognizer import FaceRecognizer
+from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
 from mtarcface_tf.model.workdir import load_model
+from mtarcface_tf.quiet import quiet_tensorflow
 from mtarcface_tf.results import save_result
 from mtarcface_tf.train.trainer import resolve_data, train_and_evaluate
 
 TRAIN_TIME_FILE = "train_time.json"
-GALLERY_PEOPLE = 10          # synthetic people enrolled without masks, then identified from masked photos
-GALLERY_IMAGES = 3           # enrollment images per person (their mean embedding is stored)
+SCENE_STREAM = 11            # rng stream of the recognition photos' placement, apart from SynthFaces' own streams
 VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces masked; mixed: one of the two
 SAMPLE_PEOPLE = 16           # faces in the samples PNG (two rows, each with its masked copy)
 QUICK_DIR = "quick"          # --quick runs live in their own subdirectory, so a full run and a quick one coexist
 SETTINGS_FILE = "demo_settings.json"
 SYNTHFACES_DIR = "synthfaces"
+PHOTOS_DIR = "photos"        # the recognition step's photos: enrol/NAME/*.jpg (unmasked), probes/NAME_K.jpg (masked)
 
 
 def slug(name):
@@ -59,7 +63,7 @@ def prepare_run_directory(run_dir, configs):
         if previous != settings:
             print(f"{run_dir}: made by a demo run with other settings; removing its SynthFaces, models and reports "
                   f"and starting afresh", flush=True)
-            for name in [SYNTHFACES_DIR, "reports", "export", "gallery.npz"] + [slug(n) for n in previous["configs"]]:
+            for name in [SYNTHFACES_DIR, "reports", "export", "gallery.npz", PHOTOS_DIR] + [slug(n) for n in previous["configs"]]:
                 target = os.path.join(run_dir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
@@ -93,6 +97,7 @@ def _train_in_child(name, config_json, workdir, threads):
     """Process entry point: trains one model with ``threads`` TensorFlow threads; output lines prefixed by name."""
     sys.stdout = _Prefixed(sys.stdout, f"[{name}] ")
     sys.stderr = _Prefixed(sys.stderr, f"[{name}] ")
+    quiet_tensorflow(argv=[])   # the parent's choice, inherited through the environment
     import logging
     import ml_collections
     import tensorflow as tf
@@ -149,28 +154,69 @@ def evaluate_models(workdirs, bins, output_dir):
     return reports
 
 
-def recognize_masked_people(export_dir, config, output_dir):
-    """Enrolls unmasked synthetic people, identifies masked photos of them through ``FaceRecognizer``.
+def write_recognition_photos(config, photo_dir, settings=None):
+    """Writes the recognition step's photos: SynthFaces people never seen in training or evaluation (identities
+    after those), each placed in a larger scene (``data.ijb_synth.loose_crop``) as a JPEG file.
 
-    People are SynthFaces identities never seen in training (indices after the training and evaluation ones).
-    Returns dict(people, queries, identified (fraction correct), mask_detected (fraction of queries flagged masked)).
+    ``photo_dir/enrol/person_NN/K.jpg`` are unmasked; ``photo_dir/probes/person_NN_K.jpg`` carry a mask painted on
+    the face before it is placed in the scene: the same painter (``MaskAugmenter``, fitted to the face's landmarks)
+    as training and the masked pairs, and, the placement being a similarity, the mask that painting in the scene
+    with the mapped landmarks would give. ``settings``: configs/demo.py's RECOGNITION keys (default: it).
+
+    Returns ``{"enrol": folder, "probes": [(path, true name), ...]}``.
     """
+    settings = settings or demo_configs.RECOGNITION
     s = config.data.synthetic
-    first = s.identities + s.eval_identities
-    images, labels, landmarks = render_faces(GALLERY_PEOPLE, 2 * GALLERY_IMAGES, image_size=s.image_size,
-                                             seed=s.seed, first_identity=first, pose=dict(s.pose), spread=s.spread,
-                                             with_landmarks=True)
-    enroll = np.arange(len(images)) % (2 * GALLERY_IMAGES) < GALLERY_IMAGES
-    masked, _ = MaskAugmenter(probability=1.0, seed=s.seed)(images[~enroll], landmarks=landmarks[~enroll])
+    enrol_photos, probe_photos = settings["enrol_photos"], settings["probe_photos"]
+    images, labels, landmarks = render_faces(settings["people"], enrol_photos + probe_photos, image_size=TEMPLATE_SIZE,
+                                             seed=s.seed, first_identity=s.identities + s.eval_identities,
+                                             pose=dict(s.pose), spread=s.spread, with_landmarks=True)
+    probe = np.arange(len(images)) % (enrol_photos + probe_photos) >= enrol_photos
+    masked, _ = MaskAugmenter(probability=1.0, seed=s.seed)(images[probe], landmarks=landmarks[probe])
+    images[probe] = np.asarray(masked)
+    rng = np.random.default_rng([s.seed, SCENE_STREAM])
+    enrol_dir, probes = os.path.join(photo_dir, "enrol"), []
+    for index, (face, label, points) in enumerate(zip(images, labels, landmarks)):
+        name, number = f"person_{label:02d}", index % (enrol_photos + probe_photos)
+        scene, _ = loose_crop(face, points, rng, settings["scene_size"], settings["face_fraction"])
+        if probe[index]:
+            path = os.path.join(photo_dir, "probes", f"{name}_{number}.jpg")
+            probes.append((path, name))
+        else:
+            path = os.path.join(enrol_dir, name, f"{number}.jpg")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        cv2.imwrite(path, cv2.cvtColor(scene, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return {"enrol": enrol_dir, "probes": probes}
+
+
+def recognize_masked_people(export_dir, config, output_dir):
+    """Enrols unmasked people from photos and identifies them from masked photos, all through ``FaceRecognizer``
+    with its default detector: detection, five-point alignment, embedding, gallery search, mask status.
+
+    A photo where the detector finds no face counts as not identified (and is counted apart).
+    Returns dict(people, enrolled (people with at least one face found), enrol_photos, enrol_found, queries,
+    probes_found, identified (fraction of all queries correct), identified_of_found, mask_detected (fraction of
+    found probes called masked), detector (class name)).
+    """
+    photos = write_recognition_photos(config, os.path.join(output_dir, PHOTOS_DIR))
     recognizer = FaceRecognizer(export_dir)
-    for person in range(GALLERY_PEOPLE):
-        recognizer.enroll(f"person_{person:02d}", images[enroll & (labels == person)], aligned=True)
+    enrolment = recognizer.enroll_folder(photos["enrol"], progress=False)
     recognizer.gallery.save(os.path.join(output_dir, "gallery.npz"))
-    results = [recognizer.identify(face, top_k=1, aligned=True)[0] for face in np.asarray(masked)]
-    truth = [f"person_{label:02d}" for label in labels[~enroll]]
-    identified = float(np.mean([r["identity"] == t for r, t in zip(results, truth)]))
-    mask_detected = float(np.mean([r["mask"]["status"] == "mask" for r in results]))
-    return dict(people=GALLERY_PEOPLE, queries=len(results), identified=identified, mask_detected=mask_detected)
+    found = []            # (answer, true name) of each probe where a face was found
+    for path, truth in photos["probes"] if len(recognizer.gallery) else ():
+        try:
+            found.append((recognizer.identify(path, top_k=1)[0], truth))
+        except NoFaceError:
+            pass
+    queries = len(photos["probes"])
+    correct = sum(answer["identity"] == truth for answer, truth in found)
+    enrolled_photos = sum(enrolment["enrolled"].values())
+    return dict(people=demo_configs.RECOGNITION["people"], enrolled=len(enrolment["enrolled"]),
+                enrol_photos=enrolled_photos + len(enrolment["failed"]), enrol_found=enrolled_photos,
+                queries=queries, probes_found=len(found), identified=correct / queries,
+                identified_of_found=correct / len(found) if found else 0.0,
+                mask_detected=float(np.mean([a["mask"]["status"] == "mask" for a, _ in found])) if found else 0.0,
+                detector=type(recognizer.detector).__name__)
 
 
 def training_times(workdirs):
@@ -257,12 +303,18 @@ def write_samples(config, path, people=SAMPLE_PEOPLE):
     preview.write_png(path, grid)
 
 
+def recognition_line(recognition):
+    """Returns one line saying how the recognition step went (``recognize_masked_people``'s dict)."""
+    return (f"Masked people identified: {100 * recognition['identified']:.1f}% of {recognition['queries']} photos "
+            f"({recognition['enrolled']} of {recognition['people']} people enrolled from unmasked photos; "
+            f"{recognition['detector']} found {recognition['enrol_found']} of {recognition['enrol_photos']} "
+            f"unmasked and {recognition['probes_found']} of {recognition['queries']} masked faces, a missed face "
+            f"counting as not identified; {100 * recognition['identified_of_found']:.1f}% of the found ones); "
+            f"mask detected on {100 * recognition['mask_detected']:.1f}% of the found masked faces.")
+
+
 def _write_summary(output_dir, summary):
-    recognition = summary["recognition"]
-    lines = ["# mtarcface_tf demo", "", summary["table"], "",
-             f"Identification of {recognition['queries']} masked photos of {recognition['people']} people enrolled "
-             f"without masks: {100 * recognition['identified']:.1f}% correct; mask detected on "
-             f"{100 * recognition['mask_detected']:.1f}%.", "",
+    lines = ["# mtarcface_tf demo", "", summary["table"], "", recognition_line(summary["recognition"]), "",
              "![SynthFaces with and without masks](synthfaces_samples.png)", "",
              "Per-model reports with plots: " + ", ".join(f"[{n}](reports/{slug(n)}/report.md)"
                                                          for n in summary["reports"]),

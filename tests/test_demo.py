@@ -8,6 +8,7 @@ import numpy as np
 
 from mtarcface_tf import demo
 from mtarcface_tf.data import preview
+from mtarcface_tf.faces import detect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +22,18 @@ def test_mask_preview_grid_pairs_clean_and_masked_rows():
     assert np.abs(grid[32 + 24:32 + 28].astype(int) - grid[24:28].astype(int)).max() > 0
 
 
+def test_recognition_photos_are_scenes_with_the_faces_of_unseen_people(tmp_path):
+    from mtarcface_tf.configs import demo_mtarcface
+    settings = dict(people=2, enrol_photos=2, probe_photos=1, scene_size=200, face_fraction=0.5)
+    photos = demo.write_recognition_photos(demo_mtarcface.get_config(), str(tmp_path), settings)
+    assert sorted(os.listdir(photos["enrol"])) == ["person_00", "person_01"]
+    assert [truth for _, truth in photos["probes"]] == ["person_00", "person_01"]
+    enrol = os.path.join(photos["enrol"], "person_00", "0.jpg")
+    for path in [enrol] + [path for path, _ in photos["probes"]]:
+        assert detect.read_image_rgb(path).shape == (200, 200, 3)
+    assert len(os.listdir(os.path.join(photos["enrol"], "person_01"))) == 2
+
+
 def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo.py"), "--quick",
@@ -29,7 +42,10 @@ def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
     assert "| synth | ArcFace |" in result.stdout and "| synth | MTArcFace |" in result.stdout
     out = out / demo.QUICK_DIR                                 # a quick run keeps to its own subdirectory
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["recognition"]["queries"] > 0
+    recognition = summary["recognition"]
+    # Photos went through the detector: faces were found in the unmasked and in the masked scenes.
+    assert recognition["queries"] > 0 and recognition["probes_found"] > 0 and recognition["enrol_found"] > 0
+    assert "Masked people identified" in result.stdout
     assert os.path.isfile(os.path.join(summary["export"], "saved_model.pb"))
     for name in ("report.md", "synthfaces_samples.png", "reports/arcface/report.json",
                  "reports/mtarcface/report.json", "gallery.npz"):

@@ -10,7 +10,9 @@ Re-running into an output that already holds the data set is refused; --resume c
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up lines out of the one-line errors
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
 
 from absl import app, flags  # noqa: E402
 

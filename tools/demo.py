@@ -6,9 +6,13 @@ recognize masked people. `make demo` runs it; about 5 minutes on 2 idle CPU core
 import os
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.data.synthetic import SyntheticDataError
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.data.synthetic import SyntheticDataError  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/demo", "Where every artefact goes (SynthFaces, workdirs, reports, export).")
@@ -22,19 +26,15 @@ flags.DEFINE_string("save_result", "", "Also keep the figures as docs/results/NA
 
 def main(argv):
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from mtarcface_tf.demo import run_demo
+    from mtarcface_tf.demo import recognition_line, run_demo
     try:
         summary = run_demo(FLAGS.output_dir, quick=FLAGS.quick, parallel=not FLAGS.sequential,
                            all_baselines=FLAGS.all_baselines, result_name=FLAGS.save_result)
     except (FileNotFoundError, ValueError, RuntimeError, SyntheticDataError) as error:
         sys.exit(f"error: {error}")
-    recognition = summary["recognition"]
     print()
     print(summary["table"])
-    print(f"Masked people identified: {100 * recognition['identified']:.1f}% of {recognition['queries']} photos "
-          f"({recognition['people']} people enrolled without masks); mask detected on "
-          f"{100 * recognition['mask_detected']:.1f}%.")
+    print(recognition_line(summary["recognition"]))
     if "result_file" in summary:
         print(f"Figures kept in {summary['result_file']}")
     print(f"Done in {summary['seconds']:.0f} s. Everything is under {os.path.abspath(summary['output_dir'])} "

@@ -12,10 +12,14 @@ Writes OUTPUT_DIR/report.md, report.json (with recommended_threshold for applica
 """
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.eval import ijb
-from mtarcface_tf.eval.run import evaluate_source
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.eval import ijb  # noqa: E402
+from mtarcface_tf.eval.run import evaluate_source  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir or checkpoint to evaluate.")

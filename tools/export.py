@@ -17,7 +17,11 @@ import os
 import shutil
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (its newest checkpoint is exported).")

@@ -13,8 +13,12 @@ anything that cannot be placed is listed and refused unless --allow_partial.
 """
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "Reference checkpoint prefix (the path without .index).")

@@ -6,7 +6,11 @@ template pairs), the layout tools/evaluate.py --ijb reads.
 """
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Folder to create (meta/, loose_crop/); must not exist.")

@@ -8,9 +8,13 @@ flags is refused (use another --output_dir or delete it).
 """
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.data import synthetic
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.data import synthetic  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Directory of train/ (TFRecords + manifest), synth.bin and synthfaces.json.")

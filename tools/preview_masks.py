@@ -11,7 +11,11 @@ fitted to the generator's landmarks). Each row of clean faces is followed by the
 """
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output", "docs/mask_preview.png", "PNG file to write.")

@@ -9,13 +9,13 @@
 the largest.
 identify writes annotated images/video plus results.csv and results.json to --output_dir.
 """
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from mtarcface_tf.quiet import quiet_tensorflow, tensorflow_logs_wanted
 
-from absl import app, flags, logging  # pylint: disable=wrong-import-position
-from mtarcface_tf.progress import progress_bar  # pylint: disable=wrong-import-position
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel directory (or TF Serving base dir, training workdir, checkpoint).")
@@ -44,7 +44,8 @@ def main(argv):
     from mtarcface_tf.inference.gallery import GalleryError
     from mtarcface_tf.inference.recognizer import NoFaceError
     from mtarcface_tf.model.workdir import ModelLoadError
-    logging.set_verbosity(logging.ERROR)
+    if not tensorflow_logs_wanted():
+        logging.set_verbosity(logging.ERROR)   # per-image notes go to results.csv, not the terminal
     try:
         return media.run_command(
             argv[1] if len(argv) > 1 else "", argv[2:], FLAGS.model, gallery=FLAGS.gallery, images=FLAGS.images,

@@ -21,30 +21,32 @@ from mtarcface_tf.data import synthetic
 LAYOUT_STREAM = 7               # rng stream of the set's layout and poses, apart from SynthFaces' own streams
 CROP_SIZE = 160
 MAX_ROTATION_DEG, SCALE_RANGE, MAX_SHIFT = 20.0, (0.75, 1.1), 12.0
+FACE_FRACTION = 0.75            # side of the placed face / side of the crop, before the drawn scale
 SCORE_RANGE = (0.6, 1.0)
 JPEG_QUALITY = 95
 
 
-def _placement(rng, face_size, crop_size):
+def _placement(rng, face_size, crop_size, face_fraction):
     """Returns the 2x3 similarity from the aligned face to the loose crop."""
     angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
-    scale = rng.uniform(*SCALE_RANGE) * crop_size / face_size * 0.75
+    scale = rng.uniform(*SCALE_RANGE) * crop_size / face_size * face_fraction
     rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     centre_in, centre_out = np.full(2, face_size / 2), np.full(2, crop_size / 2) + rng.uniform(-MAX_SHIFT, MAX_SHIFT, 2)
     return np.hstack([rotation, (centre_out - rotation @ centre_in)[:, None]])
 
 
-def loose_crop(face, landmarks, rng, crop_size=CROP_SIZE):
-    """Places an aligned face into a larger crop with a random pose.
+def loose_crop(face, landmarks, rng, crop_size=CROP_SIZE, face_fraction=FACE_FRACTION):
+    """Places an aligned face into a larger crop (or a scene, with a small ``face_fraction``) with a random pose.
 
     Args:
       face: uint8 [S, S, 3] RGB; landmarks: float32 [5, 2] (x, y) in ``face``.
       rng: ``np.random.Generator``; crop_size: side of the crop in pixels.
+      face_fraction: the face's side over the crop's before the drawn scale (``SCALE_RANGE``), in (0, 1].
 
     Returns:
       ``(crop uint8 [crop_size, crop_size, 3] RGB, landmarks float32 [5, 2] in the crop)``.
     """
-    matrix = _placement(rng, face.shape[0], crop_size)
+    matrix = _placement(rng, face.shape[0], crop_size, face_fraction)
     crop = cv2.warpAffine(face, matrix, (crop_size, crop_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     return crop, (landmarks @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
