@@ -139,18 +139,19 @@ def train_models(configs, output_dir, parallel=True):
     return workdirs
 
 
-def evaluate_models(workdirs, bins, output_dir):
-    """Evaluates each trained workdir on clean/masked/mixed pairs; writes one report per model and a comparison.
+def evaluate_models(workdirs, bins, output_dir, far):
+    """Evaluates each trained workdir on clean/masked/mixed pairs (TAR and the recommended threshold at ``far``);
+    writes one report per model and a comparison.
 
     Returns {name: report dict}; the comparison is ``output_dir/report.md``.
     """
     reports = {}
     for name, workdir in workdirs.items():
-        evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS)
+        evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS, far=far)
         for _ in evaluator.run(make_embed_fn(workdir)):
             pass
         reports[name] = report_lib.write_report(evaluator.results, os.path.join(output_dir, "reports", slug(name)),
-                                                model_name=name)
+                                                far=far, model_name=name)
     return reports
 
 
@@ -228,14 +229,17 @@ def training_times(workdirs):
     return "Training time (wall, models trained side by side): " + ", ".join(parts) + "."
 
 
-def run_demo(output_dir, quick=False, parallel=True, all_baselines=False, result_name=""):
+def run_demo(output_dir, quick=False, parallel=True, all_baselines=False, result_name="", seed=None):
     """Runs the whole demo into ``output_dir``; returns a summary dict and writes ``output_dir/summary.json``.
 
     ``all_baselines`` also trains ArcFace+focal and the triplet model on the same data and adds them to the table.
     ``result_name`` also keeps the figures as ``docs/results/RESULT_NAME.json`` (summary["result_file"]).
+    ``seed``: the training seed of every model (initialisation, shuffling, masks); None keeps the configs'.
     """
     start = time.time()
     configs = demo_configs.get_configs(quick, all_baselines)
+    for config in configs.values() if seed is not None else ():
+        config.seed = seed
     output_dir = run_directory(output_dir, quick)
     prepare_run_directory(output_dir, configs)
     mt_config = configs["MTArcFace"]
@@ -248,7 +252,7 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False, result
     print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)
-    reports = evaluate_models(workdirs, bins, output_dir)
+    reports = evaluate_models(workdirs, bins, output_dir, mt_config.eval.far)
     table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
     model, trained_config = load_model(workdirs["MTArcFace"])

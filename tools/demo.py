@@ -1,5 +1,6 @@
 """The main job on the embedded SynthFaces: train ArcFace and MTArcFace, evaluate clean/masked/mixed, export,
-recognize masked people. `make demo` runs it; about 5 minutes on 2 idle CPU cores (`--quick`: a 2-minute smoke run).
+recognize masked people. `make demo` runs it: 5 to 8 minutes on 2 idle CPU cores (README names the CPUs;
+`--quick`: a 2-minute smoke run).
 
   python tools/demo.py [--output_dir=runs/demo] [--quick] [--sequential] [--all_baselines]
 """
@@ -19,7 +20,7 @@ flags.DEFINE_string("output_dir", "runs/demo", "Where every artefact goes (Synth
 flags.DEFINE_bool("quick", False, "Tiny data and few steps: checks that everything runs (numbers mean little).")
 flags.DEFINE_bool("sequential", False, "Train the models one after the other instead of side by side.")
 flags.DEFINE_bool("all_baselines", False, "Also train ArcFace+focal and FaceNet's triplet loss on the same data "
-                                          "(not part of the default 15-minute run).")
+                                          "(four models side by side: about four times the default run).")
 flags.DEFINE_string("save_result", "", "Also keep the figures as docs/results/NAME.json (command, date, machine, "
                                        "load, git revision), e.g. --save_result=demo for README's table.")
 

@@ -202,8 +202,8 @@ class _Run:
             return {}
         if self.evaluator is None:
             cfg = self.config.eval
-            self.evaluator = VerificationEvaluator(bins, masked=cfg.masked, flip=cfg.flip,
-                                                   batch_size=cfg.batch_size, seed=self.config.seed)
+            self.evaluator = VerificationEvaluator(bins, masked=cfg.masked, flip=cfg.flip, batch_size=cfg.batch_size,
+                                                   seed=self.config.seed, far=cfg.far)
         step = int(self.step.numpy())
         results = {name: float(value) for name, value in self.evaluator.run(make_embed_fn(self.model))}
         for name, value in results.items():
