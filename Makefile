@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench figures
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,3 +19,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests $(ARGS)
+
+# Every figure README.md and docs/*.md cite, re-measured at the current commit (about 100 minutes on 2 idle cores;
+# ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.
+figures: $(STAMP)
+	$(PY) bench/all.py $(ARGS)

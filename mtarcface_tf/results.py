@@ -51,13 +51,18 @@ def median_seconds(function, iters, warmup=3):
 
 
 def git_revision(cwd=None):
-    """Returns ``git describe --always --dirty`` of the checkout holding ``cwd`` (str), or "unknown"."""
+    """Returns the abbreviated commit of the checkout holding ``cwd`` (str), with "-dirty" when tracked files
+    outside ``DEFAULT_DIR`` differ from it (result files written by an earlier run of the same batch do not make
+    the code dirty), or "unknown"."""
     try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=cwd, capture_output=True, text=True,
-                             timeout=10, check=True)
-        return out.stdout.strip() or "unknown"
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                  f":(top,exclude){DEFAULT_DIR}"], cwd=cwd, capture_output=True, text=True, timeout=10,
+                                 check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return (commit + ("-dirty" if changed else "")) if commit else "unknown"
 
 
 def save_result(name, figures, out_dir=DEFAULT_DIR, command=None):

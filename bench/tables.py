@@ -1,0 +1,200 @@
+"""README's and docs/*.md's tables, rendered from the result files (docs/results/*.json), so none can drift.
+
+A page marks each generated table with ``<!-- table:NAME -->`` ... ``<!-- /table -->``; ``TABLES[NAME]`` renders
+its markdown from the result files. ``bench/all.py`` rewrites every marked block; tests/test_figures.py fails when a
+block differs from what its files give.
+
+  python bench/tables.py            # rewrite the marked tables of README.md and docs/*.md from docs/results/
+"""
+import glob
+import json
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "docs", "results")
+PAGES = ["README.md", "docs/*.md"]
+BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def load(name, results_dir=RESULTS):
+    """Returns the record (dict) of ``results_dir/NAME.json``."""
+    with open(os.path.join(results_dir, f"{name}.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def source(*records):
+    """Returns the italic line naming where the figures come from: file, command, revision, date, machine, load."""
+    parts = [f"`docs/results/{r['name']}.json`: `{r['command']}`, revision "
+             f"{r['git_revision']}, {r['date']}, {r['machine'].split(', ')[0]}, load {r['load_average_1min']}"
+             for r in records]
+    return "_From " + "; ".join(parts) + "._"
+
+
+def _pct(value):
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def demo_table(results_dir=RESULTS, name="demo"):
+    """The demo's comparison table as the run printed it, with its recognition line and source."""
+    record = load(name, results_dir)
+    figures = record["figures"]
+    lines = [figures["table"], ""]
+    recognition = figures.get("recognition", {})
+    if "probes_found" in recognition:
+        lines += [f"Recognition: {_pct(recognition['identified'])}% of {recognition['queries']} masked photos "
+                  f"identified ({recognition['probes_found']} faces found by {recognition['detector']}; "
+                  f"{_pct(recognition['identified_of_found'])}% of those), mask detected on "
+                  f"{_pct(recognition['mask_detected'])}% of the found faces. Total {figures['seconds']:.0f} s.", ""]
+    return "\n".join(lines + [source(record)])
+
+
+def baselines_table(results_dir=RESULTS):
+    """The four models of ``tools/demo.py --all_baselines`` side by side."""
+    return demo_table(results_dir, "baselines")
+
+
+def demo_runs_table(results_dir=RESULTS, name="demo_runs"):
+    """Min / mean / max over seeded runs of each model's accuracy and TAR (bench/quick_demo.py)."""
+    record = load(name, results_dir)
+    figures = record["figures"]
+    far = f"{figures.get('far', 1e-3):.0e}".replace("e-0", "e-")
+    spread = figures["spread"]
+    lines = [f"| model | pairs | accuracy % (min / mean / max) | TAR@FAR={far} % (min / mean / max) |",
+             "|---|---|---|---|"]
+    for key in sorted(k for k in spread if k.startswith("accuracy/")):
+        _, model, variant = key.split("/")
+        acc, tar = spread[key], spread[f"tar/{model}/{variant}"]
+        lines.append(f"| {model} | {variant} | " + " / ".join(_pct(v) for v in acc) + " | "
+                     + " / ".join(_pct(v) for v in tar) + " |")
+    margins = [run["margin"] for run in figures["runs"]]
+    lines += ["", f"{len(margins)} runs (seeds 0–{len(margins) - 1}); ArcFace's accuracy drop under masks minus "
+                  f"MTArcFace's (clean − masked plus clean − mixed): {_pct(min(margins))} to {_pct(max(margins))} "
+                  f"points, mean {_pct(figures['mean_margin'])}.", "", source(record)]
+    return "\n".join(lines)
+
+
+def quick_demo_table(results_dir=RESULTS):
+    """The quick demo's margin (the claim tests/test_demo.py relies on) over its runs."""
+    record = load("quick_demo", results_dir)
+    figures = record["figures"]
+    margins = [run["margin"] for run in figures["runs"]]
+    sd = figures.get("stdev_margin")
+    return "\n".join([
+        "| quick demo steps | runs | ArcFace's drop minus MTArcFace's, points: min | mean | sd | max |",
+        "|---|---|---|---|---|---|",
+        f"| {figures['steps']} | {len(margins)} | {_pct(min(margins))} | {_pct(figures['mean_margin'])} | "
+        f"{_pct(sd)} | {_pct(max(margins))} |", "", source(record)])
+
+
+def train_step_table(results_dir=RESULTS):
+    """One LResNet-50 training step: the reference-style step against ours in float32 and mixed_bfloat16."""
+    record = load("train_step", results_dir)
+    f = record["figures"]
+    rows = [("reference-style (JPEG decode + BGR + flip inside the step, no XLA, float32)", "ref", None),
+            ("this project, float32 (the default)", "ours_float32", "speedup_ours_float32_vs_ref_float32"),
+            ("this project, `--config.mixed_precision=mixed_bfloat16`", "ours_mixed_bfloat16",
+             "speedup_ours_mixed_bfloat16_vs_ref_float32")]
+    lines = [f"| step (LResNet-50, 112×112, batch {f['batch']}, {f['num_classes']:,} classes) | img/s | vs reference "
+             "| peak memory |", "|---|---|---|---|"]
+    for label, key, speedup in rows:
+        ratio = f[speedup] if speedup else 1.0
+        lines.append(f"| {label} | {f[key + '_img_s']:.2f} | {ratio:.2f}× | {f[key + '_peak_mb'] / 1000:.1f} GB |")
+    return "\n".join(lines + ["", source(record)])
+
+
+def measured_table(results_dir=RESULTS):
+    """The other speed figures, one row per bench."""
+    r = {name: load(name, results_dir) for name in
+         ("pipeline", "convert", "synthetic", "verification", "inference", "onnx", "ijb")}
+    p, c, s, v = (r[n]["figures"] for n in ("pipeline", "convert", "synthetic", "verification"))
+    i, o, j = (r[n]["figures"] for n in ("inference", "onnx", "ijb"))
+    rows = [
+        ("input pipeline, 112×112, batch 128: decode only / masks fitted to landmarks / template masks",
+         f"{p['decode_only_img_s']:,.0f} / {p['with_masks_img_s']:,.0f} / {p['template_masks_img_s']:,.0f} img/s "
+         f"(masks cost {_pct(p['mask_cost'])}%)", "pipeline"),
+        (f"RecordIO → TFRecord conversion, {c['workers']} workers, {c['records']:,} records",
+         f"{c['records_per_s']:,.0f} records/s", "convert"),
+        (f"SynthFaces generation at {s['image_size']}×{s['image_size']}, {s['workers']} workers",
+         f"{s['faces_per_s']:,.0f} faces/s (one process: {s['single_process_faces_per_s']:,.0f})", "synthetic"),
+        (f"verification protocol on {v['pairs']:,} pairs, vectorised vs loop",
+         f"{v['vectorised_s']:.3f} s vs {v['loop_s']:.2f} s ({v['speedup']:.0f}×, identical: {v['identical']})",
+         "verification"),
+        ("batch-1 latency, LResNet-50: SavedModel / Keras in `tf.function` / Keras eager",
+         f"{i['saved_model_batch1_ms']:.0f} / {i['keras_graph_batch1_ms']:.0f} / {i['keras_eager_batch1_ms']:.0f} ms",
+         "inference"),
+        ("LResNet-50 batch 1 / batch 64, SavedModel vs onnxruntime",
+         f"{o['saved_model_batch1_ms']:.0f} vs {o['onnxruntime_batch1_ms']:.0f} ms / "
+         f"{o['saved_model_batch64_ms'] / 1000:.2f} vs {o['onnxruntime_batch64_ms'] / 1000:.2f} s", "onnx_latency"),
+        (f"IJB-C-sized pooling + scores + TAR@FAR ({j['faces']:,} faces, {j['pairs']:,} pairs), vectorised vs loop",
+         f"{j['speedup_total']}× (identical: {j['identical']})", "ijb"),
+    ]
+    lines = ["| what | figure | command |", "|---|---|---|"]
+    lines += [f"| {what} | {figure} | `python bench/{bench}.py` |" for what, figure, bench in rows]
+    return "\n".join(lines + ["", source(*r.values())])
+
+
+def mask_placement_table(results_dir=RESULTS):
+    """Where masks land on SynthFaces in large poses, template placement against landmark-fitted placement."""
+    record = load("mask_placement", results_dir)
+    f = record["figures"]
+    lines = ["| placement | masks right | nose tip covered | both mouth corners covered | both eye centres untouched |",
+             "|---|---|---|---|---|"]
+    for key in ("template", "landmarks"):
+        lines.append(f"| {key} | " + " | ".join(f"{_pct(f[key][k])}%" for k in
+                                                ("all", "nose", "mouth_corners", "eyes_untouched")) + " |")
+    return "\n".join(lines + ["", source(record)])
+
+
+def results_index(results_dir=RESULTS):
+    """Every result file: what ran, at which revision, when, on what machine, under what load."""
+    lines = ["| file | command | revision | date | machine | load |", "|---|---|---|---|---|---|"]
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        r = load(os.path.basename(path)[:-5], results_dir)
+        lines.append(f"| [{r['name']}.json]({os.path.relpath(path, os.path.join(REPO, 'docs'))}) | "
+                     f"`{r['command']}` | {r['git_revision']} | {r['date']} | {r['machine']} | "
+                     f"{r['load_average_1min']} |")
+    return "\n".join(lines)
+
+
+TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_runs_table,
+          "quick_demo": quick_demo_table, "train_step": train_step_table, "measured": measured_table,
+          "mask_placement": mask_placement_table, "results_index": results_index}
+
+
+def pages(repo=REPO):
+    """Returns the paths (list[str]) of README.md and docs/*.md."""
+    return [path for pattern in PAGES for path in sorted(glob.glob(os.path.join(repo, pattern)))]
+
+
+def rendered(text, results_dir=RESULTS):
+    """Returns ``text`` with every marked block replaced by its table rendered from ``results_dir``.
+
+    Raises KeyError naming an unknown table.
+    """
+    def replace(match):
+        body = TABLES[match.group("name")](results_dir)
+        return match.group(1) + body.rstrip("\n") + "\n" + match.group(4)
+    return BLOCK.sub(replace, text)
+
+
+def rewrite_pages(repo=REPO, results_dir=RESULTS):
+    """Rewrites the marked tables of README.md and docs/*.md in place; returns the paths (list) that changed."""
+    changed = []
+    for path in pages(repo):
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        new = rendered(text, results_dir)
+        if new != text:
+            with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                handle.write(new)
+            os.replace(path + ".tmp", path)
+            changed.append(path)
+    return changed
+
+
+if __name__ == "__main__":
+    for changed_path in rewrite_pages():
+        print(f"rewrote {os.path.relpath(changed_path, REPO)}")
+    sys.exit(0)
