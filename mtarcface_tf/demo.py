@@ -217,7 +217,7 @@ def recognize_masked_people(export_dir, config, output_dir):
                 queries=queries, probes_found=len(found), identified=correct / queries,
                 identified_of_found=correct / len(found) if found else 0.0,
                 mask_detected=float(np.mean([a["mask"]["status"] == "mask" for a, _ in found])) if found else 0.0,
-                detector=type(recognizer.detector).__name__)
+                detector=type(recognizer.detector).__name__.removesuffix("Detector"))
 
 
 def training_times(workdirs):
