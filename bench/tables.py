@@ -32,6 +32,10 @@ def source(*records):
     return "_From " + "; ".join(parts) + "._"
 
 
+def _same(flag):
+    return "identical" if flag else "NOT identical"
+
+
 def _pct(value):
     return "–" if value is None else f"{100 * value:.1f}"
 
@@ -119,7 +123,7 @@ def measured_table(results_dir=RESULTS):
         (f"SynthFaces generation at {s['image_size']}×{s['image_size']}, {s['workers']} workers",
          f"{s['faces_per_s']:,.0f} faces/s (one process: {s['single_process_faces_per_s']:,.0f})", "synthetic"),
         (f"verification protocol on {v['pairs']:,} pairs, vectorised vs loop",
-         f"{v['vectorised_s']:.3f} s vs {v['loop_s']:.2f} s ({v['speedup']:.0f}×, identical: {v['identical']})",
+         f"{v['vectorised_s']:.3f} s vs {v['loop_s']:.2f} s ({v['speedup']:.0f}×, {_same(v['identical'])})",
          "verification"),
         ("batch-1 latency, LResNet-50: SavedModel / Keras in `tf.function` / Keras eager",
          f"{i['saved_model_batch1_ms']:.0f} / {i['keras_graph_batch1_ms']:.0f} / {i['keras_eager_batch1_ms']:.0f} ms",
@@ -128,7 +132,7 @@ def measured_table(results_dir=RESULTS):
          f"{o['saved_model_batch1_ms']:.0f} vs {o['onnxruntime_batch1_ms']:.0f} ms / "
          f"{o['saved_model_batch64_ms'] / 1000:.2f} vs {o['onnxruntime_batch64_ms'] / 1000:.2f} s", "onnx_latency"),
         (f"IJB-C-sized pooling + scores + TAR@FAR ({j['faces']:,} faces, {j['pairs']:,} pairs), vectorised vs loop",
-         f"{j['speedup_total']}× (identical: {j['identical']})", "ijb"),
+         f"{j['speedup_total']}× ({_same(j['identical'])})", "ijb"),
     ]
     lines = ["| what | figure | command |", "|---|---|---|"]
     lines += [f"| {what} | {figure} | `python bench/{bench}.py` |" for what, figure, bench in rows]
