@@ -2,8 +2,7 @@
 
   python tools/preview_masks.py --output=docs/mask_preview.png [--rows=4 --cols=6 --seed=0]
                                 [--input=TFRECORDS | --photos=DIR [--detector=retinaface]] [--image_size=80]
-  python tools/preview_masks.py --photos=../shared/data/realfaces-dev --output=docs/mask_preview_real.png \
-      --rows=6 --cols=8 --image_size=112
+  python tools/preview_masks.py --photos=FOLDER --output=masks_on_my_photos.png --rows=6 --cols=8 --image_size=112
 
 Faces come from --input (TFRecords: directory, manifest, glob or file), from --photos (photographs: the
 largest face of each is detected, aligned, and its mask fitted to its landmarks), else from SynthFaces (masks
