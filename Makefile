@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests $(ARGS)
 
-# Every figure README.md and docs/*.md cite, re-measured at the current commit (about 100 minutes on 2 idle cores;
+# Every figure README.md and docs/*.md cite, re-measured at the current commit (about 105 minutes on 2 idle cores;
 # ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.
 figures: $(STAMP)
 	$(PY) bench/all.py $(ARGS)
