@@ -32,7 +32,7 @@ flags.DEFINE_string("photos", None, "Folder of photographs with faces, for the d
 flags.DEFINE_string("scipy18_python", None, "Python with scipy 1.8.1 for docs/checks/scipy18_interp.py.")
 
 PY = "python"   # replaced by this interpreter when run; the commands read as README prints them
-# (result name, command, expected minutes on 2 idle CPU cores, what it needs: None, "photos" or "scipy18")
+# (result name, command, expected minutes on 2 idle CPU cores, the flag it needs: None, "photos" or "scipy18_python")
 RUNS = [
     ("demo", "python tools/demo.py --output_dir=/tmp/figures/demo --save_result=demo", 8, None),
     ("demo_runs", "python bench/quick_demo.py --full --runs=3", 24, None),
@@ -54,7 +54,7 @@ RUNS = [
     ("detect", "python bench/detect.py", 1, None),
     ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 2, "photos"),
     ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 2, "photos"),
-    ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18"),
+    ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18_python"),
 ]
 
 
@@ -80,7 +80,7 @@ def selected_runs(only):
 def command_line(command, needs):
     """Returns the command (str) with this interpreter and the given --photos / --scipy18_python, or None when
     what it needs was not given."""
-    if needs == "photos" and not FLAGS.photos or needs == "scipy18" and not FLAGS.scipy18_python:
+    if needs and not FLAGS[needs].value:
         return None
     if command.startswith(PY + " "):
         command = sys.executable + command[len(PY):]
@@ -94,8 +94,8 @@ def run_all(runs):
     for name, command, minutes, needs in runs:
         line = command_line(command, needs)
         if line is None:
-            outcome.append((name, f"skipped: needs --{'photos' if needs == 'photos' else 'scipy18_python'}", 0.0))
-            print(f"== {name}: skipped (needs --{needs if needs == 'photos' else 'scipy18_python'})", flush=True)
+            outcome.append((name, f"skipped: needs --{needs}", 0.0))
+            print(f"== {name}: skipped (needs --{needs})", flush=True)
             continue
         print(f"== {name} (about {minutes} min): {line}", flush=True)
         start = time.time()
