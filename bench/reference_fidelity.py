@@ -64,7 +64,8 @@ def _run_reference(folder, shape):
 def _measure(name, prefix, reference, faces, shape, folder):
     import tensorflow as tf
     from mtarcface_tf.configs import finetune_mtarcface
-    from mtarcface_tf.eval import embeddings, evaluator
+    from mtarcface_tf.eval import evaluator
+    from mtarcface_tf.export.embedder import make_embed_fn
     from mtarcface_tf.export.saved_model import export_saved_model
     from mtarcface_tf.train.checkpoints import save_initial_checkpoint
     from mtarcface_tf.train.reference_import import import_reference
@@ -83,7 +84,7 @@ def _measure(name, prefix, reference, faces, shape, folder):
         workdir = os.path.join(folder, f"{name}_run")
         save_initial_checkpoint(model, config, workdir)
         scorer = evaluator.VerificationEvaluator([os.path.join(folder, "pairs.bin")], masked=False, flip=True)
-        values = dict(scorer.run(embeddings.make_embed_fn(workdir)))
+        values = dict(scorer.run(make_embed_fn(workdir)))
         accuracy = next(v for k, v in values.items() if k.endswith("clean/accuracy-flip"))
         figures["accuracy_flip"] = float(accuracy)
         figures["reference_accuracy_flip"] = float(reference[f"{name}_bin/accuracy"])
