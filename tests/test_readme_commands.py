@@ -1,4 +1,4 @@
-"""Every command shown in README.md, WORKSPACE.md and the docstrings of configs/, tools/ and bench/ that runs
+"""Every command shown in README.md, docs/*.md, WORKSPACE.md and the docstrings of configs/, tools/ and bench/ that runs
 ``tools/*.py`` or ``bench/*.py`` parses with that script's real absl flags and, for ``--config=...``, its real config
 (ml_collections config_flags): an unknown flag, a value that does not parse, or a missing required flag fails.
 Nothing is run: each script is imported in a subprocess (not as ``__main__``), and each command's argv is parsed by
@@ -172,6 +172,7 @@ def parse_errors(commands):
 
 
 DOCUMENTS = ([os.path.join(ROOT, name) for name in ("README.md", "WORKSPACE.md")]
+             + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
              + sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
              + sorted(glob.glob(os.path.join(ROOT, "tools", "*.py")))
              + sorted(glob.glob(os.path.join(ROOT, "bench", "*.py"))))
@@ -183,7 +184,7 @@ def documented():
 
 
 def test_the_finder_sees_the_documented_commands(documented):
-    readme = [(script, args) for where, script, args in documented if where.startswith("README.md")]
+    readme = [(script, args) for where, script, args in documented if where.startswith(("README.md", "docs/"))]
     assert ("tools/train.py", ["--config=configs/paper.py", "--workdir=runs/paper", "--config.strategy=default",
                                "--config.data.train=data/ms1mv2",
                                "--config.eval.bins=lfw.bin,cfp_fp.bin,agedb_30.bin"]) in readme
