@@ -150,13 +150,13 @@ def _kth_largest(values, k):
     return -np.partition(-values, k - 1)[k - 1] if 0 < k <= len(values) else -np.inf
 
 
-def closed_set(index, gallery_size, probes, mates, ranks=RANKS, fpirs=FPIRS, depth=CANDIDATES):
+def closed_set(index, gallery_size, probes, mates, ranks=RANKS, fpirs=FPIRS, depth=1):
     """ijb_1n.py's ``evaluation``: top-k accuracy and TPIR at FPIR (k-th largest negative score) through ``index``.
 
     Args:
       index: the gallery's index (``build_index``); gallery_size: G >= 2 templates in it.
       probes: float [Q, D] unit probe template features; mates: int [Q] gallery row of each probe's subject.
-      ranks: CMC ranks reported; fpirs: FPIRs of the TPIR; depth: first search depth.
+      ranks: CMC ranks reported; fpirs: FPIRs of the TPIR; depth: first search depth (at least the largest rank).
 
     Returns:
       dict ``top`` {rank: accuracy}, ``cmc`` float64 [R] (accuracy at ranks 1..R), ``tpir`` {fpir: rate},
@@ -238,8 +238,7 @@ def identify(gallery_sets, probes, probe_subjects, index_kind="exact", index_opt
     subjects = np.concatenate([s for _, s in gallery_sets.values()])
     row_of = {int(subject): row for row, subject in enumerate(subjects)}
     mates = np.array([row_of[int(subject)] for subject in probe_subjects], np.int64)
-    closed = closed_set(build_index(features, index_kind, **options), len(features), probes, mates, ranks, fpirs,
-                        candidates)
+    closed = closed_set(build_index(features, index_kind, **options), len(features), probes, mates, ranks, fpirs)
     opened = {}
     for part, (part_features, part_subjects) in gallery_sets.items():
         part_row = {int(subject): row for row, subject in enumerate(part_subjects)}
