@@ -110,7 +110,7 @@ class Index:
         self._n += len(ids)
         if self._ann is not None:
             self._ann.add(ids, vectors)
-        elif self._uses_ann():
+        elif self.uses_ann():
             self._build_ann()
 
     def remove(self, ids):
@@ -126,7 +126,7 @@ class Index:
             self._n -= 1
         if present and self._ann is not None:
             self._ann.remove(np.asarray(present, np.int64))
-            if not self._uses_ann():
+            if not self.uses_ann():
                 self._ann = None
         return len(present)
 
@@ -141,7 +141,8 @@ class Index:
         self._vectors, self._ids = vectors, ids
 
     # ---- search --------------------------------------------------------------------------------------------------
-    def _uses_ann(self):
+    def uses_ann(self):
+        """True when searches go through the ANN (kind "ann", or "auto" past ann_threshold)."""
         return self.kind == "ann" or (self.kind == "auto" and self._n > self.ann_threshold)
 
     def search(self, queries, k):
@@ -161,7 +162,7 @@ class Index:
         k = int(k)
         if k < 1:
             raise SearchIndexError(f"k must be >= 1, got {k}.")
-        if self._uses_ann() and self._n:
+        if self.uses_ann() and self._n:
             if self._ann is None:
                 self._build_ann()
             return self._rerank(queries, self._ann.candidates(queries, k * self.rerank), k)
