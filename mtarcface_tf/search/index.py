@@ -15,11 +15,12 @@ import numpy as np
 
 # Defaults (the application's live in configs/common.py, ``gallery.*``, and are passed in).
 DEFAULT_ANN_THRESHOLD = 50_000     # entries above which kind="auto" searches through the ANN index
-DEFAULT_NPROBE = 32                # IVF lists visited per query
+DEFAULT_NPROBE = 64                # IVF lists visited per query
 DEFAULT_RERANK = 10                # ANN candidates per wanted result, re-scored exactly
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
-LISTS_PER_SQRT = 1                 # IVF lists = LISTS_PER_SQRT * sqrt(n): few lists, so nprobe covers more of them
-TRAIN_POINTS_PER_LIST = 64         # k-means training sample per list (faiss warns below 39)
+RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training
+LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
+TRAIN_POINTS_PER_LIST = 32         # k-means training sample per list (bounds the training time at 1M)
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_SEARCH = 128
 FORMAT = "mtarcface-index-1"
@@ -65,6 +66,7 @@ class Index:
         self._n = 0
         self._row_of = {}                                 # id -> row
         self._ann = None                                  # built lazily once the ANN is in use
+        self._ann_size = 0                                # entries when the ANN was last built
 
     # ---- content -------------------------------------------------------------------------------------------------
     def __len__(self):
@@ -108,7 +110,7 @@ class Index:
         self._ids[rows] = ids
         self._row_of.update(zip(ids.tolist(), rows.tolist()))
         self._n += len(ids)
-        if self._ann is not None:
+        if self._ann is not None and self._n <= RETRAIN_GROWTH * self._ann_size:
             self._ann.add(ids, vectors)
         elif self.uses_ann():
             self._build_ann()
@@ -145,12 +147,13 @@ class Index:
         """True when searches go through the ANN (kind "ann", or "auto" past ann_threshold)."""
         return self.kind == "ann" or (self.kind == "auto" and self._n > self.ann_threshold)
 
-    def search(self, queries, k):
+    def search(self, queries, k, exact=False):
         """Top-k entries per query by cosine similarity.
 
         Args:
           queries: float32 [q, dim] (or [dim]), L2-normalized.
           k: int >= 1.
+          exact: score every entry even where the ANN would be used (the reference the ANN is measured against).
 
         Returns:
           (scores float32 [q, k], descending, exact cosines in [-1, 1]; ids int64 [q, k]); where fewer than k
@@ -162,7 +165,7 @@ class Index:
         k = int(k)
         if k < 1:
             raise SearchIndexError(f"k must be >= 1, got {k}.")
-        if self.uses_ann() and self._n:
+        if self.uses_ann() and self._n and not exact:
             if self._ann is None:
                 self._build_ann()
             return self._rerank(queries, self._ann.candidates(queries, k * self.rerank), k)
@@ -205,6 +208,12 @@ class Index:
     def _build_ann(self):
         self._ann = make_ann_backend(self.backend, self.dim, self.nprobe, self.pq_bytes, self.threads)
         self._ann.build(self._ids[:self._n], self._vectors[:self._n])
+        self._ann_size = self._n
+
+    def build_ann(self):
+        """(Re)builds the ANN structure from the entries now held (training included); a no-op when empty."""
+        if self._n:
+            self._build_ann()
 
     # ---- persistence ---------------------------------------------------------------------------------------------
     def save(self, file):
@@ -241,6 +250,7 @@ class Index:
         if len(ann):
             index._ann = make_ann_backend(index.backend, index.dim, index.nprobe, index.pq_bytes, threads)
             index._ann.deserialize(ann)
+            index._ann_size = index._n
             if index._ann.count() != index._n:
                 index._ann = None     # stale ANN structure: rebuilt from the vectors on the next search
         return index
@@ -338,7 +348,9 @@ class _USearchHNSW:
 
     def candidates(self, queries, count):
         matches = self.index.search(np.ascontiguousarray(queries, np.float32), count, threads=self.threads)
-        keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
+        keys = np.asarray(matches.keys, np.int64)
+        if keys.ndim == 1:      # one query: usearch answers a Matches of the found keys only
+            return np.pad(keys, (0, count - len(keys)), constant_values=-1)[None]
         found = np.asarray(matches.counts).reshape(len(queries), 1)
         return np.where(np.arange(keys.shape[1]) < found, keys, -1)
 
