@@ -461,6 +461,24 @@ class GalleryStore:
         with self._transaction():
             self._set_meta(**values)
 
+    @property
+    def index_options(self):
+        """dict: the ``make_index`` keyword arguments this store builds its index with."""
+        return dict(self._index_options)
+
+    def copy_database(self, directory):
+        """Writes a consistent copy of the database (SQLite's online backup) to ``directory``/gallery.db, which
+        must not exist; the index is rebuilt there when that gallery opens."""
+        target_path = os.path.join(os.fspath(directory), DB_NAME)
+        if os.path.exists(target_path):
+            raise StoreError(f"{directory}: a gallery exists there already; choose another path.")
+        os.makedirs(directory, exist_ok=True)
+        target = sqlite3.connect(target_path)
+        try:
+            self._db.backup(target)
+        finally:
+            target.close()
+
     def option(self, key, default=None):
         """Returns the gallery-wide option ``key`` (str) or ``default``."""
         value = self._meta(key)
