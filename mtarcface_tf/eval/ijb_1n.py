@@ -5,8 +5,9 @@ The set's 1:N lists, under ROOT/meta: ``{name}_1N_gallery_G1.csv`` and ``_G2.csv
 first. Faces, media and template pooling are those of the 1:1 protocol (``eval.ijb``: flip test, norm and detector
 score weighting, media means summed, L2-normalized).
 
-Every search goes through the application's index (``mtarcface_tf.search.index.make_index``, exact or ANN): the
-gallery templates are added to it as float32 unit rows and each probe template is a query.
+Every search goes through the application's gallery store and index (``mtarcface_tf.search.store.GalleryStore``
+in memory, its ``make_index`` exact or ANN): each gallery template is enrolled as one person and each probe template
+is a query.
 
 Closed set, as ijb_1n.py: gallery G1+G2 (each subject once), every ``probe_mixed`` template a mated search. Top-k
 accuracy (CMC) at ranks 1, 5, 10; TPIR at FPIR f: the threshold is the k-th largest of all non-mated probe-gallery
@@ -133,12 +134,31 @@ def pooled_templates(features, meta, faces, templates, where):
     return pooled[np.searchsorted(unique, templates)]
 
 
-def build_index(gallery, kind="exact", **options):
-    """Adds gallery template features (float [G, D] unit rows) to a new application index, ids 0..G-1."""
-    from mtarcface_tf.search.index import make_index
-    index = make_index(kind=kind, dim=gallery.shape[1], **options)
-    index.add(np.arange(len(gallery), dtype=np.int64), np.ascontiguousarray(gallery, np.float32))
-    return index
+class GallerySearch:
+    """A gallery of templates enrolled in the application's store (``search.store.GalleryStore``, in memory), one
+    person per template; ``search`` answers in gallery rows.
+
+    Args:
+      gallery: float [G, D] unit template features; kind, options: the store's index (``make_index``'s kind and
+        keyword options, e.g. ``backend="usearch"``).
+    """
+
+    def __init__(self, gallery, kind="exact", **options):
+        from mtarcface_tf.search.store import GalleryStore
+        gallery = np.asarray(gallery, np.float32)
+        self.store = GalleryStore.open(None, writable=True, dim=gallery.shape[1],
+                                       index_options=dict(options, kind=kind))
+        enrolled = self.store.enroll_many([{"name": str(row), "embeddings": gallery[row:row + 1]}
+                                           for row in range(len(gallery))])
+        person_ids = np.array([result["person_id"] for result in enrolled], np.int64)
+        self._row_of = np.full(person_ids.max() + 2, -1, np.int64)   # the last entry maps the padding id -1
+        self._row_of[person_ids] = np.arange(len(gallery))
+
+    def search(self, queries, k):
+        """Top-k gallery rows per query: (scores float32 [q, k] cosine descending, rows int64 [q, k]; -inf / -1
+        padding)."""
+        scores, person_ids = self.store.search(queries, k)
+        return scores, self._row_of[person_ids]
 
 
 def _search(index, queries, depth):
@@ -154,7 +174,7 @@ def closed_set(index, gallery_size, probes, mates, ranks=RANKS, fpirs=FPIRS, dep
     """ijb_1n.py's ``evaluation``: top-k accuracy and TPIR at FPIR (k-th largest negative score) through ``index``.
 
     Args:
-      index: the gallery's index (``build_index``); gallery_size: G >= 2 templates in it.
+      index: the gallery (``GallerySearch``); gallery_size: G >= 2 templates in it.
       probes: float [Q, D] unit probe template features; mates: int [Q] gallery row of each probe's subject.
       ranks: CMC ranks reported; fpirs: FPIRs of the TPIR; depth: first search depth (at least the largest rank).
 
@@ -195,7 +215,7 @@ def open_set(index, gallery_size, probes, mates, fpirs=FPIRS, candidates=CANDIDA
     """NIST's threshold-based 1:N accuracy of one gallery through ``index``.
 
     Args:
-      index, gallery_size: the gallery (``build_index``); probes: float [Q, D] unit probe template features.
+      index, gallery_size: the gallery (``GallerySearch``); probes: float [Q, D] unit probe template features.
       mates: int [Q] gallery row of the probe's subject, -1 for a non-mated search (both kinds present).
       fpirs: target FPIRs; candidates: length L of the candidate list (a mate must be among the top L).
 
@@ -238,12 +258,12 @@ def identify(gallery_sets, probes, probe_subjects, index_kind="exact", index_opt
     subjects = np.concatenate([s for _, s in gallery_sets.values()])
     row_of = {int(subject): row for row, subject in enumerate(subjects)}
     mates = np.array([row_of[int(subject)] for subject in probe_subjects], np.int64)
-    closed = closed_set(build_index(features, index_kind, **options), len(features), probes, mates, ranks, fpirs)
+    closed = closed_set(GallerySearch(features, index_kind, **options), len(features), probes, mates, ranks, fpirs)
     opened = {}
     for part, (part_features, part_subjects) in gallery_sets.items():
         part_row = {int(subject): row for row, subject in enumerate(part_subjects)}
         part_mates = np.array([part_row.get(int(subject), -1) for subject in probe_subjects], np.int64)
-        opened[part] = open_set(build_index(part_features, index_kind, **options), len(part_features), probes,
+        opened[part] = open_set(GallerySearch(part_features, index_kind, **options), len(part_features), probes,
                                 part_mates, fpirs, candidates)
     return dict(closed=closed, open=opened)
 
