@@ -291,19 +291,22 @@ class GalleryStore:
         """Writes the index beside the database (temporary name, then rename) when it changed since loading."""
         if not (self.writable and self.path and self._dirty and self.index is not None):
             return
-        handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=self.path)
+        self._write_index(self.path)
+        with self._transaction():
+            self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
+        self._dirty = False
+
+    def _write_index(self, directory):
+        handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
         try:
             with os.fdopen(handle, "wb") as temp_file:
                 self.index.save(temp_file)
                 temp_file.flush()
                 os.fsync(temp_file.fileno())
-            os.replace(temp_path, self._index_path())
+            os.replace(temp_path, os.path.join(directory, INDEX_NAME))
         except BaseException:
             os.unlink(temp_path)
             raise
-        with self._transaction():
-            self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
-        self._dirty = False
 
     def close(self):
         """Flushes the index (writable stores) and closes the database and the writer lock."""
@@ -468,7 +471,7 @@ class GalleryStore:
 
     def copy_database(self, directory):
         """Writes a consistent copy of the database (SQLite's online backup) to ``directory``/gallery.db, which
-        must not exist; the index is rebuilt there when that gallery opens."""
+        must not exist, and the index beside it."""
         target_path = os.path.join(os.fspath(directory), DB_NAME)
         if os.path.exists(target_path):
             raise StoreError(f"{directory}: a gallery exists there already; choose another path.")
@@ -478,6 +481,8 @@ class GalleryStore:
             self._db.backup(target)
         finally:
             target.close()
+        if self.index is not None:
+            self._write_index(directory)
 
     def option(self, key, default=None):
         """Returns the gallery-wide option ``key`` (str) or ``default``."""
