@@ -260,7 +260,8 @@ class GalleryStore:
         """Applies the changes committed after ``index.generation``; returns None when the index then agrees with
         the database, else the reason (str) it cannot be used."""
         generation = self.generation
-        if index.dim != self.dim or index.dtype != self.dtype or index.generation > generation:
+        if index.dim != self.dim or index.dtype != self._full_index_options()["dtype"] \
+                or index.generation > generation:
             return "made for another gallery state"
         if index.generation < generation:
             removed = [row[0] for row in self._db.execute("SELECT person_id FROM removed WHERE generation > ?",
@@ -277,10 +278,14 @@ class GalleryStore:
             return f"holds {len(index)} people, {DB_NAME} {count}"
         return None
 
+    def _full_index_options(self):
+        """``make_index`` arguments: the index keeps the blobs' dtype unless ``index_options`` say otherwise (a
+        float16 database with a float32 index: half the disk, exact single queries without conversion)."""
+        return {"kind": "auto", "dtype": self.dtype, **self._index_options}
+
     def rebuild_index(self):
         """Rebuilds the index from the people's templates in the database (marks it to be saved)."""
-        options = {"kind": "auto", **self._index_options}
-        index = make_index(dim=self.dim, dtype=self.dtype, **options)
+        index = make_index(dim=self.dim, **self._full_index_options())
         rows = self._db.execute("SELECT id, template FROM people ORDER BY id").fetchall()
         if rows:
             index.add(np.array([row[0] for row in rows], np.int64), self._vectors([row[1] for row in rows]))
