@@ -33,12 +33,13 @@ from mtarcface_tf.search.store import GalleryStore
 flags.DEFINE_list("sizes", ["10000", "100000"], "Gallery sizes (people).")
 flags.DEFINE_integer("dim", 512, "Embedding size.")
 flags.DEFINE_string("dtype", "float16", "Stored embedding dtype (float32 | float16).")
+flags.DEFINE_string("index_dtype", "float32", "The index's vector matrix dtype (float32 | float16).")
 flags.DEFINE_float("spectrum_decay", 0.5, "Per-axis variance of centres and noise falls as i^-decay (0: isotropic).")
 flags.DEFINE_float("centre_cosine", 0.72, "Mean cosine of a sample to its identity centre (genuine pairs ~ square).")
 flags.DEFINE_float("centre_cosine_std", 0.08, "Std of that cosine across samples.")
 flags.DEFINE_integer("ann_threshold", 50_000, "Gallery size above which the store searches through the ANN.")
 flags.DEFINE_string("backend", "faiss-ivf", "ANN backend of the store (faiss-ivf | faiss-ivfpq | usearch).")
-flags.DEFINE_integer("nprobe", 64, "IVF lists visited per query.")
+flags.DEFINE_integer("nprobe", 128, "IVF lists visited per query.")
 flags.DEFINE_integer("rerank", 10, "ANN candidates per wanted result, re-scored exactly.")
 flags.DEFINE_integer("batch_people", 10_000, "People per enrolment transaction.")
 flags.DEFINE_integer("probes", 200, "Mated probes (and as many non-mated) per size.")
@@ -143,7 +144,7 @@ def measure(store, probes, mated_ids):
 def run_size(size, rng, work_dir):
     path = os.path.join(work_dir, f"gallery_{size}")
     options = {"ann_threshold": FLAGS.ann_threshold, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
-               "rerank": FLAGS.rerank, "threads": FLAGS.threads}
+               "rerank": FLAGS.rerank, "threads": FLAGS.threads, "dtype": FLAGS.index_dtype}
     with GalleryStore.open(path, writable=True, dim=FLAGS.dim, dtype=FLAGS.dtype, fingerprint="bench",
                            index_options=options) as store:
         seconds, centres, mated_ids = enrol(store, size, rng)
@@ -222,7 +223,7 @@ def main(argv):
     del argv
     rng = np.random.default_rng(FLAGS.seed)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gallery-bench-")
-    figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
+    figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
                "rerank": FLAGS.rerank, "ann_threshold": FLAGS.ann_threshold, "threads": FLAGS.threads,
                "centre_cosine": FLAGS.centre_cosine, "centre_cosine_std": FLAGS.centre_cosine_std}
     probe_pairs = samples(np.repeat(draw_centres(2000, rng), 2, axis=0), rng)
@@ -239,10 +240,10 @@ def main(argv):
     for size in [int(value) for value in FLAGS.sizes if int(value)]:
         figures["sizes"][str(size)] = run_size(size, rng, work_dir)
         print(size, json.dumps(figures["sizes"][str(size)]), flush=True)
+        if FLAGS.save_result:    # after each size: a long run stopped early keeps what it measured
+            save_result(FLAGS.save_result, figures)
     if not FLAGS.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
-    if FLAGS.save_result:
-        save_result(FLAGS.save_result, figures)
     print(json.dumps(figures))
 
 

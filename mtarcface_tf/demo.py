@@ -59,7 +59,7 @@ def prepare_run_directory(run_dir, configs):
         if previous != settings:
             print(f"{run_dir}: made by a demo run with other settings; removing its SynthFaces, models and reports "
                   f"and starting afresh", flush=True)
-            for name in [SYNTHFACES_DIR, "reports", "export", "gallery.npz"] + [slug(n) for n in previous["configs"]]:
+            for name in [SYNTHFACES_DIR, "reports", "export", "gallery"] + [slug(n) for n in previous["configs"]]:
                 target = os.path.join(run_dir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
@@ -165,7 +165,7 @@ def recognize_masked_people(export_dir, config, output_dir):
     recognizer = FaceRecognizer(export_dir)
     for person in range(GALLERY_PEOPLE):
         recognizer.enroll(f"person_{person:02d}", images[enroll & (labels == person)], aligned=True)
-    recognizer.gallery.save(os.path.join(output_dir, "gallery.npz"))
+    recognizer.gallery.save(os.path.join(output_dir, "gallery"))   # a gallery folder (search/store.py)
     results = [recognizer.identify(face, top_k=1, aligned=True)[0] for face in np.asarray(masked)]
     truth = [f"person_{label:02d}" for label in labels[~enroll]]
     identified = float(np.mean([r["identity"] == t for r, t in zip(results, truth)]))

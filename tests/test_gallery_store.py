@@ -11,7 +11,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from mtarcface_tf.search.store import INDEX_NAME, GalleryStore, ModelMismatchError, StoreError
+from mtarcface_tf.search.store import (
+    INDEX_NAME,
+    GalleryStore,
+    ModelMismatchError,
+    StoreError,
+)
 
 DIM = 16
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,8 +80,8 @@ def test_stale_missing_and_truncated_index_are_rebuilt_never_used(tmp_path, capl
     store = GalleryStore.open(path, writable=True)
     store.enroll("late", _vectors(99, 1))
     store.remove("p3")
-    store._db.close()      # noqa: SLF001  (simulated crash: nothing flushed)
-    store._db = None       # noqa: SLF001
+    store._db.close()
+    store._db = None
     store.close()
     caplog.clear()
     with GalleryStore.open(path) as reopened:

@@ -267,7 +267,23 @@ def _pooled_threshold(results, far):
     recommended = recommend_threshold_from_distances(dist, issame, far)
     recommended["embedding"] = "plain (no flip test), L2-normalized"
     recommended["source"] = sorted(name for name, _ in pooled)
+    recommended["by_condition"] = _condition_thresholds(pooled, far)
     return recommended
+
+
+def _condition_thresholds(pooled, far):
+    """The threshold at ``far`` per probe condition, which identification applies by the probe's mask status:
+    "clean" from the clean pairs, "masked" from the mixed pairs (one face masked, the other clean: a masked probe
+    against a clean gallery). A condition without pairs is left out."""
+    conditions = {}
+    for condition, variant in (("clean", "clean"), ("masked", "mixed")):
+        chosen = [(name, result) for name, result in pooled if name.endswith(f"/{variant}")]
+        if chosen:
+            conditions[condition] = recommend_threshold_from_distances(
+                np.concatenate([result["plain"]["distances"] for _, result in chosen]),
+                np.concatenate([result["issame"] for _, result in chosen]), far)
+            conditions[condition]["source"] = sorted(name for name, _ in chosen)
+    return conditions
 
 
 def build_report(results, far=DEFAULT_FAR, model_name="", ijb=None, ijb_1n=None):

@@ -15,7 +15,7 @@ import numpy as np
 
 # Defaults (the application's live in configs/common.py, ``gallery.*``, and are passed in).
 DEFAULT_ANN_THRESHOLD = 50_000     # entries above which kind="auto" searches through the ANN index
-DEFAULT_NPROBE = 64                # IVF lists visited per query
+DEFAULT_NPROBE = 128               # IVF lists visited per query (recall over speed: see docs/gallery.md)
 DEFAULT_RERANK = 10                # ANN candidates per wanted result, re-scored exactly
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
 RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training

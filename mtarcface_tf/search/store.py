@@ -260,7 +260,8 @@ class GalleryStore:
         """Applies the changes committed after ``index.generation``; returns None when the index then agrees with
         the database, else the reason (str) it cannot be used."""
         generation = self.generation
-        if index.dim != self.dim or index.dtype != self.dtype or index.generation > generation:
+        if index.dim != self.dim or index.dtype != self._full_index_options()["dtype"] \
+                or index.generation > generation:
             return "made for another gallery state"
         if index.generation < generation:
             removed = [row[0] for row in self._db.execute("SELECT person_id FROM removed WHERE generation > ?",
@@ -277,10 +278,14 @@ class GalleryStore:
             return f"holds {len(index)} people, {DB_NAME} {count}"
         return None
 
+    def _full_index_options(self):
+        """``make_index`` arguments: the index keeps the blobs' dtype unless ``index_options`` say otherwise (a
+        float16 database with a float32 index: half the disk, exact single queries without conversion)."""
+        return {"kind": "auto", "dtype": self.dtype, **self._index_options}
+
     def rebuild_index(self):
         """Rebuilds the index from the people's templates in the database (marks it to be saved)."""
-        options = {"kind": "auto", **self._index_options}
-        index = make_index(dim=self.dim, dtype=self.dtype, **options)
+        index = make_index(dim=self.dim, **self._full_index_options())
         rows = self._db.execute("SELECT id, template FROM people ORDER BY id").fetchall()
         if rows:
             index.add(np.array([row[0] for row in rows], np.int64), self._vectors([row[1] for row in rows]))
@@ -291,19 +296,22 @@ class GalleryStore:
         """Writes the index beside the database (temporary name, then rename) when it changed since loading."""
         if not (self.writable and self.path and self._dirty and self.index is not None):
             return
-        handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=self.path)
+        self._write_index(self.path)
+        with self._transaction():
+            self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
+        self._dirty = False
+
+    def _write_index(self, directory):
+        handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
         try:
             with os.fdopen(handle, "wb") as temp_file:
                 self.index.save(temp_file)
                 temp_file.flush()
                 os.fsync(temp_file.fileno())
-            os.replace(temp_path, self._index_path())
+            os.replace(temp_path, os.path.join(directory, INDEX_NAME))
         except BaseException:
             os.unlink(temp_path)
             raise
-        with self._transaction():
-            self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
-        self._dirty = False
 
     def close(self):
         """Flushes the index (writable stores) and closes the database and the writer lock."""
@@ -468,7 +476,7 @@ class GalleryStore:
 
     def copy_database(self, directory):
         """Writes a consistent copy of the database (SQLite's online backup) to ``directory``/gallery.db, which
-        must not exist; the index is rebuilt there when that gallery opens."""
+        must not exist, and the index beside it."""
         target_path = os.path.join(os.fspath(directory), DB_NAME)
         if os.path.exists(target_path):
             raise StoreError(f"{directory}: a gallery exists there already; choose another path.")
@@ -478,6 +486,8 @@ class GalleryStore:
             self._db.backup(target)
         finally:
             target.close()
+        if self.index is not None:
+            self._write_index(directory)
 
     def option(self, key, default=None):
         """Returns the gallery-wide option ``key`` (str) or ``default``."""
