@@ -44,6 +44,8 @@ flags.DEFINE_integer("rerank", 10, "ANN candidates per wanted result, re-scored 
 flags.DEFINE_integer("batch_people", 10_000, "People per enrolment transaction.")
 flags.DEFINE_integer("probes", 200, "Mated probes (and as many non-mated) per size.")
 flags.DEFINE_integer("exact_probes", 50, "Single-query exact latency samples (exact search is slow at 1M).")
+flags.DEFINE_list("index_only_sizes", [], "Sizes measured on the index alone (no SQLite store), vectors streamed in "
+                  "chunks: for galleries whose store enrolment does not fit the time at hand.")
 flags.DEFINE_integer("compare_size", 0, "Gallery size for the ANN library comparison (0: skip).")
 flags.DEFINE_list("compare_backends", ["faiss-ivf", "faiss-ivfpq", "usearch"], "Libraries compared.")
 flags.DEFINE_integer("templates_size", 0, "People for mean-vs-max templates (0: skip).")
@@ -125,9 +127,8 @@ def tpir(scores, ids, mated_ids, mated_count):
     return float(np.mean(hit))
 
 
-def measure(store, probes, mated_ids):
-    """Latency, recall and TPIR of the store's index, ANN against exact."""
-    index = store.index
+def measure(index, probes, mated_ids):
+    """Latency, recall and TPIR of an index, ANN against exact."""
     exact = latencies(lambda q, k: index.search(q, k, exact=True), probes[:max(FLAGS.exact_probes, BATCH)])
     exact_scores, exact_ids = index.search(probes, K, exact=True)
     result = {"exact": exact, "tpir_exact": tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))}
@@ -159,7 +160,7 @@ def run_size(size, rng, work_dir):
         result = {"people": size, "enrol_people_per_s": size / seconds, "enrol_seconds": seconds,
                   "ann_build_seconds": build, "index_save_seconds": flush,
                   "index_bytes": store.index.memory_bytes(), "max_rss_gib": rss_gib(),
-                  **measure(store, probes, mated_ids)}
+                  **measure(store.index, probes, mated_ids)}
         result["database_bytes"] = os.path.getsize(os.path.join(path, "gallery.db"))
     began = time.perf_counter()
     with GalleryStore.open(path, index_options=options) as store:
@@ -167,6 +168,30 @@ def run_size(size, rng, work_dir):
     result["reopen_seconds"] = time.perf_counter() - began
     shutil.rmtree(path)
     return result
+
+
+def run_index_only(size, rng):
+    """The index without the store: vectors streamed in --batch_people chunks, then the same measurements."""
+    index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
+                       backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads)
+    picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
+    kept, seconds = [], 0.0
+    for start in progress_bar(range(0, size, FLAGS.batch_people), desc=f"index {size}", unit="batch"):
+        count = min(FLAGS.batch_people, size - start)
+        centres = draw_centres(count, rng)
+        embeddings = samples(centres, rng)
+        kept.append(centres[picks[(picks >= start) & (picks < start + count)] - start])
+        began = time.perf_counter()
+        index.add(np.arange(start, start + count, dtype=np.int64), embeddings)
+        seconds += time.perf_counter() - began
+        del centres, embeddings
+    began = time.perf_counter()
+    index.build_ann()
+    build = time.perf_counter() - began
+    centres = np.concatenate(kept)
+    probes = np.concatenate([samples(centres, rng), samples(draw_centres(len(centres), rng), rng)])
+    return {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
+            "index_bytes": index.memory_bytes(), "max_rss_gib": rss_gib(), **measure(index, probes, picks)}
 
 
 def compare_libraries(rng):
@@ -241,6 +266,11 @@ def main(argv):
         figures["sizes"][str(size)] = run_size(size, rng, work_dir)
         print(size, json.dumps(figures["sizes"][str(size)]), flush=True)
         if FLAGS.save_result:    # after each size: a long run stopped early keeps what it measured
+            save_result(FLAGS.save_result, figures)
+    for size in [int(value) for value in FLAGS.index_only_sizes if int(value)]:
+        figures.setdefault("index_only", {})[str(size)] = run_index_only(size, rng)
+        print(size, json.dumps(figures["index_only"][str(size)]), flush=True)
+        if FLAGS.save_result:
             save_result(FLAGS.save_result, figures)
     if not FLAGS.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -83,11 +83,12 @@ def enroll(recognizer, gallery_path, images_dir, aligned=False, svm=False):
         print(f"skipped: {reason}" if reason.startswith(path) else f"skipped {path}: {reason}", file=sys.stderr)
     if not summary["enrolled"]:
         raise UsageError(f"{images_dir}: no face could be enrolled ({len(summary['failed'])} failures above).")
-    recognizer.gallery.save(gallery_path)
+    directory = recognizer.gallery.save(gallery_path)
+    total = len(recognizer.gallery)
     recognizer.gallery.close()
     images = sum(summary["enrolled"].values())
-    print(f"enrolled {len(summary['enrolled'])} people from {images} images into {gallery_path} "
-          f"({len(recognizer.gallery)} people in total); {len(summary['failed'])} images failed")
+    print(f"enrolled {len(summary['enrolled'])} people from {images} images into {directory} "
+          f"({total} people in total); {len(summary['failed'])} images failed")
     print(json.dumps({"enrolled": summary["enrolled"], "failed": len(summary["failed"])}))
     return 0
 

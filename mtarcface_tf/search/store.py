@@ -92,6 +92,7 @@ class GalleryStore:
         self._index_options = dict(index_options or {})
         self.index = None
         self._dirty = False
+        self._new_fingerprint = None      # adopted by a gallery without one on its next write
 
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -364,7 +365,7 @@ class GalleryStore:
             generation = self.generation + 1
             if self._meta("dim") is None:
                 self._set_meta(dim=self.dim)
-            if getattr(self, "_new_fingerprint", None):
+            if self._new_fingerprint:
                 self._set_meta(fingerprint=self._new_fingerprint)
                 self.fingerprint, self._new_fingerprint = self._new_fingerprint, None
             for person in prepared:
