@@ -249,6 +249,7 @@ def identify(gallery_sets, probes, probe_subjects, index_kind="exact", index_opt
       gallery_sets: {part: (features float [G_p, D] unit rows, subjects int [G_p])}, G1 then G2 (or S1, S2).
       probes: float [Q, D] unit probe template features; probe_subjects: int [Q], each in one gallery part.
       index_kind, index_options: ``make_index``'s kind ("exact", "ann", "auto") and options.
+      ranks, fpirs: the reported ranks and FPIRs; candidates: the open set's candidate list length L.
 
     Returns:
       dict ``closed``: ``closed_set`` over the union of the parts; ``open`` {part: ``open_set``}.
