@@ -23,11 +23,15 @@ setup(
         "scipy>=1.11",
         "tqdm>=4.66",
         "mtcnn>=1.0.0",
+        # the gallery's ANN index past gallery.ann_threshold people (search/index.py, docs/gallery.md)
+        "faiss-cpu>=1.8",
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30",
                 # Keras 2, the independent implementation the reference-fidelity tests compare with
-                "tf-keras>=2.21,<2.22"],
+                "tf-keras>=2.21,<2.22",
+                # the ANN library the gallery's index is measured against (bench/gallery.py, test_search_index.py)
+                "usearch>=2.12"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
         # ONNX export (tf2onnx) and running it (onnxruntime), insightface's model format.

@@ -63,7 +63,8 @@ def prepare_run_directory(run_dir, configs):
         if previous != settings:
             print(f"{run_dir}: made by a demo run with other settings; removing its SynthFaces, models and reports "
                   f"and starting afresh", flush=True)
-            for name in [SYNTHFACES_DIR, "reports", "export", "gallery.npz", PHOTOS_DIR] + [slug(n) for n in previous["configs"]]:
+            made = [SYNTHFACES_DIR, "reports", "export", "gallery", "gallery.npz", PHOTOS_DIR]
+            for name in made + [slug(n) for n in previous["configs"]]:
                 target = os.path.join(run_dir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
@@ -202,7 +203,7 @@ def recognize_masked_people(export_dir, config, output_dir):
     photos = write_recognition_photos(config, os.path.join(output_dir, PHOTOS_DIR))
     recognizer = FaceRecognizer(export_dir)
     enrolment = recognizer.enroll_folder(photos["enrol"], progress=False)
-    recognizer.gallery.save(os.path.join(output_dir, "gallery.npz"))
+    recognizer.gallery.save(os.path.join(output_dir, "gallery"))   # a gallery folder (search/store.py)
     found = []            # (answer, true name) of each probe where a face was found
     for path, truth in photos["probes"] if len(recognizer.gallery) else ():
         try:

@@ -48,7 +48,7 @@ def test_quick_demo_produces_table_report_export_and_recognition(tmp_path):
     assert "Masked people identified" in result.stdout
     assert os.path.isfile(os.path.join(summary["export"], "saved_model.pb"))
     for name in ("report.md", "synthfaces_samples.png", "reports/arcface/report.json",
-                 "reports/mtarcface/report.json", "gallery.npz"):
+                 "reports/mtarcface/report.json", "gallery/gallery.db"):
         assert (out / name).is_file(), name
     mt_report = json.loads((out / "reports/mtarcface/report.json").read_text())
     assert set(mt_report["sets"]["synth"]["variants"]) >= {"clean", "masked", "mixed"}

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ from mtarcface_tf.faces import detect
 from mtarcface_tf.faces.align import template_for
 from mtarcface_tf.inference.gallery import Gallery
 from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
+from mtarcface_tf.search.store import GalleryStore
 
 SIZE = 32
 TOOL = os.path.join(model_helpers.REPO, "tools", "recognize.py")
@@ -51,7 +53,22 @@ def setup(tmp_path_factory):
         model_helpers.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
     model_helpers.write_png(root / "queries" / "bright.png", bright[0])
     model_helpers.write_png(root / "queries" / "dark.png", faces[1] // 4)
-    return {"root": root, "export": export, "workdir": workdir, "bright": bright}
+    truncated = _damaged_galleries(root)
+    return {"root": root, "export": export, "workdir": workdir, "bright": bright, "truncated": truncated}
+
+
+def _damaged_galleries(root):
+    """other_model/: enrolled with another model; truncated/: its database cut in half; newer/: format 99."""
+    for name in ("other_model", "truncated", "newer"):
+        with GalleryStore.open(root / name, writable=True, fingerprint="f" * 64) as store:
+            store.enroll_many([{"name": f"p{i}", "embeddings": np.eye(8)[i % 8] + i} for i in range(300)])
+        with sqlite3.connect(root / name / "gallery.db") as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if name == "newer":
+                connection.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    database = root / "truncated" / "gallery.db"
+    database.write_bytes(database.read_bytes()[:database.stat().st_size // 2])
+    return database.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +85,10 @@ def runs(setup):
         "real_model": ["verify", f"--model={root / 'export'}", "--aligned", query, query],
         "enroll_svm": ["enroll", f"--model={root / 'export'}", f"--gallery={root / 'svm.npz'}",
                        f"--images={root / 'people'}", "--aligned", "--svm"],
+        "other_model": ["identify", f"--model={root / 'export'}", f"--gallery={root / 'other_model'}",
+                        f"--input={query}", "--aligned", f"--output_dir={root / 'other_out'}"],
+        "truncated": ["list", f"--gallery={root / 'truncated'}"],
+        "newer": ["stats", f"--gallery={root / 'newer'}"],
     }
     started = {name: model_helpers.start_python([TOOL] + args) for name, args in cases.items()}
     results = {name: model_helpers.finish(process, timeout=300) for name, process in started.items()}
@@ -92,6 +113,14 @@ def test_gallery_and_output_dir_are_checked_before_the_model(runs, setup):
     # The model given is corrupt: an error naming the gallery / output folder shows they were checked first.
     model_helpers.one_error_line(runs["missing_gallery"], setup["root"] / "nobody.npz", "enroll")
     model_helpers.one_error_line(runs["output_dir_is_a_file"], setup["root"] / "queries" / "bright.png", "--output_dir")
+
+
+def test_damaged_galleries_fail_in_one_line_and_stay_untouched(runs, setup):
+    root = setup["root"]
+    model_helpers.one_error_line(runs["other_model"], root / "other_model", "ffffffffffff", "--force")
+    model_helpers.one_error_line(runs["truncated"], root / "truncated" / "gallery.db", "truncated")
+    model_helpers.one_error_line(runs["newer"], root / "newer" / "gallery.db", "format version 99")
+    assert (root / "truncated" / "gallery.db").read_bytes() == setup["truncated"]     # nothing overwritten
 
 
 def test_synthfaces_model_gets_one_warning_line(runs):

@@ -1,4 +1,5 @@
 """FaceRecognizer and Gallery mechanics with an untrained tiny export (no accuracy claims)."""
+import json
 import os
 
 import numpy as np
@@ -175,34 +176,62 @@ def test_recognizer_loads_a_training_workdir(tmp_path, faces):
                                atol=1e-5)
 
 
-def test_gallery_save_load_without_pickle(tmp_path):
+def test_gallery_save_load(tmp_path):
     rng = np.random.default_rng(0)
     gallery = Gallery(use_svm=True)
     gallery.add("ann", rng.normal(size=(3, 8)))
     gallery.add("bob", rng.normal(size=(2, 8)) + 3)
     gallery.add("ann", rng.normal(size=(1, 8)))
     np.testing.assert_array_equal(gallery.counts, [4, 2])
-    path = gallery.save(tmp_path / "g.npz")
-    assert os.listdir(tmp_path) == ["g.npz"]
-    with np.load(path, allow_pickle=False) as data:
-        assert data["templates"].dtype == np.float32 and data["templates"].shape == (2, 8)
-    loaded = Gallery.load(path)
+    templates = gallery.templates
+    path = gallery.save(tmp_path / "g")
+    gallery.close()
+    assert sorted(os.listdir(path)) == ["gallery.db", "index.npz", "writer.lock"]
+    loaded = Gallery.open(path, writable=True)
     assert loaded.names == ["ann", "bob"] and loaded.use_svm
-    np.testing.assert_allclose(loaded.templates, gallery.templates, atol=1e-6)
+    np.testing.assert_allclose(loaded.templates, templates, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(loaded.templates, axis=1), 1.0, atol=1e-6)
-    name, probability = loaded.svm_predict(gallery.templates[1:])[0]
+    name, probability = loaded.svm_predict(templates[1:])[0]
     assert name == "bob" and 0.0 <= probability <= 1.0
-    indices, scores = loaded.search(gallery.templates, top_k=5)
+    indices, scores = loaded.search(templates, top_k=5)
     assert indices.shape == (2, 2) and list(indices[:, 0]) == [0, 1]
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
     loaded.remove("ann")
-    assert loaded.names == ["bob"] and loaded.svm_predict(gallery.templates) is None
+    assert loaded.names == ["bob"] and loaded.svm_predict(templates) is None
     with pytest.raises(GalleryError, match="not in the gallery"):
         loaded.remove("ann")
     with pytest.raises(GalleryError, match="size 4"):
         loaded.add("cy", np.ones((1, 4)))
     with pytest.raises(EmptyGalleryError):
         Gallery().search(np.ones((1, 8)))
+
+
+def _legacy_npz(path, people):
+    """A gallery file of the earlier format, written as its writer did (float arrays + JSON names, no pickle)."""
+    names = list(people)
+    samples = np.concatenate([people[name] for name in names]).astype(np.float32)
+    samples /= np.linalg.norm(samples, axis=1, keepdims=True)
+    meta = {"format": 1, "names": names, "use_svm": False, "embedding_size": samples.shape[1]}
+    np.savez(path, meta=np.array(json.dumps(meta)), counts=np.array([len(people[n]) for n in names]),
+             templates=np.zeros((len(names), samples.shape[1]), np.float32), samples=samples)
+
+
+def test_npz_gallery_opens_and_is_converted_on_first_write(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    people = {"ann": rng.normal(size=(2, 8)), "bob": rng.normal(size=(3, 8))}
+    _legacy_npz(tmp_path / "old.npz", people)
+    before = (tmp_path / "old.npz").read_bytes()
+    opened = Gallery.open(tmp_path / "old.npz", writable=True)
+    assert opened.names == ["ann", "bob"] and opened.path is None     # read into memory, nothing written yet
+    mean = people["bob"] / np.linalg.norm(people["bob"], axis=1, keepdims=True)
+    mean = mean.mean(axis=0)
+    np.testing.assert_allclose(opened.templates[1], mean / np.linalg.norm(mean), atol=1e-6)
+    opened.add("cy", rng.normal(size=(1, 8)))
+    opened.close()
+    assert "converted" in capsys.readouterr().out
+    assert (tmp_path / "old.npz").read_bytes() == before                # the old file is kept
+    again = Gallery.open(tmp_path / "old.npz")                         # now names the converted folder
+    assert again.path == str(tmp_path / "old") and again.names == ["ann", "bob", "cy"]
 
 
 def test_gallery_rejects_pickles_and_junk(tmp_path):

@@ -57,6 +57,16 @@ def test_write_report_files(tmp_path):
     assert rec["far_target"] == 1e-2 and 0 < rec["squared_distance"] < 4
     assert rec["cosine_similarity"] == pytest.approx(1 - rec["squared_distance"] / 2)
     assert rec["pairs"] == 2 * 3 * 200
+    # One threshold per probe condition: clean pairs for a clean probe, mixed pairs for a masked one; each keeps
+    # its own pairs' false accepts at the target (counted here with numpy on those pairs alone).
+    results = _results()
+    for condition, variant in (("clean", "clean"), ("masked", "mixed")):
+        entry = rec["by_condition"][condition]
+        assert entry["source"] == [f"cfp_fp/{variant}", f"lfw/{variant}"] and entry["pairs"] == 2 * 200
+        dist = np.concatenate([results[s]["variants"][variant]["plain"]["distances"] for s in ("lfw", "cfp_fp")])
+        same = np.concatenate([results[s]["variants"][variant]["issame"] for s in ("lfw", "cfp_fp")])
+        assert np.mean(dist[~same] < entry["squared_distance"]) <= 1e-2
+    assert rec["by_condition"]["masked"]["squared_distance"] != rec["by_condition"]["clean"]["squared_distance"]
     markdown = (out / "report.md").read_text()
     assert "TAR@FAR=1e-2" in markdown and "roc_lfw.png" in markdown and "cosine similarity" in markdown
 

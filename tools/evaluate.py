@@ -5,8 +5,9 @@
       --compare=reports/arcface/report.json
   python tools/evaluate.py --workdir=runs/tiny --ijb=data/ijbc --ijb_name=IJBC --output_dir=reports/tiny
 
---ijb scores IJB-B/IJB-C 1:1 template verification (insightface's eval_ijbc.py protocol), clean and with masked
-probes; tools/make_ijb_synth.py writes a small such set from SynthFaces.
+--ijb scores IJB-B/IJB-C 1:1 template verification (insightface's eval_ijbc.py protocol) and 1:N identification
+(insightface's ijb_1n.py and NIST's per-gallery FNIR at FPIR; docs/ijb.md), clean and with masked probes;
+tools/make_ijb_synth.py writes a small such set from SynthFaces.
 
 Writes OUTPUT_DIR/report.md, report.json (with recommended_threshold for applications) and PNG plots.
 """
@@ -27,6 +28,8 @@ flags.DEFINE_string("saved_model", None, "SavedModel directory to evaluate (inst
 flags.DEFINE_list("bins", [], "Verification .bin files (insightface format).")
 flags.DEFINE_string("ijb", None, "IJB-B/C folder (meta/, loose_crop/): 1:1 template verification, clean and masked.")
 flags.DEFINE_enum("ijb_name", "IJBC", list(ijb.NAMES), "Which IJB set --ijb holds (the meta files' prefix).")
+flags.DEFINE_boolean("ijb_1n", True, "With --ijb, also 1:N identification (the set's meta/*_1N_*.csv lists).")
+flags.DEFINE_enum("ijb_index", "exact", ["exact", "ann", "auto"], "Search index of the 1:N protocols.")
 flags.DEFINE_string("output_dir", None, "Where report.md, report.json and the plots go.")
 flags.DEFINE_float("far", 1e-3, "False-accept rate of TAR@FAR and of the recommended threshold.")
 flags.DEFINE_list("compare", [], "Other report.json files to put side by side with this one.")
@@ -50,7 +53,8 @@ def main(argv):
         _, lines = evaluate_source(FLAGS.saved_model or FLAGS.workdir, FLAGS.output_dir, bins=FLAGS.bins,
                                    ijb_dir=FLAGS.ijb, ijb_name=FLAGS.ijb_name, far=FLAGS.far, compare=FLAGS.compare,
                                    masked=not FLAGS.no_masked, flip=FLAGS.flip, batch_size=FLAGS.batch_size,
-                                   seed=FLAGS.seed, model_name=FLAGS.model_name)
+                                   seed=FLAGS.seed, model_name=FLAGS.model_name, identification=FLAGS.ijb_1n,
+                                   index=FLAGS.ijb_index)
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

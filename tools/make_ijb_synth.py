@@ -1,5 +1,6 @@
 """Writes a small IJB-B/C-format set from SynthFaces (loose crops, landmarks, detection scores, media, templates,
-template pairs), the layout tools/evaluate.py --ijb reads.
+template pairs and, with two or more templates per identity, the 1:N gallery G1 / G2 and probe_mixed lists), the
+layout tools/evaluate.py --ijb reads.
 
   python tools/make_ijb_synth.py --output_dir=data/ijbc_synth --name=IJBC --identities=20
   python tools/evaluate.py --workdir=runs/tiny --ijb=data/ijbc_synth --ijb_name=IJBC --output_dir=reports/tiny
@@ -34,7 +35,8 @@ def main(argv):
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {info['faces']} faces, {info['templates']} templates, {info['pairs']} pairs in {info['root']}")
+    print(f"wrote {info['faces']} faces, {info['templates']} templates, {info['pairs']} pairs, {info['probes']} 1:N "
+          f"probe templates in {info['root']}")
 
 
 if __name__ == "__main__":

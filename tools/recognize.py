@@ -1,8 +1,16 @@
-"""Face recognition from the command line: enroll a gallery, identify faces in photos/folders/videos, verify pairs.
+"""Face recognition from the command line: enroll a gallery, identify faces in photos/folders/videos, verify pairs,
+manage the gallery.
 
-  python tools/recognize.py enroll   --model=export --gallery=people.npz --images=photos/   [--svm]
-  python tools/recognize.py identify --model=export --gallery=people.npz --input=PATH|--camera=0 --output_dir=out
+  python tools/recognize.py enroll   --model=export --gallery=people --images=photos/   [--svm]
+  python tools/recognize.py identify --model=export --gallery=people --input=PATH|--camera=0 --output_dir=out
   python tools/recognize.py verify   --model=export IMAGE_A IMAGE_B
+  python tools/recognize.py remove   --gallery=people NAME [NAME ...]
+  python tools/recognize.py rename   --gallery=people OLD NEW
+  python tools/recognize.py list     --gallery=people
+  python tools/recognize.py stats    --gallery=people
+
+A gallery is a folder (SQLite database + search index, docs/gallery.md); a gallery file people.npz of the earlier
+format opens too and becomes the folder people/ on its first write (the file is kept).
 
 --input is an image, a folder of images or a video file. --aligned skips detection for pre-aligned faces
 (e.g. SynthFaces); --detector picks RetinaFace (default) or MTCNN; --all_faces handles every face instead of
@@ -19,7 +27,7 @@ from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel directory (or TF Serving base dir, training workdir, checkpoint).")
-flags.DEFINE_string("gallery", None, "Gallery file (.npz) written by enroll and read by identify.")
+flags.DEFINE_string("gallery", None, "Gallery folder written by enroll and read by identify (or an older .npz).")
 flags.DEFINE_string("images", None, "enroll: folder with one sub-folder of photos per person.")
 flags.DEFINE_string("input", None, "identify: image file, folder of images or video file.")
 flags.DEFINE_integer("camera", None, "identify: webcam index (instead of --input).")
@@ -34,7 +42,7 @@ flags.DEFINE_integer("top_k", 5, "identify: candidates listed per face.")
 flags.DEFINE_bool("svm", False, "enroll: the gallery keeps an SVM classifier over its embeddings; identify: classify "
                   "with it too (columns svm_identity, svm_probability; on by itself for a gallery enrolled with it).")
 flags.DEFINE_integer("max_frames", 0, "identify on video/camera: stop after this many frames (0 = all / until q).")
-flags.mark_flag_as_required("model")
+flags.DEFINE_bool("force", False, "Use a gallery enrolled with another model (its similarities are not comparable).")
 
 
 def main(argv):
@@ -51,7 +59,7 @@ def main(argv):
             argv[1] if len(argv) > 1 else "", argv[2:], FLAGS.model, gallery=FLAGS.gallery, images=FLAGS.images,
             source=FLAGS.camera if FLAGS.camera is not None else FLAGS.input, output_dir=FLAGS.output_dir,
             detector=FLAGS.detector, aligned=FLAGS.aligned, all_faces=FLAGS.all_faces, threshold=FLAGS.threshold,
-            top_k=FLAGS.top_k, svm=FLAGS.svm, max_frames=FLAGS.max_frames)
+            top_k=FLAGS.top_k, svm=FLAGS.svm, max_frames=FLAGS.max_frames, force=FLAGS.force)
     except (media.UsageError, ModelLoadError, GalleryError, NoFaceError, InvalidImageError,
             DetectorUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)

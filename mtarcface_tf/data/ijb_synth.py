@@ -8,6 +8,11 @@ video) of 1..``max_faces_per_media`` faces. Each face is a SynthFaces image plac
 similarity (rotation, scale, shift) on a replicated border, its landmarks mapped the same way; the detection score
 is drawn in ``SCORE_RANGE``. Pairs: every two templates of different identity at most ``impostors_per_template``
 times per template, and every two of the same identity. Everything depends only on ``seed``.
+
+With two or more templates per identity the 1:N lists are written too (``meta/{name}_1N_gallery_G1.csv``, ``_G2``
+— ``_S1``, ``_S2`` for IJB-B — and ``_1N_probe_mixed.csv``: header ``TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID``,
+one row per face, as the IJB packs): each identity's first template enrolled, the first half of the identities in
+G1 and the rest in G2, every other template a probe.
 """
 import os
 import shutil
@@ -24,6 +29,8 @@ MAX_ROTATION_DEG, SCALE_RANGE, MAX_SHIFT = 20.0, (0.75, 1.1), 12.0
 FACE_FRACTION = 0.75            # side of the placed face / side of the crop, before the drawn scale
 SCORE_RANGE = (0.6, 1.0)
 JPEG_QUALITY = 95
+GALLERY_PARTS = {"IJBC": ("G1", "G2"), "IJBB": ("S1", "S2")}
+LIST_HEADER = "TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID"
 
 
 def _placement(rng, face_size, crop_size, face_fraction):
@@ -83,6 +90,21 @@ def _write_lines(path, lines):
         handle.write("".join(line + "\n" for line in lines))
 
 
+def _write_1n_lists(prefix, name, rows, files):
+    """Writes the 1:N gallery and probe lists of ``rows`` (identity, template, media) whose faces are ``files``."""
+    first = {}
+    for identity, template, _ in rows:
+        first.setdefault(identity, template)
+    half = (len(first) + 1) // 2
+    lists = {f"gallery_{part}": [] for part in GALLERY_PARTS[name.upper()]}
+    lists["probe_mixed"] = []
+    for (identity, template, media), file_name in zip(rows, files):
+        part = GALLERY_PARTS[name.upper()][identity >= half] if first[identity] == template else None
+        lists[f"gallery_{part}" if part else "probe_mixed"].append(f"{template},{identity + 1},{file_name},{media}")
+    for kind, lines in lists.items():
+        _write_lines(f"{prefix}_1N_{kind}.csv", [LIST_HEADER] + lines)
+
+
 def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3, media_per_template=2,
                  max_faces_per_media=3, impostors_per_template=6, crop_size=CROP_SIZE, seed=0):
     """Writes an IJB-format set (atomically: temp folder, then rename).
@@ -96,7 +118,8 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
       seed: seed of everything.
 
     Returns:
-      dict: ``root`` (str), ``faces``, ``templates``, ``pairs`` (ints).
+      dict: ``root`` (str), ``faces``, ``templates``, ``pairs`` (ints); ``probes``: 1:N probe templates (0 when
+      ``templates_per_identity`` is 1 and no 1:N lists are written).
 
     Raises:
       ValueError: ``output_dir`` exists or an argument is out of range (the message names it).
@@ -114,7 +137,7 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
     try:
         os.makedirs(os.path.join(temp_dir, "loose_crop"))
         os.makedirs(os.path.join(temp_dir, "meta"))
-        tid_mid, points, faces_seen = [], [], {}
+        tid_mid, points, faces_seen, files = [], [], {}, []
         for number, (identity, template, media) in enumerate(rows, start=1):
             image = faces_seen[identity] = faces_seen.get(identity, -1) + 1
             face, landmarks = synthetic.render_face(synthetic.identity_params(seed, identity),
@@ -124,6 +147,7 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
             cv2.imwrite(os.path.join(temp_dir, "loose_crop", file_name), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
             tid_mid.append(f"{file_name} {template} {media}")
+            files.append(file_name)
             score = rng.uniform(*SCORE_RANGE)
             points.append(" ".join([file_name] + [f"{v:.3f}" for v in landmarks.ravel()] + [f"{score:.4f}"]))
         pairs = _pairs(rng, {template: identity for identity, template, _ in rows}, impostors_per_template)
@@ -131,8 +155,12 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
         _write_lines(f"{prefix}_face_tid_mid.txt", tid_mid)
         _write_lines(f"{prefix}_name_5pts_score.txt", points)
         _write_lines(f"{prefix}_template_pair_label.txt", [f"{a} {b} {label}" for a, b, label in pairs])
+        if templates_per_identity > 1:
+            _write_1n_lists(prefix, name, rows, files)
         os.rename(temp_dir, output_dir)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
-    return dict(root=output_dir, faces=len(rows), templates=len({r[1] for r in rows}), pairs=len(pairs))
+    templates = len({r[1] for r in rows})
+    return dict(root=output_dir, faces=len(rows), templates=templates, pairs=len(pairs),
+                probes=templates - identities if templates_per_identity > 1 else 0)

@@ -56,34 +56,53 @@ def _read_rows(path, columns):
     return rows
 
 
+def read_faces(root, name="IJBC"):
+    """Reads the face lists of an IJB set (``face_tid_mid`` and ``name_5pts_score``: what 1:1 and 1:N share).
+
+    Args:
+      root: folder with ``meta/`` and ``loose_crop/``; name: "IJBB" or "IJBC" (the meta files' prefix, lower-cased).
+
+    Returns:
+      dict: ``images`` list of N file names (in loose_crop/), ``landmarks`` float32 [N, 5, 2] (x, y),
+      ``scores`` float32 [N] detection scores, ``templates`` int64 [N], ``medias`` int64 [N].
+
+    Raises:
+      IJBDataError: a file is missing or malformed, or the two face lists disagree.
+    """
+    faces = _read_rows(meta_path(root, name, "face_tid_mid"), 3)
+    points = _read_rows(meta_path(root, name, "name_5pts_score"), 12)
+    if len(faces) != len(points) or any(a[0] != b[0] for a, b in zip(faces, points)):
+        raise IJBDataError(f"{meta_path(root, name, 'face_tid_mid')} and {meta_path(root, name, 'name_5pts_score')}"
+                           f" must list the same images in the same order")
+    try:
+        ids = np.array([row[1:] for row in faces], np.int64).reshape(-1, 2)
+        numbers = np.array([row[1:] for row in points], np.float32).reshape(-1, 11)
+    except ValueError as error:
+        raise IJBDataError(f"{os.path.join(os.fspath(root), 'meta')}: a non-numeric field ({error})") from error
+    return dict(images=[row[0] for row in faces], landmarks=numbers[:, :10].reshape(-1, 5, 2), scores=numbers[:, 10],
+                templates=ids[:, 0], medias=ids[:, 1])
+
+
 def read_ijb(root, name="IJBC"):
-    """Reads the meta files of an IJB set.
+    """Reads the meta files of an IJB set for 1:1 verification.
 
     Args:
       root: folder with ``meta/`` and ``loose_crop/``.
       name: "IJBB" or "IJBC" (the prefix of the meta files, lower-cased).
 
     Returns:
-      dict: ``images`` list of N file names (in loose_crop/), ``landmarks`` float32 [N, 5, 2] (x, y),
-      ``scores`` float32 [N] detection scores, ``templates`` int64 [N], ``medias`` int64 [N],
-      ``pairs`` int64 [P, 2] template ids, ``labels`` int64 [P] (1 = same identity).
+      dict: ``read_faces``'s, plus ``pairs`` int64 [P, 2] template ids, ``labels`` int64 [P] (1 = same identity).
 
     Raises:
       IJBDataError: a file is missing or malformed, the two face lists disagree, or the pairs are of one kind.
     """
-    faces = _read_rows(meta_path(root, name, "face_tid_mid"), 3)
-    points = _read_rows(meta_path(root, name, "name_5pts_score"), 12)
+    meta = read_faces(root, name)
     pairs = _read_rows(meta_path(root, name, "template_pair_label"), 3)
-    if len(faces) != len(points) or any(a[0] != b[0] for a, b in zip(faces, points)):
-        raise IJBDataError(f"{meta_path(root, name, 'face_tid_mid')} and {meta_path(root, name, 'name_5pts_score')}"
-                           f" must list the same images in the same order")
     try:
-        ids = np.array([row[1:] for row in faces], np.int64)
-        numbers = np.array([row[1:] for row in points], np.float32)
         pair_ids = np.array(pairs, np.int64).reshape(-1, 3)
     except ValueError as error:
-        raise IJBDataError(f"{os.path.join(os.fspath(root), 'meta')}: a non-numeric field ({error})") from error
-    unknown = np.setdiff1d(pair_ids[:, :2], ids[:, 0])
+        raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: a non-numeric field ({error})") from error
+    unknown = np.setdiff1d(pair_ids[:, :2], meta["templates"])
     if unknown.size:
         raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: templates {unknown[:5].tolist()} have "
                            f"no faces in {meta_path(root, name, 'face_tid_mid')}")
@@ -91,8 +110,7 @@ def read_ijb(root, name="IJBC"):
     if same.all() or not same.any():
         raise IJBDataError(f"{meta_path(root, name, 'template_pair_label')}: the labels (third column) must include "
                            f"both 1 (same identity) and 0 pairs: TAR@FAR needs both")
-    return dict(images=[row[0] for row in faces], landmarks=numbers[:, :10].reshape(-1, 5, 2), scores=numbers[:, 10],
-                templates=ids[:, 0], medias=ids[:, 1], pairs=pair_ids[:, :2], labels=pair_ids[:, 2])
+    return dict(meta, pairs=pair_ids[:, :2], labels=pair_ids[:, 2])
 
 
 def load_aligned(root, meta, indices, image_size=TEMPLATE_SIZE):

@@ -1,5 +1,6 @@
-"""Evaluation report: report.json, report.md (paper-style table) and PNG plots from ``VerificationEvaluator.results``
-and ``IJBEvaluator.results`` (IJB-B/C: a TAR@FAR table and an ROC per set, clean and masked probes).
+"""Evaluation report: report.json, report.md (paper-style table) and PNG plots from ``VerificationEvaluator.results``,
+``IJBEvaluator.results`` (IJB-B/C: a TAR@FAR table and an ROC per set, clean and masked probes) and
+``IJB1NEvaluator.results`` (IJB-B/C 1:N: top-k, TPIR and per-gallery FNIR table, a CMC plot per set).
 
 Plots (matplotlib ``Figure`` objects, no pyplot global state): ROC curves per set (one curve per variant, log FAR
 axis), histograms of same- and different-identity distances with their overlap (IOU), the mask confusion matrix.
@@ -128,6 +129,70 @@ def plot_ijb_roc(name, protocols, path):
     _save(fig, path)
 
 
+def _rate_keys(rates):
+    return {f"{key:.0e}": value for key, value in rates.items()}
+
+
+def _open_summary(scores):
+    return dict(fnir=_rate_keys(scores["fnir"]), fpir=_rate_keys(scores["fpir"]),
+                threshold=_rate_keys(scores["threshold"]), mated=scores["mated"], non_mated=scores["non_mated"],
+                rank1=scores["rank1"])
+
+
+def _ijb_1n_summary(results):
+    summary = {}
+    for name, entry in (results or {}).items():
+        protocols = {}
+        for protocol, result in entry["protocols"].items():
+            closed = result["closed"]
+            protocols[protocol] = dict(
+                closed=dict(top={str(rank): value for rank, value in closed["top"].items()},
+                            tpir=_rate_keys(closed["tpir"]), threshold=_rate_keys(closed["threshold"]),
+                            cmc=[float(value) for value in closed["cmc"]], probes=closed["probes"]),
+                open={part: _open_summary(scores) for part, scores in result["open"].items()})
+        summary[name] = dict(path=entry["path"], faces=entry["faces"], probes=entry["probes"],
+                             gallery=entry["gallery"], index=entry["index"], protocols=protocols, plots={})
+    return summary
+
+
+def ijb_1n_table(report):
+    """Returns a markdown table of a report's IJB 1:N sets: one row per (set, protocol), top-k accuracy (%), TPIR (%)
+    at each FPIR over the whole gallery, FNIR (%) at each FPIR per gallery; an empty string without 1:N sets."""
+    sets = report.get("ijb_1n") or {}
+    if not sets:
+        return ""
+    first = next(iter(next(iter(sets.values()))["protocols"].values()))
+    ranks, fpirs, parts = list(first["closed"]["top"]), list(first["closed"]["tpir"]), list(first["open"])
+    header = ([f"top-{rank}" for rank in ranks] + [f"TPIR@FPIR={fpir}" for fpir in fpirs]
+              + [f"{part} FNIR@FPIR={fpir}" for part in parts for fpir in fpirs])
+    lines = ["| set | protocol | " + " | ".join(header) + " |", "|" + "---|" * (len(header) + 2)]
+    for name, entry in sets.items():
+        for protocol, scores in entry["protocols"].items():
+            cells = ([_pct(scores["closed"]["top"][rank]) for rank in ranks]
+                     + [_pct(scores["closed"]["tpir"][fpir]) for fpir in fpirs]
+                     + [_pct(scores["open"][part]["fnir"][fpir]) for part in parts for fpir in fpirs])
+            lines.append(f"| {name} | {protocol} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_cmc(name, protocols, path):
+    """Writes a PNG of the CMC curves (identification rate against rank) of the 1:N protocols of one IJB set
+    (``protocols``: protocol -> summary with ``closed.cmc``)."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    for protocol, result in protocols.items():
+        cmc = result["closed"]["cmc"]
+        ax.plot(np.arange(1, len(cmc) + 1), 100 * np.asarray(cmc), marker=".",
+                label=f"{protocol} (top-1 {100 * cmc[0]:.2f}%)")
+    ax.set_xscale("log")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (%)")
+    ax.set_title(f"{name}: 1:N CMC (gallery {' + '.join(next(iter(protocols.values()))['open'])})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
 def _ijb_summary(ijb_results):
     return {name: dict(path=entry["path"], pairs=entry["pairs"], faces=entry["faces"], templates=entry["templates"],
                        protocols={protocol: dict(tar={f"{far:.0e}": tar for far, tar in result["tar"].items()},
@@ -202,13 +267,30 @@ def _pooled_threshold(results, far):
     recommended = recommend_threshold_from_distances(dist, issame, far)
     recommended["embedding"] = "plain (no flip test), L2-normalized"
     recommended["source"] = sorted(name for name, _ in pooled)
+    recommended["by_condition"] = _condition_thresholds(pooled, far)
     return recommended
 
 
-def build_report(results, far=DEFAULT_FAR, model_name="", ijb=None):
+def _condition_thresholds(pooled, far):
+    """The threshold at ``far`` per probe condition, which identification applies by the probe's mask status:
+    "clean" from the clean pairs, "masked" from the mixed pairs (one face masked, the other clean: a masked probe
+    against a clean gallery). A condition without pairs is left out."""
+    conditions = {}
+    for condition, variant in (("clean", "clean"), ("masked", "mixed")):
+        chosen = [(name, result) for name, result in pooled if name.endswith(f"/{variant}")]
+        if chosen:
+            conditions[condition] = recommend_threshold_from_distances(
+                np.concatenate([result["plain"]["distances"] for _, result in chosen]),
+                np.concatenate([result["issame"] for _, result in chosen]), far)
+            conditions[condition]["source"] = sorted(name for name, _ in chosen)
+    return conditions
+
+
+def build_report(results, far=DEFAULT_FAR, model_name="", ijb=None, ijb_1n=None):
     """Returns the report dict (what report.json holds) of ``VerificationEvaluator.results`` and, when given,
-    ``IJBEvaluator.results`` (key ``ijb``); no plots. ``recommended_threshold`` is None without pair sets."""
-    if not results and not ijb:
+    ``IJBEvaluator.results`` (key ``ijb``) and ``IJB1NEvaluator.results`` (key ``ijb_1n``); no plots.
+    ``recommended_threshold`` is None without pair sets."""
+    if not results and not ijb and not ijb_1n:
         raise ValueError("no verification results to report; give at least one .bin or an IJB set")
     sets = {}
     for name, entry in results.items():
@@ -216,11 +298,14 @@ def build_report(results, far=DEFAULT_FAR, model_name="", ijb=None):
         sets[name] = dict(path=entry["path"], pairs=entry["pairs"],
                           variants={v: _variant_summary(r) for v, r in entry["variants"].items()},
                           mask_usage=None if usage is None else {k: v for k, v in usage.items()}, plots={})
-    return dict(model=model_name, far_target=far, sets=sets, ijb=_ijb_summary(ijb),
+    return dict(model=model_name, far_target=far, sets=sets, ijb=_ijb_summary(ijb), ijb_1n=_ijb_1n_summary(ijb_1n),
                 recommended_threshold=_pooled_threshold(results, far) if results else None)
 
 
 def _write_plots(results, report, output_dir, ijb=None):
+    for name, entry in report["ijb_1n"].items():
+        entry["plots"]["cmc"] = f"cmc_ijb_{name}.png"
+        plot_cmc(name, entry["protocols"], os.path.join(output_dir, entry["plots"]["cmc"]))
     for name, entry in (ijb or {}).items():
         plots = report["ijb"][name]["plots"]
         plots["roc"] = f"roc_ijb_{name}.png"
@@ -254,6 +339,16 @@ def _markdown(report, compare):
         for name, entry in report["ijb"].items():
             lines += [f"{name}: {entry['faces']} faces, {entry['templates']} templates, {entry['pairs']} pairs", "",
                       f"![roc]({entry['plots']['roc']})", ""]
+    if report.get("ijb_1n"):
+        lines += ["## IJB 1:N identification", "",
+                  "Top-k accuracy and TPIR in % over the gallery of both parts (insightface's ijb_1n.py: TPIR counts "
+                  "mated scores above the ceil(probes * FPIR)-th largest non-mated score); FNIR in % per gallery part "
+                  "at the threshold that holds the FPIR of non-mated searches (NIST FRVT 1:N); masked: every face of "
+                  "the probe templates masked, the gallery clean.", "", ijb_1n_table(report)]
+        for name, entry in report["ijb_1n"].items():
+            gallery = ", ".join(f"{part} {count}" for part, count in entry["gallery"].items())
+            lines += [f"{name}: {entry['probes']} probe templates, gallery templates {gallery}, {entry['faces']} faces,"
+                      f" {entry['index']} search", "", f"![cmc]({entry['plots']['cmc']})", ""]
     if compare:
         lines += ["## Comparison", "", compare_table(compare), ""]
     for name, entry in report["sets"].items():
@@ -274,7 +369,7 @@ def _write_text(path, text):
     os.replace(tmp, path)
 
 
-def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name="", ijb=None):
+def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name="", ijb=None, ijb_1n=None):
     """Writes report.json, report.md and the PNG plots of an evaluation into ``output_dir``.
 
     Args:
@@ -285,12 +380,13 @@ def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name=
         under ``model_name``).
       model_name: label of the evaluated model in the tables.
       ijb: optional ``IJBEvaluator.results`` (TAR@FAR table and ROC per IJB set).
+      ijb_1n: optional ``IJB1NEvaluator.results`` (top-k / TPIR / FNIR table and CMC per IJB set).
 
     Returns:
       the report dict written to report.json.
     """
     os.makedirs(output_dir, exist_ok=True)
-    report = build_report(results, far, model_name, ijb)
+    report = build_report(results, far, model_name, ijb, ijb_1n)
     _write_plots(results, report, output_dir, ijb)
     if compare:
         compare = {**compare, model_name or "this model": report}

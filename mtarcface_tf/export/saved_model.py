@@ -133,6 +133,11 @@ def model_metadata(model, threshold=None, trained_on=None):
     if threshold:
         metadata["recommended_threshold"] = {key: float(value) for key, value in dict(threshold).items()
                                              if key in THRESHOLD_KEYS}
+        by_condition = dict(threshold).get("by_condition")
+        if by_condition:     # per probe condition (clean / masked): what identification applies by mask status
+            metadata["recommended_threshold"]["by_condition"] = {
+                condition: {"cosine_similarity": float(entry["cosine_similarity"]),
+                            "far_target": float(entry["far_target"])} for condition, entry in by_condition.items()}
     if trained_on:
         metadata["training_data"] = dict(trained_on)
     return metadata

@@ -1,117 +1,267 @@
-"""A gallery of enrolled identities: per-image embeddings, one mean template per person, optional SVM.
+"""The application's gallery: enrolled people over the store (``search/store.py``), optional SVM.
 
-Stored as ``.npz`` (float32/int arrays only, names and options in a JSON string) and loaded with
-``allow_pickle=False``, so opening a gallery file never runs code. Writes go to a temporary file that is renamed
-when complete. The SVM (scikit-learn ``SVC(probability=True)``, for the MTCNN + FaceNet + SVM recipe) is not
-stored: it is retrained from the stored per-image embeddings when the gallery loads.
+A gallery is a directory (``GalleryStore``: SQLite database + search index); every ``add`` / ``remove`` / ``rename``
+of a gallery opened writable is committed at once, so a crash loses at most the person being written. A gallery
+made in memory (``Gallery()``) is written to a directory by ``save``. Galleries of the earlier single-file format
+(``.npz``: float arrays, names in a JSON string, read with ``allow_pickle=False``) still open: ``PATH.npz`` is read
+into memory and written as the directory ``PATH`` on its first write, the old file kept; once that directory
+exists, ``PATH.npz`` names it. The SVM (scikit-learn ``SVC(probability=True)``, for the MTCNN + FaceNet + SVM
+recipe) is not stored: it is retrained from the stored per-image embeddings when the gallery opens.
 """
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
 from mtarcface_tf.export.embedder import l2_normalize
+from mtarcface_tf.search.store import GalleryStore, StoreError
 
-FORMAT_VERSION = 1
+LEGACY_FORMAT_VERSION = 1
+LEGACY_SUFFIX = ".npz"
 SVM_RANDOM_STATE = 0
 
 
 class GalleryError(ValueError):
-    """A gallery file that is missing or corrupt, or a bad enrollment (the message names the file or person)."""
+    """A gallery that is missing or corrupt, or a bad enrollment (the message names the file or person)."""
 
 
 class EmptyGalleryError(GalleryError):
     """Identification against a gallery with nobody enrolled."""
 
 
-class Gallery:
-    """Enrolled people: ``names`` (list[str]), ``templates`` float32 [P, D] (mean embedding per person,
-    renormalized), ``counts`` int64 [P] (images enrolled per person); per-image embeddings are kept for the SVM.
-    """
+def gallery_directory(path):
+    """The directory a ``--gallery`` argument names: ``X.npz`` -> ``X`` (its converted form), else the path."""
+    path = os.fspath(path)
+    return path.removesuffix(LEGACY_SUFFIX)
 
-    def __init__(self, embedding_size=None, use_svm=False):
+
+class Gallery:
+    """Enrolled people: ``names`` (list[str], enrolment order), ``templates`` float32 [P, D] (mean embedding per
+    person, renormalized), ``counts`` int64 [P]; search through the store's index (exact, or ANN past a size)."""
+
+    def __init__(self, embedding_size=None, use_svm=False, store=None, index_options=None):
         """Args:
           embedding_size: D, or None to take it from the first enrollment.
           use_svm: train an ``SVC(probability=True)`` on the per-image embeddings whenever people change.
+          store: an open ``GalleryStore``; None makes a private in-memory one (with ``index_options``).
         """
-        self.embedding_size = embedding_size
-        self.use_svm = use_svm
-        self._samples = {}
+        self._store = store or GalleryStore.open(None, dim=embedding_size, index_options=index_options)
+        self.use_svm = use_svm or self._store.option("use_svm") == "1"
+        self.legacy_path = None     # the .npz this gallery was read from, converted on its first write
         self._svm = None
+        self._refit()
+
+    # ---- opening -------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, writable=False, fingerprint=None, force=False, index_options=None):
+        """Opens the gallery ``path`` (a directory, or an ``.npz`` of the earlier format).
+
+        Args:
+          path: str / PathLike. With ``writable`` a missing directory is created.
+          fingerprint: the model's (``FaceRecognizer.fingerprint``), checked unless ``force``.
+          index_options: ``search.index.make_index`` keyword arguments (kind, ann_threshold, backend, nprobe...).
+
+        Raises:
+          GalleryError: missing or unusable gallery, another writer, a model mismatch (one line naming the path).
+        """
+        path = os.fspath(path)
+        directory = gallery_directory(path)
+        if path.endswith(LEGACY_SUFFIX) and os.path.isfile(path) and not os.path.isdir(directory):
+            gallery = cls._read_legacy(path, index_options)
+            gallery.check_model(fingerprint, force)
+            return gallery
+        if not writable and not os.path.isdir(directory):
+            raise GalleryError(f"{path}: no such gallery; create it with tools/recognize.py enroll.")
+        try:
+            store = GalleryStore.open(directory, writable=writable, fingerprint=fingerprint, force=force,
+                                      index_options=index_options)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
+        return cls(store=store)
+
+    @classmethod
+    def load(cls, path):
+        """Opens ``path`` read-only (see ``open``)."""
+        return cls.open(path)
+
+    @classmethod
+    def _read_legacy(cls, path, index_options):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                counts, samples = data["counts"], data["samples"]
+        except (ValueError, KeyError, OSError, json.JSONDecodeError) as error:
+            raise GalleryError(f"{path}: not a gallery file ({error}); re-create it with "
+                               "tools/recognize.py enroll.") from error
+        if meta.get("format") != LEGACY_FORMAT_VERSION or len(meta.get("names", ())) != len(counts) \
+                or int(np.sum(counts)) != len(samples):
+            raise GalleryError(f"{path}: inconsistent gallery contents; re-create it with tools/recognize.py enroll.")
+        gallery = cls(embedding_size=meta.get("embedding_size"), use_svm=bool(meta.get("use_svm")),
+                      index_options=index_options)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        gallery._store.enroll_many([{"name": name, "embeddings": samples[starts[i]:starts[i + 1]]}
+                                    for i, name in enumerate(meta["names"])])
+        gallery.legacy_path = path
+        gallery._refit()
+        return gallery
+
+    # ---- reading -------------------------------------------------------------------------------------------------
+    @property
+    def store(self):
+        """The underlying ``GalleryStore``."""
+        return self._store
+
+    @property
+    def path(self):
+        """The gallery directory (str), or None for one in memory."""
+        return self._store.path
+
+    @property
+    def embedding_size(self):
+        """D (int), or None before the first enrollment."""
+        return self._store.dim
 
     @property
     def names(self):
         """Enrolled names (list[str]), in enrollment order."""
-        return list(self._samples)
+        return [name for _, name, _ in self._store.people()]
 
     def __len__(self):
-        return len(self._samples)
+        return self._store.count()
 
     @property
     def counts(self):
         """int64 [P]: images enrolled per person, in ``names`` order."""
-        return np.array([len(self._samples[name]) for name in self._samples], np.int64)
+        return np.array([count for _, _, count in self._store.people()], np.int64)
 
     @property
     def templates(self):
         """float32 [P, D]: each person's mean embedding, L2-normalized (empty [0, D] when nobody is enrolled)."""
-        if not self._samples:
-            return np.zeros((0, self.embedding_size or 0), np.float32)
-        return l2_normalize(np.stack([samples.mean(axis=0) for samples in self._samples.values()]))
+        return self._store.templates()[1]
 
-    def add(self, name, embeddings):
-        """Enrolls ``name`` (or adds images to an enrolled person).
+    def check_model(self, fingerprint, force=False):
+        """Raises GalleryError when the gallery was enrolled with another model than ``fingerprint`` (str or None:
+        unknown), unless ``force``; a gallery without a fingerprint records this one on its next write."""
+        try:
+            self._store.check_model(fingerprint, force)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
+
+    def stats(self):
+        """dict of the store's figures (``GalleryStore.stats``)."""
+        return self._store.stats()
+
+    # ---- writing -------------------------------------------------------------------------------------------------
+    def add(self, name, embeddings, **records):
+        """Enrolls ``name`` (or adds images to an enrolled person) in one transaction.
 
         Args:
           name: non-empty str.
           embeddings: float [K, D] (or [D]) embeddings of the person's images; normalized here.
+          **records: optional per-image lists for the store: ``sources``, ``hashes`` (SHA-256 hex: an image
+            already enrolled is skipped), ``masked``, ``mask_probability``, ``detection_scores``.
+
+        Returns:
+          dict ``{"person_id", "added", "duplicates"}`` (``GalleryStore.enroll``).
 
         Raises:
-          GalleryError: empty name, no embeddings, or a size other than the gallery's D.
+          GalleryError: empty name, no embeddings, a size other than the gallery's D, a read-only gallery.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise GalleryError(f"person name must be a non-empty string, got {name!r}.")
-        embeddings = np.atleast_2d(np.asarray(embeddings, np.float32))
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-            raise GalleryError(f"{name}: no embeddings to enroll (shape {embeddings.shape}).")
-        if self.embedding_size is None:
-            self.embedding_size = embeddings.shape[1]
-        if embeddings.shape[1] != self.embedding_size:
-            raise GalleryError(f"{name}: embeddings have size {embeddings.shape[1]}, the gallery holds "
-                               f"{self.embedding_size}; enroll with the same model as the gallery.")
-        previous = self._samples.get(name, np.zeros((0, self.embedding_size), np.float32))
-        self._samples[name] = np.concatenate([previous, l2_normalize(embeddings)])
+        self._convert_legacy()
+        try:
+            result = self._store.enroll(name, embeddings, **records)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
         self._refit()
+        return result
 
     def remove(self, name):
         """Removes ``name``; raises GalleryError when nobody of that name is enrolled."""
-        if name not in self._samples:
-            raise GalleryError(f"{name!r} is not in the gallery; enrolled: {', '.join(self.names) or 'nobody'}.")
-        del self._samples[name]
+        self._convert_legacy()
+        try:
+            self._store.remove(name)
+        except StoreError as error:
+            raise GalleryError(f"{name!r} is not in the gallery; enrolled: {', '.join(self.names[:20]) or 'nobody'}"
+                               f"{' ...' if len(self) > 20 else ''}." if "not in the gallery" in str(error)
+                               else str(error)) from error
         self._refit()
+
+    def rename(self, old, new):
+        """Renames a person; raises GalleryError for an unknown ``old`` or a taken ``new``."""
+        self._convert_legacy()
+        try:
+            self._store.rename(old, new)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
 
     def enable_svm(self):
         """Turns the SVM on; it is trained at once from the enrolled embeddings (when there are >= 2 people)."""
         if not self.use_svm:
             self.use_svm = True
+            if self._store.writable:
+                self._store.set_option(use_svm="1")
             self._refit()
 
+    def _convert_legacy(self):
+        """First write to a gallery read from ``X.npz``: it becomes the directory ``X`` (the .npz is kept)."""
+        if self.legacy_path is None:
+            return
+        directory = gallery_directory(self.legacy_path)
+        store = self._store
+        self._store = self._copy_to(directory)
+        store.close()
+        print(f"converted {self.legacy_path} into the gallery folder {directory} (the old file is kept).")
+        self.legacy_path = None
+
+    def _copy_to(self, directory):
+        """Writes the in-memory store into a new gallery directory; returns it opened writable."""
+        try:
+            self._store.copy_database(directory)
+            store = GalleryStore.open(directory, writable=True, index_options=self._store.index_options)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
+        if self.use_svm:
+            store.set_option(use_svm="1")
+        return store
+
+    def save(self, path=None):
+        """Makes the gallery durable: writes the index beside the database, and an in-memory gallery (or one read
+        from an ``.npz``) to the directory ``path`` (``X.npz`` -> ``X``). Returns the directory (str)."""
+        if self._store.path is None:
+            if path is None:
+                raise GalleryError("an in-memory gallery needs a path to be saved to.")
+            store = self._store
+            self._store = self._copy_to(gallery_directory(path))
+            store.close()
+            self.legacy_path = None
+        self._store.flush()
+        return self._store.path
+
+    def close(self):
+        """Saves the index and closes the store (releasing the writer lock)."""
+        self._store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- search --------------------------------------------------------------------------------------------------
     def _refit(self):
         self._svm = None
-        if not self.use_svm or len(self._samples) < 2:
+        if not self.use_svm or len(self) < 2:
             return
         from sklearn.svm import SVC  # pylint: disable=import-outside-toplevel
 
-        samples = np.concatenate(list(self._samples.values()))
-        labels = np.concatenate([np.full(len(value), index) for index, value in enumerate(self._samples.values())])
+        labels, samples = self._store.all_embeddings()
         with warnings.catch_warnings():
             # scikit-learn >= 1.9 deprecates probability=True (removal in 1.11); the recipe's SVC is kept until then.
             warnings.filterwarnings("ignore", message=".*probability.*", category=FutureWarning)
             self._svm = SVC(kernel="linear", probability=True, random_state=SVM_RANDOM_STATE).fit(samples, labels)
 
-    def search(self, queries, top_k=5):
+    def lookup(self, queries, top_k=5):
         """Ranks enrolled people by cosine similarity to each query.
 
         Args:
@@ -119,17 +269,24 @@ class Gallery:
           top_k: how many people to return per query (at most the gallery size).
 
         Returns:
-          (indices int64 [Q, k] into ``names``, similarities float32 [Q, k] in [-1, 1]), best first.
+          (names list[Q] of list[k] str, similarities float32 [Q, k] in [-1, 1]), best first.
 
         Raises:
           EmptyGalleryError: nobody is enrolled.
         """
-        if not self._samples:
+        count = len(self)
+        if not count:
             raise EmptyGalleryError("the gallery is empty; enroll people first (tools/recognize.py enroll).")
-        similarities = l2_normalize(np.atleast_2d(queries)) @ self.templates.T
-        k = min(int(top_k), len(self._samples))
-        order = np.argsort(-similarities, axis=1, kind="stable")[:, :k]
-        return order.astype(np.int64), np.take_along_axis(similarities, order, axis=1)
+        k = min(int(top_k), count)
+        scores, ids = self._store.search(l2_normalize(np.atleast_2d(queries)), k)
+        names = self._store.names_of(ids)
+        return [names[row * k:(row + 1) * k] for row in range(len(ids))], scores
+
+    def search(self, queries, top_k=5):
+        """As ``lookup``, but returns (indices int64 [Q, k] into ``names``, similarities float32 [Q, k])."""
+        found, scores = self.lookup(queries, top_k)
+        position = {name: index for index, name in enumerate(self.names)}
+        return np.array([[position[name] for name in row] for row in found], np.int64), scores
 
     def svm_predict(self, queries):
         """SVM prediction per query: list of (name, probability), or None without an SVM (``use_svm`` off or < 2
@@ -144,50 +301,5 @@ class Gallery:
         predicted = self._svm.predict(queries)
         probabilities = self._svm.predict_proba(queries)
         columns = np.searchsorted(self._svm.classes_, predicted)
-        names = self.names
-        return [(names[label], float(probabilities[row, column]))
-                for row, (label, column) in enumerate(zip(predicted, columns))]
-
-    def save(self, path):
-        """Writes the gallery to ``path`` (.npz) atomically (temp file + rename). Returns ``path`` (str)."""
-        path = os.fspath(path)
-        meta = {"format": FORMAT_VERSION, "names": self.names, "use_svm": self.use_svm,
-                "embedding_size": self.embedding_size}
-        size = self.embedding_size or 0
-        samples = (np.concatenate(list(self._samples.values())) if self._samples
-                   else np.zeros((0, size), np.float32))
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        handle, temp_path = tempfile.mkstemp(prefix=".gallery-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as temp_file:
-                np.savez(temp_file, meta=np.array(json.dumps(meta)), templates=self.templates,
-                         counts=self.counts, samples=samples.astype(np.float32))
-            os.replace(temp_path, path)
-        except BaseException:
-            os.unlink(temp_path)
-            raise
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Reads a gallery written by ``save`` (no pickle). Raises GalleryError naming ``path`` if missing/corrupt."""
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise GalleryError(f"{path}: no such gallery file; create it with tools/recognize.py enroll.")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                counts, samples = data["counts"], data["samples"]
-        except (ValueError, KeyError, OSError, json.JSONDecodeError) as error:
-            raise GalleryError(f"{path}: not a gallery file ({error}); re-create it with "
-                               "tools/recognize.py enroll.") from error
-        if meta.get("format") != FORMAT_VERSION or len(meta.get("names", ())) != len(counts) \
-                or int(np.sum(counts)) != len(samples):
-            raise GalleryError(f"{path}: inconsistent gallery contents; re-create it with tools/recognize.py enroll.")
-        gallery = cls(embedding_size=meta.get("embedding_size"), use_svm=bool(meta.get("use_svm")))
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for index, name in enumerate(meta["names"]):
-            gallery._samples[name] = samples[starts[index]:starts[index + 1]].astype(np.float32)
-        gallery._refit()
-        return gallery
+        names = self._store.names_of(predicted)
+        return [(names[row], float(probabilities[row, column])) for row, column in enumerate(columns)]

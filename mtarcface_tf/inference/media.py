@@ -20,7 +20,8 @@ from mtarcface_tf.inference.recognizer import UNKNOWN, FaceRecognizer, NoFaceErr
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 CSV_FIELDS = ["source", "frame", "face", "identity", "similarity", "svm_identity", "svm_probability", "mask",
               "mask_probability", "box", "note", "error"]
-COMMANDS = ("enroll", "identify", "verify")
+COMMANDS = ("enroll", "identify", "verify", "remove", "rename", "list", "stats")
+BATCH_IMAGES = 32      # images of a folder identified per network call and gallery search
 
 
 class UsageError(ValueError):
@@ -69,7 +70,8 @@ def error_row(source, frame, error):
 
 
 def enroll(recognizer, gallery_path, images_dir, aligned=False, svm=False):
-    """Enrolls every sub-folder of ``images_dir`` into the gallery file ``gallery_path`` (created or extended).
+    """Enrolls every sub-folder of ``images_dir`` into the gallery ``gallery_path`` (created or extended; each
+    person is committed as enrolled, so an interrupted run keeps everyone enrolled before it).
 
     Prints the skipped images (stderr), a summary line and a JSON line (stdout). Returns the exit status (0).
     Raises UsageError when no face could be enrolled.
@@ -81,10 +83,12 @@ def enroll(recognizer, gallery_path, images_dir, aligned=False, svm=False):
         print(f"skipped: {reason}" if reason.startswith(path) else f"skipped {path}: {reason}", file=sys.stderr)
     if not summary["enrolled"]:
         raise UsageError(f"{images_dir}: no face could be enrolled ({len(summary['failed'])} failures above).")
-    recognizer.gallery.save(gallery_path)
+    directory = recognizer.gallery.save(gallery_path)
+    total = len(recognizer.gallery)
+    recognizer.gallery.close()
     images = sum(summary["enrolled"].values())
-    print(f"enrolled {len(summary['enrolled'])} people from {images} images into {gallery_path} "
-          f"({len(recognizer.gallery)} people in total); {len(summary['failed'])} images failed")
+    print(f"enrolled {len(summary['enrolled'])} people from {images} images into {directory} "
+          f"({total} people in total); {len(summary['failed'])} images failed")
     print(json.dumps({"enrolled": summary["enrolled"], "failed": len(summary["failed"])}))
     return 0
 
@@ -92,23 +96,35 @@ def enroll(recognizer, gallery_path, images_dir, aligned=False, svm=False):
 def identify_images(recognizer, paths, output_dir, failures, skip_errors, top_k=5, aligned=False, all_faces=False):
     """Identifies faces in image files, writing annotated copies to ``output_dir``; returns the CSV rows.
 
-    With ``skip_errors`` an unreadable file or one without a face is reported, appended to ``failures`` and
-    skipped (an error row); otherwise its error propagates.
+    Images go through the network and the gallery search ``BATCH_IMAGES`` at a time. With ``skip_errors`` an
+    unreadable file or one without a face is reported, appended to ``failures`` and skipped (an error row);
+    otherwise its error propagates.
     """
     rows = []
-    for path in progress_bar(paths, desc="identifying", unit="img", disable=len(paths) < 2):
-        try:
-            results = recognizer.identify(path, top_k, aligned=aligned, all_faces=all_faces)
-        except (NoFaceError, InvalidImageError) as error:
-            if not skip_errors:
-                raise
-            print(f"skipped: {error}" if str(error).startswith(path) else f"skipped {path}: {error}", file=sys.stderr)
-            failures.append(path)
-            rows.append(error_row(path, "", error))
-            continue
-        canvas = annotate(read_image_rgb(path), results)
-        cv2.imwrite(os.path.join(output_dir, os.path.basename(path)), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        rows.extend(result_rows(path, "", results))
+    with progress_bar(total=len(paths), desc="identifying", unit="img", disable=len(paths) < 2) as progress:
+        for start in range(0, len(paths), BATCH_IMAGES):
+            found = []
+            for path in paths[start:start + BATCH_IMAGES]:
+                try:
+                    found.append((path, recognizer.faces(path, aligned, all_faces)))
+                except (NoFaceError, InvalidImageError) as error:
+                    if not skip_errors:
+                        raise
+                    print(f"skipped: {error}" if str(error).startswith(path) else f"skipped {path}: {error}",
+                          file=sys.stderr)
+                    failures.append(path)
+                    rows.append(error_row(path, "", error))
+            crops = [crop for _, image_crops in found for crop in image_crops]
+            if crops:
+                embeddings, mask_prob = recognizer.embed(np.stack([crop.crop for crop in crops]))
+                results = recognizer.identify_embeddings(embeddings, mask_prob, top_k, crops)
+                for path, image_crops in found:
+                    image_results, results = results[:len(image_crops)], results[len(image_crops):]
+                    canvas = annotate(read_image_rgb(path), image_results)
+                    cv2.imwrite(os.path.join(output_dir, os.path.basename(path)),
+                                cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+                    rows.extend(result_rows(path, "", image_results))
+            progress.update(len(paths[start:start + BATCH_IMAGES]))
     return rows
 
 
@@ -218,16 +234,46 @@ def verify(recognizer, path_a, path_b, aligned=False):
     return 0
 
 
+def manage(command, gallery, names):
+    """The gallery commands without a model: remove NAME..., rename OLD NEW, list, stats (prints; returns 0)."""
+    writable = command in ("remove", "rename")
+    if command == "remove" and not names:
+        raise UsageError("remove needs the names to remove: remove --gallery=DIR NAME [NAME ...].")
+    if command == "rename" and len(names) != 2:
+        raise UsageError("rename needs two names: rename --gallery=DIR OLD NEW.")
+    with Gallery.open(gallery, writable=writable) if writable else Gallery.open(gallery) as opened:
+        if command == "remove":
+            for name in names:
+                opened.remove(name)
+            opened.save(gallery)
+            print(f"removed {', '.join(names)}; {len(opened)} people left in {opened.path}")
+        elif command == "rename":
+            opened.rename(*names)
+            opened.save(gallery)
+            print(f"renamed {names[0]} to {names[1]} in {opened.path}")
+        elif command == "list":
+            for person_id, name, count in opened.store.people():
+                print(f"{person_id}\t{name}\t{count} images")
+        else:
+            print(json.dumps(opened.stats()))
+    return 0
+
+
 def run_command(command, paths, model, gallery=None, images=None, source=None, output_dir="recognize_out",
-                detector=None, aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0):
+                detector=None, aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0,
+                force=False):
     """Runs one command of ``tools/recognize.py``; returns its exit status.
 
     Args:
-      command: "enroll" | "identify" | "verify". paths: verify's two image paths.
-      model: model path (see ``FaceRecognizer``). gallery: the .npz gallery file. images: enroll's folder.
+      command: "enroll" | "identify" | "verify" | "remove" | "rename" | "list" | "stats". paths: verify's two
+        image paths, remove's names, rename's old and new name.
+      model: model path (see ``FaceRecognizer``); not needed by remove / rename / list / stats.
+      gallery: the gallery folder (an ``.npz`` of the earlier format opens too and is converted on its first
+        write). images: enroll's folder.
       source: identify's image/folder/video path or camera index (int).
       detector: "mtcnn", "retinaface" or None (RetinaFace, or MTCNN with a printed note where it is missing).
       svm: enroll: the gallery keeps an SVM; identify: classify with it too (``svm_identity`` column).
+      force: use a gallery enrolled with another model.
       The others: as the tool's flags of the same names.
 
     Prints one warning line when the model's metadata says it was trained on SynthFaces only.
@@ -235,6 +281,13 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
     Raises:
       UsageError for a missing argument or an unusable input; a bad gallery or image fails before the model loads.
     """
+    if command in ("remove", "rename", "list", "stats"):
+        if not gallery:
+            raise UsageError(f"{command} needs --gallery=DIR.")
+        return manage(command, gallery, paths)
+    if not model:
+        raise UsageError(f"{command or 'this command'} needs --model=EXPORT (a SavedModel directory).")
+
     def make_recognizer(gallery_arg):
         name = detector
         if not aligned:
@@ -245,26 +298,27 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
         warning = training_data_warning(recognizer.metadata, model)
         if warning:
             print(warning, file=sys.stderr)
+        if gallery_arg is not None:
+            gallery_arg.check_model(recognizer.fingerprint, force)
         return recognizer
 
     def identify_recognizer():
-        existing = Gallery.load(gallery)  # before the model: a missing or corrupt gallery fails at once
+        existing = Gallery.open(gallery)  # before the model: a missing or corrupt gallery fails at once
         if svm:
             existing.enable_svm()
         return make_recognizer(existing)
 
     if command == "enroll":
         if not gallery or not images:
-            raise UsageError("enroll needs --gallery=FILE.npz and --images=DIR (one sub-folder per person).")
-        if os.path.isdir(gallery):
-            raise UsageError(f"{gallery}: is a folder; --gallery takes a file name such as people.npz.")
+            raise UsageError("enroll needs --gallery=DIR and --images=DIR (one sub-folder per person).")
+        if os.path.isfile(gallery) and not gallery.endswith(".npz"):
+            raise UsageError(f"{gallery}: is a file; --gallery takes a gallery folder such as people/.")
         if not os.path.isdir(images):
             raise UsageError(f"{images}: no such folder; --images needs one sub-folder of photos per person.")
-        existing = Gallery.load(gallery) if os.path.isfile(gallery) else Gallery()
-        return enroll(make_recognizer(existing), gallery, images, aligned, svm)
+        return enroll(make_recognizer(Gallery.open(gallery, writable=True)), gallery, images, aligned, svm)
     if command == "identify":
         if not gallery:
-            raise UsageError("identify needs --gallery=FILE.npz (create it with the enroll command).")
+            raise UsageError("identify needs --gallery=DIR (create it with the enroll command).")
         if source is None:
             raise UsageError("identify needs --input=IMAGE|FOLDER|VIDEO or --camera=INDEX.")
         return identify(identify_recognizer, source, output_dir, top_k, aligned, all_faces, max_frames)

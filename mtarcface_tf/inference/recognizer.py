@@ -7,9 +7,13 @@ SynthFaces) skip both.
 
 Decisions use the cosine similarity of L2-normalized embeddings. The threshold comes, in order, from the caller,
 from the export's ``assets.extra/mtarcface.json`` (``recommended_threshold``, calibrated by the evaluation report),
-or ``DEFAULT_COSINE_THRESHOLD``. A model without a mask head reports mask status "unknown".
+or ``DEFAULT_COSINE_THRESHOLD``. Identification is mask-aware: where the report gave a threshold per condition
+(``recommended_threshold.by_condition``: clean pairs for a clean probe, mixed pairs, masked probe against clean
+gallery, for a masked one), the probe's mask status picks it, and each result says which threshold it applied and
+why. A model without a mask head reports mask status "unknown" (the clean threshold applies).
 """
 import dataclasses
+import hashlib
 import logging
 import os
 
@@ -26,6 +30,8 @@ from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryEr
 DEFAULT_COSINE_THRESHOLD = 0.3
 MASK_DECISION = 0.5          # mask_prob[:, 1] above this = "mask"
 UNKNOWN = "unknown"
+CONDITIONS = ("clean", "masked")
+HASH_CHUNK = 1 << 20
 
 
 class NoFaceError(ValueError):
@@ -40,6 +46,7 @@ class FaceCrop:
     crop: np.ndarray
     box: np.ndarray
     note: str = ""
+    score: float = None    # the detector's confidence (None for aligned input)
 
 
 def threshold_from_metadata(metadata):
@@ -53,6 +60,64 @@ def threshold_from_metadata(metadata):
     if recommended.get("squared_distance") is not None:
         return 1.0 - float(recommended["squared_distance"]) / 2.0
     return None
+
+
+def condition_thresholds(metadata, threshold=None):
+    """The cosine threshold per probe condition and why it applies.
+
+    Args:
+      metadata: export metadata (``recommended_threshold`` with optional ``by_condition``: {"clean" | "masked":
+        {"cosine_similarity", "far", "pairs"}} from an evaluation report).
+      threshold: the caller's threshold (float) or None.
+
+    Returns:
+      dict {"clean": (float, reason str), "masked": (float, reason str)}.
+    """
+    if threshold is not None:
+        return {condition: (float(threshold), "the threshold given by the caller (--threshold)")
+                for condition in CONDITIONS}
+    by_condition = ((metadata or {}).get("recommended_threshold") or {}).get("by_condition") or {}
+    single = threshold_from_metadata(metadata)
+    result = {}
+    for condition, pairs in zip(CONDITIONS, ("clean", "mixed (masked probe, clean gallery)")):
+        entry = by_condition.get(condition) or {}
+        if entry.get("cosine_similarity") is not None:
+            reason = (f"{condition} probe: the evaluation report's threshold of {pairs} pairs at "
+                      f"FAR={entry.get('far_target', entry.get('far'))}")
+            result[condition] = (float(entry["cosine_similarity"]), reason)
+        elif single is not None:
+            reason = (f"{condition} probe: the export's recommended threshold (one for every condition; its report "
+                      "had no per-condition thresholds)")
+            result[condition] = (single, reason)
+        else:
+            reason = f"{condition} probe: the default threshold (the model has no evaluation report)"
+            result[condition] = (DEFAULT_COSINE_THRESHOLD, reason)
+    return result
+
+
+def model_fingerprint(model_path, metadata):
+    """A str identifying the model's weights: SHA-256 of a SavedModel's ``variables/variables.index`` (its
+    tensors' checksums) or of the checkpoint's index, else of the metadata; galleries refuse another model's."""
+    digest = hashlib.sha256()
+    path = os.fspath(model_path) if isinstance(model_path, (str, os.PathLike)) else ""
+    candidates = [os.path.join(path, "variables", "variables.index"), path + ".index"]
+    found = next((candidate for candidate in candidates if path and os.path.isfile(candidate)), None)
+    if found:
+        with open(found, "rb") as handle:
+            for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+                digest.update(chunk)
+    else:
+        digest.update(repr(sorted((metadata or {}).items())).encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    """SHA-256 hex digest (str) of a file's bytes: how the gallery recognizes an image enrolled twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def training_data_warning(metadata, model_path):
@@ -93,14 +158,22 @@ class FaceRecognizer:
         """
         self._embed = make_embed_fn(model_path)
         self.input_size, self.metadata = self._embed.input_size, self._embed.metadata
-        if threshold is None:
-            threshold = threshold_from_metadata(self.metadata)
-        self.threshold = DEFAULT_COSINE_THRESHOLD if threshold is None else float(threshold)
+        self.fingerprint = model_fingerprint(model_path, self.metadata)
+        self.thresholds = condition_thresholds(self.metadata, threshold)
         if isinstance(gallery, (str, os.PathLike)):
-            gallery = Gallery.load(gallery)
+            gallery = Gallery.open(gallery, fingerprint=self.fingerprint)
         self.gallery = Gallery() if gallery is None else gallery  # an empty Gallery is falsy: keep its use_svm
         self._detector = detector
         self.batch_size = batch_size
+
+    @property
+    def threshold(self):
+        """The clean-probe cosine threshold (float); setting it sets one threshold for every condition."""
+        return self.thresholds["clean"][0]
+
+    @threshold.setter
+    def threshold(self, value):
+        self.thresholds = condition_thresholds(None, value)
 
     @property
     def detector(self):
@@ -158,7 +231,8 @@ class FaceRecognizer:
         crops, unaligned = [], []
         for face in found:
             try:
-                crops.append(FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box))
+                crops.append(FaceCrop(align.align_face(image, face.landmarks, self.input_size), face.box,
+                                      score=float(face.score)))
             except align.AlignmentError as error:
                 unaligned.append(str(error))
                 continue
@@ -207,8 +281,9 @@ class FaceRecognizer:
         Returns:
           list (one per face) of dicts: ``box`` (list of 4 floats), ``identity`` (best name, or "unknown" when its
           similarity is under the threshold), ``similarity`` (float), ``candidates`` (top-k list of
-          ``{"name", "similarity"}``), ``mask`` (``mask_status`` entry or None), ``svm`` (``{"name",
-          "probability"}`` when the gallery has an SVM, else None), ``note``.
+          ``{"name", "similarity"}``), ``mask`` (``mask_status`` entry or None), ``threshold`` (float: the one
+          applied, by the probe's mask status), ``threshold_reason`` (str), ``svm`` (``{"name", "probability"}``
+          when the gallery has an SVM, else None), ``note``.
 
         Raises:
           EmptyGalleryError: nobody enrolled. NoFaceError / ImageReadError: as ``faces``.
@@ -217,22 +292,39 @@ class FaceRecognizer:
             raise EmptyGalleryError("the gallery is empty; enroll people first (tools/recognize.py enroll).")
         crops = self.faces(image, aligned, all_faces)
         embeddings, mask_prob = self.embed(np.stack([crop.crop for crop in crops]))
-        indices, similarities = self.gallery.search(embeddings, top_k)
+        return self.identify_embeddings(embeddings, mask_prob, top_k, crops)
+
+    def identify_embeddings(self, embeddings, mask_prob=None, top_k=5, crops=None):
+        """Identifies a batch of embeddings (one gallery search for all of them); see ``identify``.
+
+        Args:
+          embeddings: float32 [B, D]. mask_prob: float32 [B, 2] or None. crops: list[FaceCrop] [B] or None.
+
+        Returns:
+          list [B] of ``identify``'s dicts (box [] and note "" without crops).
+        """
+        names, similarities = self.gallery.lookup(embeddings, top_k)
         svm = self.gallery.svm_predict(embeddings)
         masks = mask_status(mask_prob)
-        names = self.gallery.names
         results = []
-        for row, crop in enumerate(crops):
+        for row in range(len(embeddings)):
             best = float(similarities[row, 0])
+            mask = masks[row] if masks else None
+            threshold, reason = self.thresholds["masked" if mask and mask["status"] == "mask" else "clean"]
+            if mask and mask["status"] == "mask":
+                reason += f" (P(mask) = {mask['probability']:.2f})"
+            crop = crops[row] if crops else None
             results.append({
-                "box": [float(value) for value in crop.box],
-                "identity": names[indices[row, 0]] if best >= self.threshold else UNKNOWN,
+                "box": [float(value) for value in crop.box] if crop else [],
+                "identity": names[row][0] if best >= threshold else UNKNOWN,
                 "similarity": best,
-                "candidates": [{"name": names[index], "similarity": float(score)}
-                               for index, score in zip(indices[row], similarities[row])],
-                "mask": masks[row] if masks else None,
+                "candidates": [{"name": name, "similarity": float(score)}
+                               for name, score in zip(names[row], similarities[row])],
+                "mask": mask,
+                "threshold": threshold,
+                "threshold_reason": reason,
                 "svm": {"name": svm[row][0], "probability": svm[row][1]} if svm else None,
-                "note": crop.note,
+                "note": crop.note if crop else "",
             })
         return results
 
@@ -250,18 +342,28 @@ class FaceRecognizer:
         Raises:
           GalleryError: none of the images gave a face.
         """
-        crops, failures = [], []
+        crops, failures, sources, hashes = [], [], [], []
         for index, image in enumerate(images):
-            label = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"{name}[{index}]"
+            is_path = isinstance(image, (str, os.PathLike))
+            label = os.fspath(image) if is_path else f"{name}[{index}]"
             try:
-                crops.append(self.faces(image, aligned)[0].crop)
+                crops.append(self.faces(image, aligned)[0])
             except (NoFaceError, detect.InvalidImageError) as error:
                 failures.append((label, str(error)))
+                continue
+            sources.append(label if is_path else None)
+            hashes.append(file_sha256(image) if is_path else None)
         if not crops:
             raise GalleryError(f"{name}: none of the {len(failures)} images gave a face; nothing enrolled.")
-        embeddings, _ = self.embed(np.stack(crops))
-        self.gallery.add(name, embeddings)
-        return len(crops), failures
+        embeddings, mask_prob = self.embed(np.stack([crop.crop for crop in crops]))
+        masks = mask_status(mask_prob)
+        result = self.gallery.add(name, embeddings, sources=sources, hashes=hashes,
+                                  masked=[mask["status"] == "mask" for mask in masks] if masks else None,
+                                  mask_probability=[mask["probability"] for mask in masks] if masks else None,
+                                  detection_scores=[crop.score for crop in crops])
+        failures += [(source, f"{source}: already enrolled (as {owner}); skipped") for source, owner
+                     in result["duplicates"]]
+        return result["added"], failures
 
     def enroll_folder(self, images_dir, aligned=False, progress=True):
         """Enrolls every sub-folder of ``images_dir`` as one person (folder name = person name).

@@ -1,0 +1,281 @@
+"""Gallery bench: enrolment throughput, index build, RAM, query latency and recall of exact and ANN search.
+
+  PYTHONPATH=. python bench/gallery.py --sizes=10000,100000,1000000 --save_result=gallery
+
+Synthetic embeddings shaped like a face model's: identity centres on the unit sphere (D=512), drawn from a
+Gaussian whose per-axis variance falls as ``i^-(--spectrum_decay)`` (real embeddings are not isotropic; 0.5 gives
+impostor cosines of std ~0.06, close to trained face models' 0.05-0.08); every enrolment or probe embedding is
+``a * centre + sqrt(1 - a^2) * u`` with ``u`` a random unit direction of the same spectrum made orthogonal to the
+centre and ``a``, its cosine to the centre, drawn per sample from N(--centre_cosine, --centre_cosine_std). Two
+images of one person then have a cosine of about ``a1 * a2`` (mean ~0.52 by default). The store is enrolled
+through ``GalleryStore.enroll_many`` (SQLite + index, embedding time excluded: the vectors are given). Probes: mated
+(a fresh sample of an enrolled person) and non-mated (a person never enrolled). For each size: enrolment people/s,
+ANN build seconds, RSS and index bytes, latency p50/p99 of one query and per query in batches of 64 (exact and ANN),
+recall@1 / @10 of the ANN against exact search, and TPIR (rank 1) at FPIR 0.01 of both. ``--compare_size`` runs the
+ANN libraries side by side on one gallery (no store); ``--templates_size`` compares a mean template per person
+with max-over-images on several images per person. The last line printed is JSON.
+"""
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+from mtarcface_tf.progress import progress_bar
+from mtarcface_tf.results import save_result
+from mtarcface_tf.search.index import make_index
+from mtarcface_tf.search.store import GalleryStore
+
+flags.DEFINE_list("sizes", ["10000", "100000"], "Gallery sizes (people).")
+flags.DEFINE_integer("dim", 512, "Embedding size.")
+flags.DEFINE_string("dtype", "float16", "Stored embedding dtype (float32 | float16).")
+flags.DEFINE_string("index_dtype", "float32", "The index's vector matrix dtype (float32 | float16).")
+flags.DEFINE_float("spectrum_decay", 0.5, "Per-axis variance of centres and noise falls as i^-decay (0: isotropic).")
+flags.DEFINE_float("centre_cosine", 0.72, "Mean cosine of a sample to its identity centre (genuine pairs ~ square).")
+flags.DEFINE_float("centre_cosine_std", 0.08, "Std of that cosine across samples.")
+flags.DEFINE_integer("ann_threshold", 50_000, "Gallery size above which the store searches through the ANN.")
+flags.DEFINE_string("backend", "faiss-ivf", "ANN backend of the store (faiss-ivf | faiss-ivfpq | usearch).")
+flags.DEFINE_integer("nprobe", 128, "IVF lists visited per query.")
+flags.DEFINE_integer("rerank", 10, "ANN candidates per wanted result, re-scored exactly.")
+flags.DEFINE_integer("batch_people", 10_000, "People per enrolment transaction.")
+flags.DEFINE_integer("probes", 200, "Mated probes (and as many non-mated) per size.")
+flags.DEFINE_integer("exact_probes", 50, "Single-query exact latency samples (exact search is slow at 1M).")
+flags.DEFINE_list("index_only_sizes", [], "Sizes measured on the index alone (no SQLite store), vectors streamed in "
+                  "chunks: for galleries whose store enrolment does not fit the time at hand.")
+flags.DEFINE_integer("compare_size", 0, "Gallery size for the ANN library comparison (0: skip).")
+flags.DEFINE_list("compare_backends", ["faiss-ivf", "faiss-ivfpq", "usearch"], "Libraries compared.")
+flags.DEFINE_integer("templates_size", 0, "People for mean-vs-max templates (0: skip).")
+flags.DEFINE_integer("images_per_person", 4, "Enrolment images per person for the templates comparison.")
+flags.DEFINE_integer("threads", 2, "Threads of the ANN library.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("work_dir", None, "Where galleries are written (default: a temporary folder, removed).")
+flags.DEFINE_string("save_result", None, "Save figures to docs/results/NAME.json.")
+FLAGS = flags.FLAGS
+K = 10
+BATCH = 64
+FPIR = 0.01
+
+
+def unit(rows):
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def spectrum():
+    return (np.arange(1, FLAGS.dim + 1) ** (-FLAGS.spectrum_decay / 2)).astype(np.float32)
+
+
+def draw_centres(count, rng):
+    """float32 [count, dim] identity centres on the unit sphere with the --spectrum_decay spectrum."""
+    return unit(rng.normal(size=(count, FLAGS.dim)).astype(np.float32) * spectrum())
+
+
+def samples(centres, rng):
+    """One embedding per centre row: a * centre + sqrt(1 - a^2) * (random unit direction orthogonal to it)."""
+    a = np.clip(rng.normal(FLAGS.centre_cosine, FLAGS.centre_cosine_std, (len(centres), 1)), 0.05, 0.999)
+    noise = unit(rng.normal(size=centres.shape).astype(np.float32) * spectrum())
+    noise -= np.sum(noise * centres, axis=1, keepdims=True) * centres
+    return unit(a * centres + np.sqrt(1 - a ** 2) * unit(noise))
+
+
+def rss_gib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def enrol(store, size, rng):
+    """Enrols ``size`` people (one image each) in transactions of --batch_people; returns (seconds, probe
+    centres of --probes enrolled people, their person ids)."""
+    picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
+    kept, seconds, done = [], 0.0, 0
+    for start in progress_bar(range(0, size, FLAGS.batch_people), desc=f"enrol {size}", unit="batch"):
+        count = min(FLAGS.batch_people, size - start)
+        centres = draw_centres(count, rng)
+        embeddings = samples(centres, rng)
+        inside = picks[(picks >= start) & (picks < start + count)] - start
+        kept.append(centres[inside])
+        people = [{"name": f"p{start + i}", "embeddings": embeddings[i:i + 1]} for i in range(count)]
+        began = time.perf_counter()
+        store.enroll_many(people)
+        seconds += time.perf_counter() - began
+        done += count
+    return seconds, np.concatenate(kept), picks + 1   # person ids are 1-based insertion order
+
+
+def latencies(search, queries):
+    """(p50, p99) ms of one query at a time, and ms per query in batches of BATCH (median over batches)."""
+    single = []
+    for query in queries:
+        began = time.perf_counter()
+        search(query[None], K)
+        single.append(1000 * (time.perf_counter() - began))
+    batched = []
+    for start in range(0, len(queries) - BATCH + 1, BATCH):
+        began = time.perf_counter()
+        search(queries[start:start + BATCH], K)
+        batched.append(1000 * (time.perf_counter() - began) / BATCH)
+    return {"p50_ms": float(np.percentile(single, 50)), "p99_ms": float(np.percentile(single, 99)),
+            "batched_ms_per_query": float(np.median(batched)) if batched else None}
+
+
+def tpir(scores, ids, mated_ids, mated_count):
+    """Rank-1 TPIR at FPIR 0.01: threshold = the (1 - FPIR) quantile of the non-mated probes' top scores."""
+    threshold = np.quantile(scores[mated_count:, 0], 1 - FPIR)
+    hit = (ids[:mated_count, 0] == mated_ids) & (scores[:mated_count, 0] > threshold)
+    return float(np.mean(hit))
+
+
+def measure(index, probes, mated_ids):
+    """Latency, recall and TPIR of an index, ANN against exact."""
+    exact = latencies(lambda q, k: index.search(q, k, exact=True), probes[:max(FLAGS.exact_probes, BATCH)])
+    exact_scores, exact_ids = index.search(probes, K, exact=True)
+    result = {"exact": exact, "tpir_exact": tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))}
+    if index.uses_ann():
+        result["ann"] = latencies(index.search, probes)
+        scores, ids = index.search(probes, K)
+        result["recall_at_1"] = float(np.mean(ids[:, 0] == exact_ids[:, 0]))
+        result["recall_at_10"] = float(np.mean([len(np.intersect1d(a, b)) / K for a, b in zip(ids, exact_ids)]))
+        result["tpir_ann"] = tpir(scores, ids, mated_ids, len(mated_ids))
+        result["speedup_single"] = exact["p50_ms"] / result["ann"]["p50_ms"]
+    return result
+
+
+def run_size(size, rng, work_dir):
+    path = os.path.join(work_dir, f"gallery_{size}")
+    options = {"ann_threshold": FLAGS.ann_threshold, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
+               "rerank": FLAGS.rerank, "threads": FLAGS.threads, "dtype": FLAGS.index_dtype}
+    with GalleryStore.open(path, writable=True, dim=FLAGS.dim, dtype=FLAGS.dtype, fingerprint="bench",
+                           index_options=options) as store:
+        seconds, centres, mated_ids = enrol(store, size, rng)
+        began = time.perf_counter()
+        if store.index.uses_ann():
+            store.index.build_ann()     # the final build at this size (the store also retrains as it grows)
+        build = time.perf_counter() - began
+        began = time.perf_counter()
+        store.flush()
+        flush = time.perf_counter() - began
+        probes = np.concatenate([samples(centres, rng), samples(draw_centres(len(centres), rng), rng)])
+        result = {"people": size, "enrol_people_per_s": size / seconds, "enrol_seconds": seconds,
+                  "ann_build_seconds": build, "index_save_seconds": flush,
+                  "index_bytes": store.index.memory_bytes(), "max_rss_gib": rss_gib(),
+                  **measure(store.index, probes, mated_ids)}
+        result["database_bytes"] = os.path.getsize(os.path.join(path, "gallery.db"))
+    began = time.perf_counter()
+    with GalleryStore.open(path, index_options=options) as store:
+        store.search(probes[:1], K)
+    result["reopen_seconds"] = time.perf_counter() - began
+    shutil.rmtree(path)
+    return result
+
+
+def run_index_only(size, rng):
+    """The index without the store: vectors streamed in --batch_people chunks, then the same measurements."""
+    index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
+                       backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads)
+    picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
+    kept, seconds = [], 0.0
+    for start in progress_bar(range(0, size, FLAGS.batch_people), desc=f"index {size}", unit="batch"):
+        count = min(FLAGS.batch_people, size - start)
+        centres = draw_centres(count, rng)
+        embeddings = samples(centres, rng)
+        kept.append(centres[picks[(picks >= start) & (picks < start + count)] - start])
+        began = time.perf_counter()
+        index.add(np.arange(start, start + count, dtype=np.int64), embeddings)
+        seconds += time.perf_counter() - began
+        del centres, embeddings
+    began = time.perf_counter()
+    index.build_ann()
+    build = time.perf_counter() - began
+    centres = np.concatenate(kept)
+    probes = np.concatenate([samples(centres, rng), samples(draw_centres(len(centres), rng), rng)])
+    return {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
+            "index_bytes": index.memory_bytes(), "max_rss_gib": rss_gib(), **measure(index, probes, picks)}
+
+
+def compare_libraries(rng):
+    """Each ANN library on one gallery of --compare_size people: build s, bytes, latency, recall against exact."""
+    size = FLAGS.compare_size
+    centres = draw_centres(size, rng)
+    vectors = samples(centres, rng)
+    picks = rng.choice(size, FLAGS.probes, replace=False)
+    probes = np.concatenate([samples(centres[picks], rng), samples(draw_centres(FLAGS.probes, rng), rng)])
+    rows = {}
+    reference = None
+    for backend in FLAGS.compare_backends:
+        index = make_index("ann", dim=FLAGS.dim, dtype=FLAGS.dtype, backend=backend, nprobe=FLAGS.nprobe,
+                           rerank=FLAGS.rerank, threads=FLAGS.threads)
+        began = time.perf_counter()
+        index.add(np.arange(size, dtype=np.int64), vectors)
+        build = time.perf_counter() - began
+        if reference is None:
+            reference = index.search(probes, K, exact=True)[1]
+        ids = index.search(probes, K)[1]
+        removal = time.perf_counter()
+        index.remove(np.arange(100, dtype=np.int64))
+        removal = time.perf_counter() - removal
+        rows[backend] = {"build_seconds": build, "ann_bytes": index.memory_bytes() - vectors.nbytes // (
+            2 if FLAGS.dtype == "float16" else 1), **latencies(index.search, probes),
+            "recall_at_1": float(np.mean(ids[:, 0] == reference[:, 0])),
+            "recall_at_10": float(np.mean([len(np.intersect1d(a, b)) / K for a, b in zip(ids, reference)])),
+            "remove_100_seconds": removal}
+        print(backend, json.dumps(rows[backend]), flush=True)
+        del index
+    return {"people": size, "libraries": rows}
+
+
+def compare_templates(rng):
+    """Rank-1 TPIR at FPIR 0.01: one mean template per person against every image with max-over-images."""
+    people, per = FLAGS.templates_size, FLAGS.images_per_person
+    centres = draw_centres(people, rng)
+    images = samples(np.repeat(centres, per, axis=0), rng)
+    means = unit(images.reshape(people, per, -1).mean(axis=1))
+    picks = rng.choice(people, FLAGS.probes * 5, replace=False) if people >= FLAGS.probes * 5 else np.arange(people)
+    probes = np.concatenate([samples(centres[picks], rng), samples(draw_centres(len(picks), rng), rng)])
+    mean_scores = probes @ means.T
+    max_scores = (probes @ images.T).reshape(len(probes), people, per).max(axis=2)
+    result = {}
+    for name, scores in (("mean", mean_scores), ("max_over_images", max_scores)):
+        top = np.argmax(scores, axis=1)
+        best = scores[np.arange(len(probes)), top][:, None]
+        result[name] = {"rank1": float(np.mean(top[:len(picks)] == picks)),
+                        "tpir_at_fpir_0.01": tpir(best, top[:, None], picks, len(picks))}
+    return {"people": people, "images_per_person": per, **result}
+
+
+def main(argv):
+    del argv
+    rng = np.random.default_rng(FLAGS.seed)
+    work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gallery-bench-")
+    figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
+               "rerank": FLAGS.rerank, "ann_threshold": FLAGS.ann_threshold, "threads": FLAGS.threads,
+               "centre_cosine": FLAGS.centre_cosine, "centre_cosine_std": FLAGS.centre_cosine_std}
+    probe_pairs = samples(np.repeat(draw_centres(2000, rng), 2, axis=0), rng)
+    genuine = np.sum(probe_pairs[0::2] * probe_pairs[1::2], axis=1)
+    impostor = np.sum(probe_pairs[0:-2:2] * probe_pairs[3::2], axis=1)     # person i against person i + 1
+    figures["genuine_cosine_mean_std"] = [float(genuine.mean()), float(genuine.std())]
+    figures["impostor_cosine_mean_std"] = [float(impostor.mean()), float(impostor.std())]
+    if FLAGS.templates_size:
+        figures["templates"] = compare_templates(rng)
+        print("templates", json.dumps(figures["templates"]), flush=True)
+    if FLAGS.compare_size:
+        figures["libraries"] = compare_libraries(rng)
+    figures["sizes"] = {}
+    for size in [int(value) for value in FLAGS.sizes if int(value)]:
+        figures["sizes"][str(size)] = run_size(size, rng, work_dir)
+        print(size, json.dumps(figures["sizes"][str(size)]), flush=True)
+        if FLAGS.save_result:    # after each size: a long run stopped early keeps what it measured
+            save_result(FLAGS.save_result, figures)
+    for size in [int(value) for value in FLAGS.index_only_sizes if int(value)]:
+        figures.setdefault("index_only", {})[str(size)] = run_index_only(size, rng)
+        print(size, json.dumps(figures["index_only"][str(size)]), flush=True)
+        if FLAGS.save_result:
+            save_result(FLAGS.save_result, figures)
+    if not FLAGS.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    app.run(main)

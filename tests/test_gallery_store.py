@@ -1,0 +1,162 @@
+"""search/store.py: transactions, duplicates, model fingerprint, the index kept consistent with the database, and
+one clear error for each fault (kill -9 during enrolment, corrupt / truncated database, missing / truncated index,
+second writer, unknown format version). No TensorFlow: these run in seconds."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mtarcface_tf.search.store import (
+    INDEX_NAME,
+    GalleryStore,
+    ModelMismatchError,
+    StoreError,
+)
+
+DIM = 16
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _vectors(seed, count):
+    rows = np.random.default_rng(seed).normal(size=(count, DIM)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _consistent(store):
+    """Every person's stored template is its own best match through the index, and the index holds exactly the
+    database's people."""
+    ids, templates = store.templates()
+    assert sorted(store.index.ids.tolist()) == sorted(ids.tolist())
+    if len(ids):
+        _, found = store.search(templates, 1)
+        np.testing.assert_array_equal(found[:, 0], ids)
+
+
+def test_enrol_remove_rename_and_duplicates(tmp_path):
+    with GalleryStore.open(tmp_path / "g", writable=True, fingerprint="model-a") as store:
+        first = store.enroll("ann", _vectors(0, 3), sources=["a1", "a2", "a3"], hashes=["h1", "h2", "h3"],
+                             masked=[False, True, False], mask_probability=[0.1, 0.9, 0.2],
+                             detection_scores=[0.99, 0.98, 0.97])
+        again = store.enroll("bob", _vectors(1, 2), sources=["a2 copy", "b1"], hashes=["h2", "h9"])
+        assert first["added"] == 3 and again["added"] == 1 and again["duplicates"] == [("a2 copy", "ann")]
+        # the template is the renormalized mean of the person's images (independent: numpy on the inputs)
+        mean = _vectors(0, 3).mean(axis=0)
+        np.testing.assert_allclose(store.templates()[1][0], mean / np.linalg.norm(mean), atol=1e-6)
+        assert [image["masked"] for image in store.images("ann")] == [0, 1, 0]
+        store.rename("bob", "rob")
+        with pytest.raises(StoreError, match="already enrolled"):
+            store.rename("ann", "rob")
+        store.remove("ann")
+        with pytest.raises(StoreError, match="'ann' is not in the gallery"):
+            store.remove("ann")
+        assert [name for _, name, _ in store.people()] == ["rob"]
+    with GalleryStore.open(tmp_path / "g") as store:
+        assert store.stats()["people"] == 1 and store.stats()["images"] == 1
+        _consistent(store)
+        with pytest.raises(StoreError, match="read-only"):
+            store.enroll("cy", _vectors(2, 1))
+
+
+def test_model_mismatch_is_refused_unless_forced(tmp_path):
+    with GalleryStore.open(tmp_path / "g", writable=True, fingerprint="a" * 64) as store:
+        store.enroll("ann", _vectors(0, 1))
+    with pytest.raises(ModelMismatchError, match=r"enrolled with model aaaaaaaaaaaa, this model is bbbbbbbbbbbb.*"
+                                                 r"--force"):
+        GalleryStore.open(tmp_path / "g", fingerprint="b" * 64)
+    GalleryStore.open(tmp_path / "g", fingerprint="b" * 64, force=True).close()
+
+
+def test_stale_missing_and_truncated_index_are_rebuilt_never_used(tmp_path, caplog):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        store.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 2)} for i in range(30)])
+    saved = (path / INDEX_NAME).read_bytes()
+    # A crash after the database commits but before the index is written: the old index is caught up.
+    store = GalleryStore.open(path, writable=True)
+    store.enroll("late", _vectors(99, 1))
+    store.remove("p3")
+    store._db.close()
+    store._db = None
+    store.close()
+    caplog.clear()
+    with GalleryStore.open(path) as reopened:
+        assert "late" in [name for _, name, _ in reopened.people()]
+        _consistent(reopened)
+    assert not caplog.records       # caught up from the database's changes, not rebuilt
+    # An index from another state of the database (more entries than the database holds) is rebuilt.
+    with GalleryStore.open(path, writable=True) as writer:
+        writer.remove("p4")
+    (path / INDEX_NAME).write_bytes(saved)     # the older index, generation behind, holding p3 and p4
+    with GalleryStore.open(path) as reopened:
+        _consistent(reopened)
+    for damage in (lambda: (path / INDEX_NAME).unlink(), lambda: (path / INDEX_NAME).write_bytes(saved[:100])):
+        damage()
+        caplog.clear()
+        with GalleryStore.open(path) as reopened:
+            _consistent(reopened)
+        assert any("rebuilt from gallery.db" in record.getMessage() for record in caplog.records)
+
+
+def test_second_writer_corrupt_truncated_and_newer_databases(tmp_path):
+    path = tmp_path / "g"
+    writer = GalleryStore.open(path, writable=True)
+    writer.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 4)} for i in range(400)])
+    with pytest.raises(StoreError, match="another process is writing to this gallery"):
+        GalleryStore.open(path, writable=True)
+    with GalleryStore.open(path) as reader:      # readers work while the writer holds the gallery
+        assert reader.count() == 400
+    writer.close()
+    db = path / "gallery.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    original = db.read_bytes()
+    db.write_bytes(original[:len(original) // 2])
+    with pytest.raises(StoreError, match=r"gallery.db: truncated"):
+        GalleryStore.open(path)
+    assert db.read_bytes() == original[:len(original) // 2]       # nothing overwritten
+    db.write_bytes(b"this is not a database" * 10)
+    with pytest.raises(StoreError, match="not a gallery database"):
+        GalleryStore.open(path, writable=True)
+    db.write_bytes(original)
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    with pytest.raises(StoreError, match="format version 99 is newer than this program's 1"):
+        GalleryStore.open(path, writable=True)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from mtarcface_tf.search.store import GalleryStore
+    rng = np.random.default_rng(0)
+    with GalleryStore.open(sys.argv[1], writable=True, dim=16) as store:
+        for person in range(10000):
+            store.enroll(f"p{person}", rng.normal(size=(3, 16)))
+            print(person, flush=True)
+""")
+
+
+def test_kill_9_during_enrolment_of_10k_people(tmp_path):
+    path = tmp_path / "g"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
+                               env=env)
+    last = -1
+    for line in process.stdout:
+        last = int(line)
+        if last >= 300:
+            break
+    process.send_signal(signal.SIGKILL)
+    for line in process.stdout:      # lines printed before the kill but not read yet
+        last = int(line)
+    process.wait()
+    with GalleryStore.open(path, writable=True) as store:    # the lock died with the process
+        people = store.people()
+        assert last + 1 <= len(people) <= last + 2           # at most the person being written is lost
+        assert {count for _, _, count in people} == {3}      # no half-written person
+        _consistent(store)

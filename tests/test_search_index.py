@@ -1,0 +1,92 @@
+"""search/index.py: exact and ANN top-k against a full numpy sort (the independent reference), padding, removal,
+persistence."""
+import io
+
+import numpy as np
+import pytest
+
+from mtarcface_tf.search.index import Index, SearchIndexError, make_index
+
+DIM = 32
+
+
+def _unit(rows):
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _reference(queries, ids, vectors, k):
+    """Full sort of every similarity, descending: the plain definition of top-k."""
+    scores = queries @ vectors.T
+    order = np.argsort(-scores, axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+@pytest.fixture(name="data")
+def _data():
+    rng = np.random.default_rng(0)
+    centres = _unit(rng.normal(size=(3000, DIM)))
+    ids = rng.permutation(10 ** 6)[:3000].astype(np.int64)
+    queries = _unit(centres[:50] + 0.1 * rng.normal(size=(50, DIM)))
+    return ids, centres, queries
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_exact_matches_a_full_sort_across_blocks(data, dtype):
+    ids, vectors, queries = data
+    index = make_index("exact", dim=DIM, dtype=dtype, block_rows=700)   # several blocks, merged
+    index.add(ids[:1000], vectors[:1000])
+    index.add(ids[1000:], vectors[1000:])
+    scores, found = index.search(queries, 7)
+    stored = vectors.astype(dtype).astype(np.float32)
+    ref_scores, ref_ids = _reference(queries, ids, stored, 7)
+    np.testing.assert_array_equal(found, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+
+
+def test_padding_removal_and_bad_input(data):
+    ids, vectors, queries = data
+    index = make_index("exact", dim=DIM)
+    scores, found = index.search(queries[:2], 3)
+    assert (found == -1).all() and np.isneginf(scores).all()
+    index.add(ids[:2], vectors[:2])
+    scores, found = index.search(queries[:1], 4)
+    assert sorted(found[0, :2]) == sorted(ids[:2]) and (found[0, 2:] == -1).all() and np.isneginf(scores[0, 2:]).all()
+    index.add(ids[2:10], vectors[2:10])
+    assert index.remove([ids[0], ids[5], 123456789]) == 2 and len(index) == 8
+    kept = np.array([i for i in range(10) if i not in (0, 5)])
+    _, found = index.search(queries, 8)
+    _, ref_ids = _reference(queries, ids[kept], vectors[kept], 8)
+    np.testing.assert_array_equal(found, ref_ids)
+    with pytest.raises(SearchIndexError, match="already in the index"):
+        index.add(ids[1:2], vectors[1:2])
+    with pytest.raises(SearchIndexError, match="vectors must be"):
+        index.add([7], np.ones((1, DIM + 1), np.float32))
+    with pytest.raises(SearchIndexError, match="queries must be"):
+        index.search(np.ones((1, 3), np.float32), 1)
+
+
+@pytest.mark.parametrize("backend", ["faiss-ivf", "usearch"])
+def test_ann_recall_rerank_removal_and_persistence(data, backend):
+    ids, vectors, queries = data
+    index = make_index("auto", dim=DIM, ann_threshold=1000, backend=backend, nprobe=64)
+    index.add(ids, vectors)
+    scores, found = index.search(queries, 5)
+    ref_scores, ref_ids = _reference(queries, ids, vectors, 5)
+    assert np.mean(found[:, 0] == ref_ids[:, 0]) >= 0.98
+    hit = found == ref_ids
+    np.testing.assert_allclose(scores[hit], ref_scores[hit], atol=1e-6)     # re-ranked: exact cosines
+    index.remove(ids[:25])                       # the mated entries of half the queries
+    _, found = index.search(queries, 5)
+    assert not np.isin(found, ids[:25]).any()
+    buffer = io.BytesIO()
+    index.save(buffer)
+    buffer.seek(0)
+    loaded = Index.load(buffer)
+    assert len(loaded) == len(index) == 2975
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], found)
+
+
+def test_unreadable_index_is_one_error():
+    with pytest.raises(SearchIndexError, match="unreadable index"):
+        Index.load(io.BytesIO(b"PK\x03\x04 truncated"))
