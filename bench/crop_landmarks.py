@@ -1,65 +1,183 @@
-"""Benchmark: can a detector find the five landmarks again on 112x112 aligned crops (the landmark pass of
-``tools/convert.py --source=tfrecord --add_landmarks``)?
+"""Benchmark: the five landmarks of 112x112 aligned crops (``tools/convert.py --source=tfrecord --add_landmarks``):
+the fast path (MTCNN's O-Net on the template's box, RetinaFace where O-Net is unsure) against RetinaFace and MTCNN
+run as detectors on every crop.
 
-  python bench/crop_landmarks.py [--detectors=retinaface,mtcnn] [--synthetic=60] [--photos=../shared/data/realfaces-dev]
+  python bench/crop_landmarks.py [--synthetic=60] [--photos=../shared/data/realfaces-dev] [--stage_crops=8192]
 
-Crops are padded by half their side (edge replicated) and upscaled x2 before detection
-(``detect.landmarks_on_aligned_crop``). Two sets: SynthFaces aligned crops with the generator's pose (yaw +-20
-deg), compared with the exact landmarks; and aligned crops of real photographs, compared with the landmarks the
-same detector found on the whole photo, mapped through the alignment. Reports crops without a face, mean and 90th
-percentile landmark error (pixels of the crop) and ms per crop. Prints human lines, then ONE JSON line (saved as
-docs/results/crop_landmarks.json).
+Two sets: SynthFaces aligned crops with the generator's pose (yaw +-20 deg), compared with the exact landmarks; and
+aligned crops of real photographs (RetinaFace on the whole photo, aligned to the template), compared with
+RetinaFace's landmarks of the whole photo mapped through the alignment. For each method: crops without landmarks,
+faces lost (crops where RetinaFace on the crop finds a face and the method gives none), mean, 90th percentile and
+largest error (pixels of the crop), mean distance to RetinaFace-on-the-crop's landmarks, and ms per crop (one
+crop at a time for the detectors, batches for O-Net). Then the whole stage (``convert.add_landmarks``: read,
+decode, landmarks, write) on ``--stage_crops`` JPEG records (the real-photo crops repeated, else SynthFaces) with
+2 worker processes, in a fresh process as the tool runs it: crops/s, and crops per CPU-second of all its processes
+(the figure that holds on a shared machine). O-Net alone: crops per CPU-second, TensorFlow graph and XLA.
+Prints human lines, then ONE JSON line (saved as docs/results/crop_landmarks.json).
 """
 import json
 import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("detectors", ["retinaface", "mtcnn"], "Detectors to measure.")
 flags.DEFINE_integer("synthetic", 60, "SynthFaces crops.")
 flags.DEFINE_string("photos", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                            "realfaces-dev"), "Folder of real photographs (skipped when absent).")
+flags.DEFINE_integer("stage_crops", 8192, "Records the whole add_landmarks stage is timed on.")
+flags.DEFINE_integer("workers", 2, "Worker processes of the timed stage.")
+flags.DEFINE_string("stage_input", None, "Internal: time add_landmarks on this folder's records, print JSON.")
+flags.DEFINE_float("onet_seconds", 5.0, "Seconds each O-Net-alone timing runs.")
 
-POSE = dict(rotation=8.0, scale=0.05, shift=3.0, yaw=20.0)
+POSE = {"rotation": 8.0, "scale": 0.05, "shift": 3.0, "yaw": 20.0}
 SIZE = 112
 
 
-def score(detector, crops, truth):
-    """Returns dict(crops, no_face, mean_error_px, p90_error_px, ms_per_crop)."""
+def errors(found, truth):
+    """Mean landmark distance per crop (float [N], NaN where nothing was found)."""
+    return np.linalg.norm(found - truth, axis=-1).mean(axis=-1)
+
+
+def summary(found, truth, seconds, retinaface_on_crop):
+    """Returns the figures of one method on one set (found: float [N, 5, 2], NaN rows where none)."""
+    error = errors(found, truth)
+    has, reference = ~np.isnan(error), ~np.isnan(errors(retinaface_on_crop, truth))
+    agreement = errors(found, retinaface_on_crop)[has & reference]
+    return {"crops": len(found), "no_face": int((~has).sum()), "faces_lost": int((reference & ~has).sum()),
+            "mean_error_px": round(float(error[has].mean()), 2),
+            "p90_error_px": round(float(np.percentile(error[has], 90)), 2),
+            "max_error_px": round(float(error[has].max()), 2),
+            "mean_distance_to_retinaface_on_crop_px": round(float(agreement.mean()), 2),
+            "ms_per_crop": round(1000 * seconds / len(found), 2)}
+
+
+def by_detector(detector, crops):
+    """Landmarks of each crop found by ``detector`` (float32 [N, 5, 2], NaN rows where none) and seconds taken."""
     from mtarcface_tf.faces.detect import landmarks_on_aligned_crop
-    errors, missed, start = [], 0, time.perf_counter()
-    for crop, expected in zip(crops, truth):
-        found = landmarks_on_aligned_crop(detector, crop)
-        if found is None:
-            missed += 1
-            continue
-        errors.append(float(np.linalg.norm(found - expected, axis=1).mean()))
-    return dict(crops=len(crops), no_face=missed, mean_error_px=round(float(np.mean(errors)), 2),
-                p90_error_px=round(float(np.percentile(errors, 90)), 2),
-                ms_per_crop=round(1000 * (time.perf_counter() - start) / len(crops), 1))
+    landmarks_on_aligned_crop(detector, crops[0])   # untimed: the first call builds the detector's graphs
+    start, found = time.perf_counter(), []
+    for crop in crops:
+        points = landmarks_on_aligned_crop(detector, crop)
+        found.append(np.full((5, 2), np.nan, np.float32) if points is None else points)
+    return np.stack(found), time.perf_counter() - start
+
+
+def by_landmarker(landmarker, crops):
+    """Landmarks from a CropLandmarker (float32 [N, 5, 2]), the share sent to its fallback, and seconds taken."""
+    landmarker.onet(crops[:1])                      # untimed: builds the graph
+    start = time.perf_counter()
+    result = landmarker(crops)
+    return result.landmarks, float(result.fallback.mean()), time.perf_counter() - start
+
+
+def onet_cpu_rate(jit_compile, crops):
+    """O-Net alone, batches of 256: (crops per CPU-second of this process, crops per second)."""
+    from mtarcface_tf.faces.crop_landmarks import CropLandmarker
+    landmarker = CropLandmarker(fallback=None, jit_compile=jit_compile)
+    batch = np.resize(crops, (landmarker.batch_size,) + crops.shape[1:])
+    landmarker.onet(batch)
+    done, start, wall = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - wall < FLAGS.onet_seconds:
+        landmarker.onet(batch)
+        done += len(batch)
+    return round(done / (time.process_time() - start)), round(done / (time.perf_counter() - wall))
+
+
+def time_stage(crops, count, workers):
+    """Times ``add_landmarks`` (fast path) on ``count`` JPEG records made of ``crops``; returns its figures.
+
+    The stage runs in a fresh process (``--stage_input``): its workers are forked, and TensorFlow, already running
+    here, does not survive a fork.
+    """
+    from mtarcface_tf.data import convert, shards
+    from mtarcface_tf.data.image_codec import encode_jpeg
+    encoded = [encode_jpeg(crop, convert.DEFAULT_JPEG_QUALITY) for crop in crops]
+    with tempfile.TemporaryDirectory() as folder:
+        with shards.ShardedRecordWriter(os.path.join(folder, "src"), "train", num_shards=workers) as writer:
+            for i in range(count):
+                writer.write(encoded[i % len(encoded)], i // 16)
+            writer.close()
+        command = [sys.executable, os.path.abspath(__file__), f"--stage_input={folder}", f"--workers={workers}"]
+        lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def run_stage(folder, workers):
+    """``add_landmarks`` on ``folder``/src into ``folder``/out, timed: returns its figures (this process and its
+    workers' CPU time)."""
+    from mtarcface_tf.data import convert
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    start = time.perf_counter()
+    manifest = convert.add_landmarks(os.path.join(folder, "src"), os.path.join(folder, "out"), "train",
+                                     workers=workers, num_shards=workers, progress=False)
+    seconds = time.perf_counter() - start
+    cpu = sum((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) for before, after in
+              zip(usage, [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]))
+    return {"records": manifest["images"], "workers": workers, "seconds": round(seconds, 1),
+            "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 1),
+            "crops_per_cpu_s": round(manifest["images"] / cpu),
+            "sent_to_fallback": manifest["notes"].get(convert.LandmarkJob.FALLBACK, 0),
+            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0)}
+
+
+def compare(sets, retinaface, mtcnn):
+    """Runs every method on every set ``{name: (crops, truth)}``; returns ``{method: {set: figures}}``."""
+    from mtarcface_tf.faces.crop_landmarks import CropLandmarker
+    figures = {"onet_fast_path": {}, "onet_without_fallback": {}, "retinaface": {}, "mtcnn": {}}
+    for name, (crops, truth) in sets.items():
+        reference, seconds = by_detector(retinaface, crops)
+        figures["retinaface"][name] = summary(reference, truth, seconds, reference)
+        found, seconds = by_detector(mtcnn, crops)
+        figures["mtcnn"][name] = summary(found, truth, seconds, reference)
+        found, _, seconds = by_landmarker(CropLandmarker(fallback=None, batch_size=len(crops)), crops)
+        figures["onet_without_fallback"][name] = summary(found, truth, seconds, reference)
+        found, share, seconds = by_landmarker(CropLandmarker(fallback=retinaface, batch_size=len(crops)),
+                                              crops)
+        figures["onet_fast_path"][name] = dict(summary(found, truth, seconds, reference), sent_to_fallback=share)
+    return figures
 
 
 def main(argv):
     del argv
+    if FLAGS.stage_input:
+        print(json.dumps(run_stage(FLAGS.stage_input, FLAGS.workers)))
+        return
     from mtarcface_tf.data import preview, synthetic
-    from mtarcface_tf.faces.detect import landmarks_on_aligned_crop, make_detector
+    from mtarcface_tf.faces import crop_landmarks
+    from mtarcface_tf.faces.detect import make_detector
     from mtarcface_tf.results import save_result
+    retinaface, mtcnn = make_detector("retinaface"), make_detector("mtcnn")
     faces, _, landmarks = synthetic.render_faces(FLAGS.synthetic, 1, image_size=SIZE, seed=5, pose=POSE,
                                                  with_landmarks=True)
-    figures = {"padding": 0.5, "upscale": 2.0, "synthetic_pose": POSE}
-    for name in FLAGS.detectors:
-        detector = make_detector(name)
-        landmarks_on_aligned_crop(detector, faces[0])   # untimed: the first call builds the detector's graphs
-        figures[name] = {"synthfaces": score(detector, faces, landmarks)}
-        if os.path.isdir(FLAGS.photos):
-            crops, truth, skipped = preview.faces_from_photos(FLAGS.photos, 10_000, SIZE, detector)
-            figures[name]["real_photos"] = dict(score(detector, crops, truth), photos_without_face=skipped)
-        for kind, result in figures[name].items():
-            print(f"{name:10s} {kind:11s}: no face on {result['no_face']} of {result['crops']} crops, landmark error "
-                  f"mean {result['mean_error_px']} px, p90 {result['p90_error_px']} px, {result['ms_per_crop']} ms/crop")
+    sets = {"synthfaces": (faces, landmarks)}
+    if os.path.isdir(FLAGS.photos):
+        crops, truth, _ = preview.faces_from_photos(FLAGS.photos, 10_000, SIZE, retinaface)
+        sets["real_photos"] = (crops, truth)
+    figures = {"synthetic_pose": POSE, "onet_box": list(crop_landmarks.ONET_BOX),
+               "min_confidence": crop_landmarks.MIN_CONFIDENCE, "cpu_count": os.cpu_count()}
+    figures.update(compare(sets, retinaface, mtcnn))
+    for method in ("onet_fast_path", "onet_without_fallback", "retinaface", "mtcnn"):
+        for name, result in figures[method].items():
+            print(f"{method:22s} {name:11s}: no landmarks on {result['no_face']} of {result['crops']} crops "
+                  f"({result['faces_lost']} lost), error mean {result['mean_error_px']} px, p90 "
+                  f"{result['p90_error_px']} px, to RetinaFace-on-crop "
+                  f"{result['mean_distance_to_retinaface_on_crop_px']} px, {result['ms_per_crop']} ms/crop")
+    stage_crops = sets["real_photos"][0] if "real_photos" in sets else faces
+    figures["stage"] = dict(time_stage(stage_crops, FLAGS.stage_crops, FLAGS.workers),
+                            crops_from="real_photos" if "real_photos" in sets else "synthfaces")
+    print(f"add_landmarks stage: {figures['stage']}")
+    crops = sets.get("real_photos", sets["synthfaces"])[0]
+    for jit in (False, True):
+        per_cpu, per_s = onet_cpu_rate(jit, crops)
+        key = f"onet_alone_{'xla' if jit else 'graph'}"
+        figures[key] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
+        print(f"O-Net alone, {'XLA' if jit else 'graph'}: {per_cpu} crops per CPU-second ({per_s}/s)")
     print(f"saved {save_result('crop_landmarks', figures)}")
     print(json.dumps(figures))
 

@@ -189,7 +189,7 @@ class CropDetector:
         return [Face(np.array([0, 0, 10, 10], np.float32), 0.9, landmarks)]
 
 
-def test_add_landmarks_to_existing_records(tmp_path):
+def test_add_landmarks_with_a_detector_on_every_crop(tmp_path):
     src = tmp_path / "records"
     with shards.ShardedRecordWriter(str(src), "train", num_shards=2) as writer:
         for i in range(6):
@@ -197,7 +197,8 @@ def test_add_landmarks_to_existing_records(tmp_path):
             writer.write(cv2.imencode(".jpg", image)[1].tobytes(), i // 2)
         writer.close()
     detector = CropDetector()
-    manifest = convert.add_landmarks(str(src), str(tmp_path / "out"), "train", detector=detector, num_shards=3,
+    manifest = convert.add_landmarks(str(src), str(tmp_path / "out"), "train", detector=detector, method="detector",
+                                     num_shards=3,
                                      progress=False)
     assert manifest["images"] == 6 and manifest["identities"] == 3
     assert manifest["notes"] == {convert.LandmarkJob.NO_FACE: 1} and manifest["landmarks_by"] == "CropDetector"

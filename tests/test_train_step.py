@@ -238,3 +238,67 @@ def test_the_papers_batch_renorm_network_trains():
     metrics = step(*_batch(rng, _patterns(rng), 16), tf.constant(0, tf.int64))
     assert np.isfinite(float(metrics["loss"]))
     assert not np.allclose(bn0.renorm_mean.numpy(), renorm_mean)       # the step moved the renorm statistics
+
+
+_XLA_REPLICAS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, {tests!r})
+    import test_train_step as t
+    from mtarcface_tf.model import build_mtarcface
+    from mtarcface_tf.train import step as step_module
+    from mtarcface_tf.train.schedules import make_optimizer
+
+    step_module.use_xla = lambda config: bool(config.jit_compile)   # XLA on these CPU replicas (GPU only in use)
+    rng = np.random.default_rng(4)
+    images, targets = t._batch(rng, t._patterns(rng), 16)
+    out = {{}}
+    for jit in (False, True):
+        config = t._config(optimizer="sgd", lr=0.5)
+        config.jit_compile = jit
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = build_mtarcface(t.CLASSES, config)
+            optimizer = make_optimizer(config)
+            optimizer.build(model.trainable_variables)
+        step = step_module.make_distributed_step(strategy, step_module.make_train_step(model, optimizer, config, 16, 2))
+        batch = next(iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, targets)))))
+        before = [v.numpy() for v in model.variables]
+        metrics = step(batch[0], batch[1], tf.constant(0, tf.int64))
+        library = step.get_concrete_function(batch[0], batch[1], tf.constant(0, tf.int64)).graph.as_graph_def().library
+        out[str(jit)] = dict(
+            loss=float(metrics["loss"]), names=[v.path for v in model.variables],
+            delta=[(v.numpy() - b).ravel().tolist() for v, b in zip(model.variables, before)],
+            xla=[f.signature.name for f in library.function if f.attr["_XlaMustCompile"].b])
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_xla_on_two_replicas_gives_the_uncompiled_updates(tmp_path):
+    """MirroredStrategy on 2 virtual CPUs: with jit_compile the network's forward and backward run under XLA (the
+    objective's all-reduce outside) and one SGD step moves every variable (BN statistics included) as without."""
+    script = tmp_path / "xla_replicas.py"
+    script.write_text(_XLA_REPLICAS_SCRIPT.format(tests=os.path.join(ROOT, "tests")))
+    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    eager, compiled = out["False"], out["True"]
+    assert not eager["xla"]
+    assert any("backward" in name for name in compiled["xla"]) and any("forward" in name for name in compiled["xla"])
+    assert abs(eager["loss"] - compiled["loss"]) < 1e-5 * abs(eager["loss"])
+    moved = 0
+    for name, expected, got in zip(eager["names"], eager["delta"], compiled["delta"]):
+        expected, got = np.array(expected), np.array(got)
+        scale = np.abs(expected).max()
+        moved += scale > 1e-6
+        # XLA fuses and reorders float32 sums (convolutions, BN statistics): the measured differences are ~1e-5 of
+        # the largest update of a variable, and ~1e-7 absolute where the update is rounding alone (an update is the
+        # difference of two float32 values near 1). 1e-3 of the largest update + 1e-6 bounds both with room.
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3 * scale + 1e-6, err_msg=name)
+    assert moved >= 0.8 * len(eager["names"])

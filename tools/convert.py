@@ -4,6 +4,7 @@
   python tools/convert.py --source=folder --input=my_faces/ --output_dir=data/mine [--align [--detector=mtcnn]]
   python tools/convert.py --source=bin --input=faces_emore/lfw.bin --output_dir=data/lfw_images
   python tools/convert.py --source=tfrecord --add_landmarks --input=data/ms1mv2 --output_dir=data/ms1mv2_landmarks
+      [--landmark_method=detector]   (default onet: O-Net on the template's face box, the detector as fallback)
 
 Re-running into an output that already holds the data set is refused; --resume continues an interrupted run.
 """
@@ -38,6 +39,10 @@ flags.DEFINE_enum("detector", None, ["mtcnn", "retinaface"],
                   "faces; mtcnn, with a note, where retinaface's weights are not installed).")
 flags.DEFINE_bool("add_landmarks", False, "TFRecord source: copy the records adding the five landmarks detected on "
                                           "each aligned crop (masks are then fitted to them).")
+flags.DEFINE_enum("landmark_method", convert.DEFAULT_LANDMARK_METHOD, list(convert.LANDMARK_METHODS),
+                  "--add_landmarks: onet = MTCNN's O-Net on the template's face box of each crop, batched (no "
+                  "detection; --detector only where O-Net is unsure, docs/landmarks.md); detector = --detector on "
+                  "every crop (about 50x slower).")
 flags.DEFINE_integer("image_size", convert.DEFAULT_IMAGE_SIZE, "Side of the aligned faces in pixels.")
 flags.DEFINE_bool("resume", False, "Continue an interrupted conversion in --output_dir.")
 flags.mark_flags_as_required(["input", "output_dir"])
@@ -66,7 +71,11 @@ def _convert():
         if note:
             print(note, file=sys.stderr)
         make_detector(detector)  # fails here, in one line, when the detector's package is missing
-        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=detector, **common)
+        if FLAGS.landmark_method == "onet":
+            from mtarcface_tf.faces.crop_landmarks import CropLandmarker
+            CropLandmarker()      # likewise for the mtcnn package O-Net comes from
+        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=detector,
+                                     method=FLAGS.landmark_method, **common)
     return convert.convert_bin(FLAGS.input, FLAGS.output_dir, FLAGS.name, **common)
 
 

@@ -17,6 +17,7 @@ from mtarcface_tf.data.image_codec import encode_jpeg
 from mtarcface_tf.data.recordio import RecordIOError, RecordIOReader
 from mtarcface_tf.data.shards import ConversionError, ShardStats, label_ranges, run_conversion
 from mtarcface_tf.faces.align import align_face_and_landmarks
+from mtarcface_tf.faces.crop_landmarks import BATCH_SIZE, MIN_CONFIDENCE, CropLandmarker
 from mtarcface_tf.faces.detect import landmarks_on_aligned_crop, largest_face, make_detector
 
 DEFAULT_IMAGE_SIZE = 112
@@ -26,6 +27,9 @@ LABELS_FILE = "labels.json"
 PAIRS_SUFFIX = ".pairs.json"  # convert_bin: NAME.pairs.json holds the .bin's issame list
 _LISTED_PER_REASON = 20      # skipped files named in the summary per reason (the manifest lists them all)
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: stored as they are
+# How add_landmarks finds the landmarks of aligned crops (see LandmarkJob): O-Net on the template's box, or a detector.
+LANDMARK_METHODS = ("onet", "detector")
+DEFAULT_LANDMARK_METHOD = "onet"
 
 log = logging.getLogger(__name__)
 
@@ -195,23 +199,38 @@ class BinJob:
 
 
 class LandmarkJob:
-    """Copies the records of an existing TFRecord data set, adding the five landmarks (records.LANDMARKS_KEY)
-    detected on each aligned crop; a crop where no face is found is copied without them and counted.
+    """Copies the records of an existing TFRecord data set, adding the five landmarks (records.LANDMARKS_KEY) of
+    each aligned crop; a crop where none are found is copied without them and counted.
 
     Args:
       input_path: the records (directory, manifest, glob or file; see ``records.list_shards``).
-      detector: a detector name made in each worker (``make_detector``) or a detector instance.
+      detector: a detector name (made in each worker with ``make_detector``) or a detector instance: with method
+        "onet" the fallback for crops where O-Net is unsure, with "detector" the finder of every crop.
+      method: one of LANDMARK_METHODS. "onet": ``faces.crop_landmarks.CropLandmarker``, MTCNN's O-Net on the
+        template's face box in batches (no detection), ``detector`` below ``min_confidence``; "detector":
+        ``detect.landmarks_on_aligned_crop`` on every crop (about 50x slower, docs/landmarks.md).
+      min_confidence: O-Net confidence below which method "onet" asks ``detector``.
+      batch_size: crops per O-Net call.
     """
 
     NO_FACE = "no_face_kept_without_landmarks"
+    FALLBACK = "low_onet_confidence_sent_to_detector"
 
-    def __init__(self, input_path, detector):
+    def __init__(self, input_path, detector, method=DEFAULT_LANDMARK_METHOD, min_confidence=MIN_CONFIDENCE,
+                 batch_size=BATCH_SIZE):
+        if method not in LANDMARK_METHODS:
+            raise ConversionError(f"unknown landmark method {method!r}; choose one of: {', '.join(LANDMARK_METHODS)}")
         self.files = records.list_shards(input_path)
         self.counts = [records.count_records(path) for path in self.files]
-        self.detector = detector
+        self.detector, self.method = detector, method
+        self.min_confidence, self.batch_size = min_confidence, batch_size
+        self._landmarkers = {}
 
     def __len__(self):
         return sum(self.counts)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_landmarkers": {}}
 
     def _items(self, start, stop):
         """Yields ``(item name, serialized record)`` for global record indices [start, stop)."""
@@ -223,27 +242,56 @@ class LandmarkJob:
                         yield f"{os.path.basename(path)}:{offset}", serialized
             first += count
 
-    def write(self, start, stop, writer, counter):
-        """Writes records ``[start, stop)`` to ``writer`` with landmarks where found; returns their ShardStats."""
+    def _landmarks(self, crops, stats, items):
+        """Returns float32 [N, 5, 2] landmarks of same-size RGB crops (NaN rows where none were found)."""
         if isinstance(self.detector, str):
             self.detector = make_detector(self.detector)
-        stats, labels = ShardStats(), set()
+        if self.method == "detector" or crops[0].shape[0] != crops[0].shape[1]:
+            found = [landmarks_on_aligned_crop(self.detector, crop) for crop in crops]
+            return np.stack([np.full((5, 2), np.nan, np.float32) if f is None else f for f in found])
+        size = crops[0].shape[0]
+        if size not in self._landmarkers:
+            self._landmarkers[size] = CropLandmarker(size, self.min_confidence, self.detector, self.batch_size)
+        result = self._landmarkers[size](np.stack(crops))
+        for item in np.asarray(items)[result.fallback]:
+            stats.note(self.FALLBACK, str(item))
+        return result.landmarks
+
+    def _flush(self, pending, writer, stats, counter):
+        """Finds the landmarks of the ``pending`` (item, serialized, crop RGB) records and writes them."""
+        by_size = {}
+        for index, (_, _, crop) in enumerate(pending):
+            by_size.setdefault(crop.shape, []).append(index)
+        for indices in by_size.values():
+            found = self._landmarks([pending[i][2] for i in indices], stats, [pending[i][0] for i in indices])
+            for i, landmarks in zip(indices, found):
+                item, serialized, _ = pending[i]
+                if np.isnan(landmarks).any():
+                    stats.note(self.NO_FACE, item)
+                    pending[i] = (item, serialized, None)
+                else:
+                    pending[i] = (item, records.with_landmarks(serialized, landmarks), None)
+        for _, serialized, _ in pending:
+            writer.write(serialized)
+        counter.add(len(pending))
+        pending.clear()
+
+    def write(self, start, stop, writer, counter):
+        """Writes records ``[start, stop)`` to ``writer`` with landmarks where found; returns their ShardStats."""
+        stats, labels, pending = ShardStats(), set(), []
         for item, serialized in self._items(start, stop):
-            example = tf.train.Example.FromString(serialized)
-            feature = example.features.feature
+            feature = tf.train.Example.FromString(serialized).features.feature
             image = cv2.imdecode(np.frombuffer(feature["image_raw"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR)
-            counter.add()
             if image is None:
                 stats.skip("unreadable", item)
+                counter.add()
                 continue
-            landmarks = landmarks_on_aligned_crop(self.detector, np.ascontiguousarray(image[..., ::-1]))
-            if landmarks is None:
-                stats.note(self.NO_FACE, item)
-            else:
-                serialized = records.with_landmarks(serialized, landmarks)
-            writer.write(serialized)
+            pending.append((item, serialized, np.ascontiguousarray(image[..., ::-1])))
             labels.add(int(feature["label"].int64_list.value[0]))
             stats.images += 1
+            if len(pending) == self.batch_size:
+                self._flush(pending, writer, stats, counter)
+        self._flush(pending, writer, stats, counter)
         stats.labels = label_ranges(labels)
         return stats
 
@@ -294,22 +342,27 @@ def convert_bin(bin_path, output_dir, name, **kwargs):
                           side_files={f"{name}{PAIRS_SUFFIX}": pairs}, **kwargs)
 
 
-def add_landmarks(input_path, output_dir, name, detector="retinaface", **kwargs):
-    """Writes a copy of the TFRecords at ``input_path`` with landmarks detected on each aligned crop.
+def add_landmarks(input_path, output_dir, name, detector="retinaface", method=DEFAULT_LANDMARK_METHOD,
+                  min_confidence=MIN_CONFIDENCE, batch_size=BATCH_SIZE, **kwargs):
+    """Writes a copy of the TFRecords at ``input_path`` with the five landmarks of each aligned crop.
 
-    ``detector``: a name (made in each worker) or an instance (runs in this process, workers = 1). Crops where
-    no face is found are copied without landmarks (their masks use the template) and counted in the manifest
-    (``notes[LandmarkJob.NO_FACE]``). ``kwargs`` go to ``run_conversion`` (parallel and resumable as the other
-    converters). Returns the manifest.
+    ``method`` "onet" (the default): MTCNN's O-Net on the template's face box, in batches of ``batch_size``, with
+    ``detector`` for crops whose O-Net confidence is below ``min_confidence`` (counted in the manifest's
+    ``notes[LandmarkJob.FALLBACK]``); "detector": ``detector`` on every crop. ``detector``: a name (made in each
+    worker) or an instance (runs in this process, workers = 1). Crops where no landmarks are found are copied
+    without them (their masks use the template) and counted (``notes[LandmarkJob.NO_FACE]``). ``kwargs`` go to
+    ``run_conversion`` (parallel shards, resumable, progress, as the other converters). Returns the manifest, whose
+    ``landmarks_by`` names the method and detector.
     """
     if not isinstance(detector, str) and kwargs.get("workers", 1) > 1:
         log.warning("a detector instance runs in this process: using 1 worker")
         kwargs["workers"] = 1
     try:
-        job = LandmarkJob(input_path, detector)
+        job = LandmarkJob(input_path, detector, method, min_confidence, batch_size)
     except ValueError as err:
         raise ConversionError(str(err)) from None
-    landmarks_by = detector if isinstance(detector, str) else type(detector).__name__
+    detector_name = detector if isinstance(detector, str) else type(detector).__name__
+    landmarks_by = f"onet+{detector_name}" if method == "onet" else detector_name
     return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
                           extra={"landmarks_by": landmarks_by}, **kwargs)
 

@@ -110,6 +110,27 @@ def _apply_if(finite, optimizer, grads, variables):
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
 
+def use_xla(config):
+    """True when the step compiles with XLA: ``config.jit_compile`` and a GPU is visible (on CPU XLA's convolutions
+    run ~2x slower than TensorFlow's oneDNN kernels, bench/train_step.py)."""
+    return bool(config.jit_compile) and bool(tf.config.list_logical_devices("GPU"))
+
+
+def _network_call(model, config, num_replicas):
+    """Returns ``images -> model(images, training=True)``, XLA-compiled when the step uses XLA on several replicas.
+
+    One replica compiles the whole per-replica gradient function instead. Several replicas cannot: its objective
+    all-reduces (the global mask CE), and under MirroredStrategy a collective inside a nested tf.function fails
+    (merge_call while tracing; docs/checks/xla_replicas.py). So the network's forward pass is compiled, and the
+    tape differentiates through the compiled call, whose backward function tf.function compiles with XLA too; the
+    objective and its collectives stay outside.
+    """
+    def call(images):
+        return model(images, training=True)
+
+    return tf.function(call, jit_compile=True) if use_xla(config) and num_replicas > 1 else call
+
+
 def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
     """Returns the per-replica training step ``train_step(images, targets, step) -> dict``.
 
@@ -133,11 +154,13 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
     stat_names = _STATS + (_TRIPLET_STATS if config.loss.type == "triplet" else ())
     scale_loss = getattr(optimizer, "scale_loss", None) if config.mixed_precision == "mixed_float16" else None
 
+    network = _network_call(model, config, num_replicas)
+
     def gradients(images, targets, margin):
         """Per-replica gradients of one micro-batch (divided by ``accum``) and its summed statistics [5]."""
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = network(images)
             terms = per_example_objective(model, outputs, targets, margin, config.loss)
             arcface = tf.nn.compute_average_loss(terms["arcface"], global_batch_size=global_batch_size)
             reg = tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in model.losses]))
@@ -158,8 +181,7 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
         ] + [tf.reduce_sum(terms[name]) / global_batch_size for name in stat_names[len(_STATS):]]) / accum
         return grads, stats
 
-    # XLA on GPU only: on CPU its convolutions run ~2x slower than TensorFlow's oneDNN kernels (bench/train_step.py).
-    if config.jit_compile and num_replicas == 1 and tf.config.list_logical_devices("GPU"):
+    if use_xla(config) and num_replicas == 1:
         gradients = tf.function(gradients, jit_compile=True)
 
     def train_step(images, targets, step):
