@@ -5,7 +5,6 @@ One home for the record's shape (and for ``median_seconds``, the benches' timer)
 and the demo call :func:`save_result` with their figures; README names the file beside each figure.
 """
 import datetime
-import json
 import os
 import platform
 import shlex
@@ -13,6 +12,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from mtarcface_tf.atomic import write_json
 
 DEFAULT_DIR = os.path.join("docs", "results")
 
@@ -85,9 +86,4 @@ def save_result(name, figures, out_dir=DEFAULT_DIR, command=None):
     }
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, record, indent=1)

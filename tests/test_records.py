@@ -60,13 +60,6 @@ def test_list_shards_accepts_dir_manifest_glob_file(tmp_path):
     assert records.find_manifest(str(tmp_path / "nowhere")) is None
 
 
-def test_atomic_write_text(tmp_path):
-    path = str(tmp_path / "a.json")
-    records.atomic_write_text(path, "one")
-    records.atomic_write_text(path, "two")
-    assert open(path, encoding="utf-8").read() == "two" and os.listdir(tmp_path) == ["a.json"]
-
-
 def test_landmarks_feature_round_trip_and_absent_as_nan():
     import numpy as np
     landmarks = np.arange(10, dtype=np.float32).reshape(5, 2) + 0.25

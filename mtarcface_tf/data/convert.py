@@ -8,12 +8,11 @@ import json
 import logging
 import os
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.data import bin_pairs, records
-from mtarcface_tf.data.image_codec import encode_jpeg
+from mtarcface_tf.images import decode_image_rgb, encode_image, encode_jpeg
 from mtarcface_tf.data.recordio import RecordIOError, RecordIOReader
 from mtarcface_tf.data.shards import ConversionError, ShardStats, label_ranges, run_conversion
 from mtarcface_tf.faces.align import align_face_and_landmarks
@@ -132,19 +131,18 @@ class FolderJob:
         except OSError:
             stats.skip("unreadable", path)
             return None
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        image = decode_image_rgb(data)
         if image is None:
             stats.skip("unreadable", path)
             return None
         if self.detector is not None:
-            return self._aligned(path, np.ascontiguousarray(image[..., ::-1]), stats)
+            return self._aligned(path, image, stats)
         if image.shape[:2] != (self.image_size, self.image_size):
             stats.skip("wrong_size", f"{path} ({image.shape[1]}x{image.shape[0]})")
             return None
         if data.startswith(_SIGNATURES):
             return data, None
-        ok, encoded = cv2.imencode(".png", image)
-        return (encoded.tobytes(), None) if ok else None
+        return encode_image(image, ".png"), None
 
     def write(self, start, stop, writer, counter):
         """Writes items ``[start, stop)`` to ``writer``; returns their ShardStats."""
@@ -231,12 +229,12 @@ class LandmarkJob:
         for item, serialized in self._items(start, stop):
             example = tf.train.Example.FromString(serialized)
             feature = example.features.feature
-            image = cv2.imdecode(np.frombuffer(feature["image_raw"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR)
+            image = decode_image_rgb(feature["image_raw"].bytes_list.value[0])
             counter.add()
             if image is None:
                 stats.skip("unreadable", item)
                 continue
-            landmarks = landmarks_on_aligned_crop(self.detector, np.ascontiguousarray(image[..., ::-1]))
+            landmarks = landmarks_on_aligned_crop(self.detector, image)
             if landmarks is None:
                 stats.note(self.NO_FACE, item)
             else:

@@ -86,6 +86,12 @@ def build_backbone(config=None):
     return keras.Model(inputs, outputs, name=f"{cfg.backbone}_backbone")
 
 
+def backbone_of(model):
+    """Returns the inference network of ``model``: an ``MTArcFace``'s ``.backbone`` (image -> embedding, mask
+    probability), or ``model`` itself when it is already a backbone."""
+    return getattr(model, "backbone", model)
+
+
 class MTArcFace(keras.Model):
     """The training network: ``model(images)`` -> dict of heads; ``model.arcface`` holds the class centres.
 
