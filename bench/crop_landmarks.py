@@ -10,7 +10,6 @@ same detector found on the whole photo, mapped through the alignment. Reports cr
 percentile landmark error (pixels of the crop) and ms per crop. Prints human lines, then ONE JSON line (saved as
 docs/results/crop_landmarks.json).
 """
-import json
 import os
 import time
 
@@ -46,7 +45,7 @@ def main(argv):
     del argv
     from mtarcface_tf.data import preview, synthetic
     from mtarcface_tf.faces.detect import landmarks_on_aligned_crop, make_detector
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
     faces, _, landmarks = synthetic.render_faces(FLAGS.synthetic, 1, image_size=SIZE, seed=5, pose=POSE,
                                                  with_landmarks=True)
     figures = {"padding": 0.5, "upscale": 2.0, "synthetic_pose": POSE}
@@ -59,9 +58,9 @@ def main(argv):
             figures[name]["real_photos"] = dict(score(detector, crops, truth), photos_without_face=skipped)
         for kind, result in figures[name].items():
             print(f"{name:10s} {kind:11s}: no face on {result['no_face']} of {result['crops']} crops, landmark error "
-                  f"mean {result['mean_error_px']} px, p90 {result['p90_error_px']} px, {result['ms_per_crop']} ms/crop")
-    print(f"saved {save_result('crop_landmarks', figures)}")
-    print(json.dumps(figures))
+                  f"mean {result['mean_error_px']} px, p90 {result['p90_error_px']} px, "
+                  f"{result['ms_per_crop']} ms/crop")
+    report_result('crop_landmarks', figures)
 
 
 if __name__ == "__main__":

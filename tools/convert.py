@@ -43,33 +43,6 @@ flags.DEFINE_bool("resume", False, "Continue an interrupted conversion in --outp
 flags.mark_flags_as_required(["input", "output_dir"])
 
 
-def _convert():
-    common = dict(num_shards=FLAGS.num_shards, workers=FLAGS.workers, resume=FLAGS.resume,
-                  command=" ".join(sys.argv))
-    if FLAGS.source == "recordio":
-        return convert.convert_recordio(FLAGS.input, FLAGS.output_dir, FLAGS.name, idx_path=FLAGS.idx, **common)
-    if FLAGS.source == "folder":
-        detector = None
-        if FLAGS.align:
-            from mtarcface_tf.faces.detect import choose_detector, make_detector
-            detector, note = choose_detector(FLAGS.detector)
-            if note:
-                print(note, file=sys.stderr)
-            make_detector(detector)  # fails here, in one line, when the detector's package is missing
-        return convert.convert_folder(FLAGS.input, FLAGS.output_dir, FLAGS.name, image_size=FLAGS.image_size,
-                                      detector=detector, **common)
-    if FLAGS.source == "tfrecord":
-        if not FLAGS.add_landmarks:
-            raise convert.ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
-        from mtarcface_tf.faces.detect import choose_detector, make_detector
-        detector, note = choose_detector(FLAGS.detector)
-        if note:
-            print(note, file=sys.stderr)
-        make_detector(detector)  # fails here, in one line, when the detector's package is missing
-        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=detector, **common)
-    return convert.convert_bin(FLAGS.input, FLAGS.output_dir, FLAGS.name, **common)
-
-
 def _check_output_dir(path):
     """Refuses, before any work, an --output_dir that is a file, lies under a file, or cannot be written."""
     existing = path
@@ -86,7 +59,11 @@ def main(argv):
     from mtarcface_tf.faces.detect import DetectorUnavailableError
     try:
         _check_output_dir(FLAGS.output_dir)
-        manifest = _convert()
+        manifest = convert.convert_source(FLAGS.source, FLAGS.input, FLAGS.output_dir, FLAGS.name, idx_path=FLAGS.idx,
+                                          image_size=FLAGS.image_size, align=FLAGS.align,
+                                          with_landmarks=FLAGS.add_landmarks, detector=FLAGS.detector,
+                                          num_shards=FLAGS.num_shards, workers=FLAGS.workers, resume=FLAGS.resume,
+                                          command=" ".join(sys.argv))
     except (shards.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
             DetectorUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)

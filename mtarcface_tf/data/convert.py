@@ -7,6 +7,7 @@ manifest last; see data/shards.py). ``format_summary`` turns a manifest into the
 import json
 import logging
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -16,7 +17,7 @@ from mtarcface_tf.images import decode_image_rgb, encode_image, encode_jpeg
 from mtarcface_tf.data.recordio import RecordIOError, RecordIOReader
 from mtarcface_tf.data.shards import ConversionError, ShardStats, label_ranges, run_conversion
 from mtarcface_tf.faces.align import align_face_and_landmarks
-from mtarcface_tf.faces.detect import landmarks_on_aligned_crop, largest_face, make_detector
+from mtarcface_tf.faces.detect import choose_detector, landmarks_on_aligned_crop, largest_face, make_detector
 
 DEFAULT_IMAGE_SIZE = 112
 DEFAULT_JPEG_QUALITY = 95
@@ -310,6 +311,49 @@ def add_landmarks(input_path, output_dir, name, detector="retinaface", **kwargs)
     landmarks_by = detector if isinstance(detector, str) else type(detector).__name__
     return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
                           extra={"landmarks_by": landmarks_by}, **kwargs)
+
+
+def ready_detector(name=None):
+    """Resolves a conversion's detector (``choose_detector``: None = RetinaFace where its weights are installed, else
+    MTCNN, the note going to stderr) and builds it once, so that a missing package fails before any work.
+
+    Returns the detector name (str); raises ``DetectorUnavailableError`` (one line saying how to install it).
+    """
+    name, note = choose_detector(name)
+    if note:
+        print(note, file=sys.stderr)
+    make_detector(name)
+    return name
+
+
+def convert_source(source, input_path, output_dir, name, idx_path=None, image_size=DEFAULT_IMAGE_SIZE, align=False,
+                   with_landmarks=False, detector=None, **kwargs):
+    """Converts one input into TFRecord shards: what ``tools/convert.py`` runs.
+
+    Args:
+      source: "recordio" (``convert_recordio``, ``idx_path`` its index), "folder" (``convert_folder``; ``align``:
+        detect and align each image to ``image_size``), "bin" (``convert_bin``) or "tfrecord" (a copy with
+        landmarks, ``add_landmarks``; needs ``with_landmarks``).
+      input_path, output_dir, name: as the converters take them.
+      detector: "mtcnn", "retinaface" or None (``ready_detector``'s choice), for ``align`` and the landmarks.
+      kwargs: ``run_conversion``'s (num_shards, workers, resume, command).
+
+    Returns:
+      the manifest (dict).
+
+    Raises:
+      ConversionError: ``source`` "tfrecord" without ``with_landmarks``, or a converter's own errors.
+    """
+    if source == "recordio":
+        return convert_recordio(input_path, output_dir, name, idx_path=idx_path, **kwargs)
+    if source == "folder":
+        return convert_folder(input_path, output_dir, name, image_size=image_size,
+                              detector=ready_detector(detector) if align else None, **kwargs)
+    if source == "tfrecord":
+        if not with_landmarks:
+            raise ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
+        return add_landmarks(input_path, output_dir, name, detector=ready_detector(detector), **kwargs)
+    return convert_bin(input_path, output_dir, name, **kwargs)
 
 
 def format_summary(manifest, output_dir):
