@@ -18,12 +18,13 @@ def test_write_text_replaces_and_leaves_no_temporary(tmp_path):
     assert open(path, encoding="utf-8").read() == "two" and os.listdir(tmp_path) == ["a.json"]
 
 
-def test_write_json_and_bytes(tmp_path):
-    atomic.write_json(tmp_path / "v.json", {"a": [1, 2]}, indent=1)
+def test_write_json_and_bytes_return_their_path(tmp_path):
+    assert atomic.write_json(tmp_path / "v.json", {"a": [1, 2]}) == str(tmp_path / "v.json")
     assert json.loads((tmp_path / "v.json").read_text()) == {"a": [1, 2]}
-    assert (tmp_path / "v.json").read_text().endswith("\n")
-    atomic.write_bytes(tmp_path / "b", b"\x00\x01")
+    assert (tmp_path / "v.json").read_text().startswith('{\n  "a"') and (tmp_path / "v.json").read_text().endswith("\n")
+    assert atomic.write_bytes(tmp_path / "b", b"\x00\x01") == str(tmp_path / "b")
     assert (tmp_path / "b").read_bytes() == b"\x00\x01"
+    assert atomic.write_text(tmp_path / "t", "x") == str(tmp_path / "t")
 
 
 def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
@@ -56,3 +57,9 @@ def test_atomic_directory_renames_when_complete_and_cleans_up_on_failure(tmp_pat
         with atomic.atomic_directory(failed):
             raise _Crash()
     assert os.listdir(tmp_path / "sub") == ["out"]
+
+
+def test_atomic_directory_takes_a_trailing_slash(tmp_path):
+    with atomic.atomic_directory(str(tmp_path / "out") + os.sep) as temp:
+        open(os.path.join(temp, "f"), "w").close()
+    assert os.listdir(tmp_path / "out") == ["f"] and os.listdir(tmp_path) == ["out"]
