@@ -63,15 +63,15 @@ def test_equals_skimage_on_noisy_points(seed):
     np.testing.assert_allclose(align.estimate_similarity(src, template), skimage_similarity(src, template), rtol=1e-12)
     # With the float32 template (as insightface passes it) scikit-image averages in float32: equal to ~1e-7.
     np.testing.assert_allclose(
-        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE), rtol=1e-6
-    )
+        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE),
+        rtol=1e-6)
 
 
 def test_equals_skimage_on_collinear_points():
     src = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [5.0, 5.0]])
     np.testing.assert_allclose(
-        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE), atol=1e-9
-    )
+        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE),
+        atol=1e-9)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """IJB-B/C 1:N identification: mtarcface_tf.eval.ijb_1n against a loop transcription of insightface's ijb_1n.py
-(tests/ijb_1n_reference.py) on random features and end to end on a generated SynthFaces IJB set; NIST's open-set
+(tests/support/ijb_1n_reference.py) on random features and end to end on a generated SynthFaces IJB set; NIST's open-set
 FNIR/FPIR against a hand-computed example; exact against ANN search; masked probes; bad lists."""
 import json
 import shutil
@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-import ijb_1n_reference as ref1n
+from tests.support import ijb_1n_reference as ref1n
 from tests.support import ijb_reference as ref
 from tests.support import processes, tiny
 from mtarcface_tf.data import ijb_synth

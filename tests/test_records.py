@@ -8,7 +8,8 @@ from mtarcface_tf.data import records, shards
 
 
 def read_all(files):
-    return [(bytes(i.numpy()), int(l)) for i, l in tf.data.TFRecordDataset(files).map(records.parse_example)]
+    return [(bytes(image.numpy()), int(label))
+            for image, label in tf.data.TFRecordDataset(files).map(records.parse_example)]
 
 
 def test_example_round_trip_matches_reference_schema():

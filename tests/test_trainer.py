@@ -134,7 +134,7 @@ def test_resume_after_kill_9_continues_step_and_schedule(data_dir, tmp_path):
     command, env = _tool(config_file, workdir, f"--config.num_steps={killed_at + 3}")
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert f"resuming from" in second.stderr and f"at step {killed_at} " in second.stderr
+    assert "resuming from" in second.stderr and f"at step {killed_at} " in second.stderr
     assert json.loads(second.stdout.strip().splitlines()[-1])["step"] == killed_at + 3
 
     second_events = _events(workdir)[-1]

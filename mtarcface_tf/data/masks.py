@@ -565,7 +565,8 @@ def _details(fields, mask_type):
     offset = (offset - tf.round(offset)) / PLEAT_WIDTH
     pleat = tf.square(tf.nn.relu(1.0 - tf.square(offset)))
     pleat = 1.0 - tf.gather(tf.constant(PLEAT_AMPLITUDE), mask_type)[:, None, None] * pleat
-    seam = 1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None] * tf.nn.relu(1.0 - tf.abs(fields["u"]))
+    seam = (1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None]
+            * tf.nn.relu(1.0 - tf.abs(fields["u"])))
     disc_darkening = 1.0 - tf.gather(tf.constant(DISC_SHADE), mask_type)[:, None, None]
     return pleat * seam * (1.0 - disc_darkening * tf.clip_by_value(fields["discs"], 0.0, 1.0))
 

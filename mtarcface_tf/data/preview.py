@@ -10,7 +10,8 @@ LABEL_HEIGHT_RATIO = 260.0   # text scale = tile height / this
 
 
 def faces_from_records(path, count, size):
-    """Returns up to ``count`` uint8 faces [N, size, size, 3] read from TFRecords at ``path`` (any ``list_shards`` form)."""
+    """Returns up to ``count`` uint8 faces [N, size, size, 3] read from TFRecords at ``path`` (any ``list_shards``
+    form)."""
     import tensorflow as tf
     from mtarcface_tf.data import records
     faces = []

@@ -194,7 +194,8 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
     """Writes all items of ``job`` into ``num_shards`` TFRecord shards and the manifest; returns the manifest.
 
     Args:
-      job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items, ``job.write(start, stop, writer, counter)``).
+      job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items,
+        ``job.write(start, stop, writer, counter)``).
       output_dir, name: shards ``output_dir/NAME-0000i-of-000NN.tfrecord`` and ``NAME.manifest.json``.
       source: what was converted (recorded in the manifest and checked on resume).
       num_shards: 0 picks ``auto_num_shards``.

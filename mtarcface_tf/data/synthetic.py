@@ -367,8 +367,9 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     same identity, from identities ``identities .. identities + eval_identities - 1``, disjoint from training)
     with its landmarks in ``synth.bin.landmarks.npy``, and ``synthfaces.json`` (the settings), written last.
     Every training record carries its landmarks (``records.LANDMARKS_KEY``). ``pose`` (ranges, DEFAULT_POSE when
-    None) and ``spread`` are as in ``render_face`` and ``identity_params``. A directory whose ``synthfaces.json`` matches is reused
-    without writing anything; one made with other settings raises SyntheticDataError (delete it or pick another).
+    None) and ``spread`` are as in ``render_face`` and ``identity_params``. A directory whose ``synthfaces.json``
+    matches is reused without writing anything; one made with other settings raises SyntheticDataError (delete it or
+    pick another).
     Work is spread over ``workers`` spawn processes; the output does not depend on ``workers``.
 
     Returns dict(train=<TFRecord dir>, manifest=<path>, bins={"synth": <.bin path>} (empty without pairs),

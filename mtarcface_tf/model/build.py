@@ -72,7 +72,8 @@ def _model_config(config):
 
 def build_backbone(config=None):
     """Returns a functional Keras model: normalized image [B, S, S, 3] -> ``{"embedding": [B, D]}`` and, when
-    ``config.mask_head``, ``"mask_logits": [B, 2]``. ``config`` is a full config or its ``model`` part (None: the paper's).
+    ``config.mask_head``, ``"mask_logits": [B, 2]``. ``config`` is a full config or its ``model`` part (None: the
+    paper's).
     """
     cfg = _model_config(config)
     if cfg.backbone not in FEATURE_BUILDERS:
