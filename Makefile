@@ -1,10 +1,10 @@
-# The two commands of README.md: `make demo` (the main job) and `make test` (the whole suite).
+# The two commands of README.md: `make demo` (the main job) and `make test` (the whole suite); `make lint` (ruff).
 # Both create .venv and install the project on first use.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench figures
+.PHONY: demo test bench figures lint
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,3 +24,7 @@ test: $(STAMP)
 # ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.
 figures: $(STAMP)
 	$(PY) bench/all.py $(ARGS)
+
+# ruff.toml: line length 120, pycodestyle (E, W) and pyflakes (F).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .

@@ -99,7 +99,9 @@ def run_all(runs):
             continue
         print(f"== {name} (about {minutes} min): {line}", flush=True)
         start = time.time()
-        result = subprocess.run(line, shell=True, cwd=tables.REPO, check=False)
+        # The repository root on the path: benches comparing with a transcription import it from tests.support.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [tables.REPO, os.environ.get("PYTHONPATH")])))
+        result = subprocess.run(line, shell=True, cwd=tables.REPO, check=False, env=env)
         seconds = time.time() - start
         outcome.append((name, "done" if result.returncode == 0 else f"failed: exit {result.returncode}", seconds))
     return outcome

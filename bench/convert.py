@@ -4,7 +4,6 @@
 
 Prints human-readable lines, then ONE JSON line. Target: >= 5,000 records/s with 2 workers on 2 cores.
 """
-import json
 import os
 import platform
 import tempfile
@@ -15,7 +14,7 @@ import numpy as np
 from absl import app, flags
 
 from mtarcface_tf.data import convert, recordio
-from mtarcface_tf.results import save_result
+from mtarcface_tf.results import report_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("records", 20_000, "Images in the synthetic .rec.")
@@ -77,8 +76,7 @@ def main(argv):
     figures = {"bench": "convert", "records_per_s": round(rate, 1), "records": num,
                "workers": FLAGS.workers, "seconds": round(seconds, 3), "target_records_per_s":
                TARGET_RECORDS_PER_S, "machine": f"{platform.node()} {os.cpu_count()} cpus"}
-    print(f"saved {save_result('convert_quick' if FLAGS.quick else 'convert', figures)}")
-    print(json.dumps(figures))
+    report_result('convert_quick' if FLAGS.quick else 'convert', figures)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ decode, landmarks, write) on ``--stage_crops`` JPEG records (the real-photo crop
 (the figure that holds on a shared machine). O-Net alone: crops per CPU-second, TensorFlow graph and XLA.
 Prints human lines, then ONE JSON line (saved as docs/results/crop_landmarks.json).
 """
-import json
 import os
+import json
 import resource
 import subprocess
 import sys
@@ -151,7 +151,7 @@ def main(argv):
     from mtarcface_tf.data import preview, synthetic
     from mtarcface_tf.faces import crop_landmarks
     from mtarcface_tf.faces.detect import make_detector
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
     retinaface, mtcnn = make_detector("retinaface"), make_detector("mtcnn")
     faces, _, landmarks = synthetic.render_faces(FLAGS.synthetic, 1, image_size=SIZE, seed=5, pose=POSE,
                                                  with_landmarks=True)
@@ -178,8 +178,7 @@ def main(argv):
         key = f"onet_alone_{'xla' if jit else 'graph'}"
         figures[key] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
         print(f"O-Net alone, {'XLA' if jit else 'graph'}: {per_cpu} crops per CPU-second ({per_s}/s)")
-    print(f"saved {save_result('crop_landmarks', figures)}")
-    print(json.dumps(figures))
+    report_result("crop_landmarks", figures)
 
 
 if __name__ == "__main__":

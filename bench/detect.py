@@ -9,7 +9,6 @@ warm-up pass over every image. Agreement: on images where both detectors find th
 (box IoU >= 0.5), the mean distance between their five landmarks divided by the first detector's inter-ocular
 distance. Prints a line per image and detector, then ONE JSON line, saved as docs/results/detect.json.
 """
-import json
 import os
 import statistics
 import time
@@ -163,9 +162,8 @@ def main(argv):
 
     figures = dict(benchmark="detect", images=len(images), device=FLAGS.device, repeats=FLAGS.repeats,
                    detectors=summary, landmark_agreement=agreement)
-    from mtarcface_tf.results import save_result
-    print(f"saved {save_result('detect', figures)}")
-    print(json.dumps(figures))
+    from mtarcface_tf.results import report_result
+    report_result('detect', figures)
 
 
 if __name__ == "__main__":

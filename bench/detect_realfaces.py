@@ -14,7 +14,6 @@ as tools/recognize.py passes it), one pass after a warm-up call, the detectors t
 medians and means over the photos. Prints a line per detector and condition, then ONE JSON line, saved as
 docs/results/--result.json.
 """
-import json
 import os
 import statistics
 import time
@@ -25,7 +24,7 @@ from absl import app, flags, logging
 
 from mtarcface_tf.data.masks import MaskAugmenter
 from mtarcface_tf.faces import align, detect
-from mtarcface_tf.results import save_result
+from mtarcface_tf.results import report_result
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
@@ -185,9 +184,7 @@ def main(argv):
                   f"{row['median_ms_per_photo']} ms per photo (mean {row['mean_ms_per_photo']})")
     record = dict(benchmark="detect_realfaces", photos=len(images), images=os.path.basename(
         os.path.normpath(FLAGS.images)), paint_with=FLAGS.paint_with, match_eyes=FLAGS.match_eyes, detectors=figures)
-    if FLAGS.result:
-        save_result(FLAGS.result, record)
-    print(json.dumps(record))
+    report_result(FLAGS.result, record, save=bool(FLAGS.result))
 
 
 if __name__ == "__main__":

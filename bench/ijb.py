@@ -1,17 +1,15 @@
 """IJB template pooling, scoring and TAR@FAR: mtarcface_tf.eval.ijb (vectorised) vs a loop transcription of
-insightface's eval_ijbc.py (tests/ijb_reference.py), on random features of an IJB-C-sized layout.
+insightface's eval_ijbc.py (tests/support/ijb_reference.py), on random features of an IJB-C-sized layout. Run from
+the repository root with it on the path (the transcription is test support, imported as tests.support):
 
-  python bench/ijb.py            # IJB-C's 469,375 faces and 23,124 templates, 150k media, 1M pairs, 128-d
-  python bench/ijb.py --quick    # a tenth of that
+  PYTHONPATH=. python bench/ijb.py            # IJB-C's 469,375 faces and 23,124 templates, 150k media, 1M pairs
+  PYTHONPATH=. python bench/ijb.py --quick    # a tenth of that
 
 Goal: >= 10x faster in total (pooling + scores + TAR@FAR), with identical scores and TAR@FAR. The script's pair
 scoring is already vectorised (100k-pair chunks); ours computes the same float64 products and sums (the same bits),
 in template order and cache-sized chunks, with a lookup table instead of a binary search. Prints lines, then ONE JSON
 line, saved to docs/results/ijb.json (ijb_quick.json with --quick).
 """
-import json
-import os
-import sys
 import time
 
 from absl import app, flags
@@ -39,10 +37,9 @@ def _layout(rng, faces, templates, media, pairs):
 def main(argv):
     del argv
     import numpy as np
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    import ijb_reference as ref
+    from tests.support import ijb_reference as ref
     from mtarcface_tf.eval import ijb
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
 
     scale = 10 if FLAGS.quick else 1
     sizes = dict(faces=FLAGS.faces // scale, templates=FLAGS.templates // scale, media=FLAGS.media // scale,
@@ -89,8 +86,7 @@ def main(argv):
     print(f"{sizes['faces']} faces, {sizes['templates']} templates, {len(data['pairs'])} pairs: total x"
           f"{figures['speedup_total']} (the script's scoring is already vectorised, in 100k-pair chunks: the same "
           f"here), its loops x{figures['speedup_loops']}; identical scores and TAR@FAR: {identical}")
-    save_result("ijb_quick" if FLAGS.quick else "ijb", figures)
-    print(json.dumps(figures))
+    report_result("ijb_quick" if FLAGS.quick else "ijb", figures)
 
 
 if __name__ == "__main__":

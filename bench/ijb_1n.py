@@ -1,8 +1,8 @@
 """IJB 1:N identification (mtarcface_tf.eval.ijb_1n): the protocol at IJB-C's size against the loop transcription of
 insightface's ijb_1n.py, exact against ANN search, and trained models on a synthetic IJB set.
 
-  python bench/ijb_1n.py --workdirs=ArcFace=DEMO/quick/arcface,MTArcFace=DEMO/quick/mtarcface
-  python bench/ijb_1n.py --quick          # a tenth of the probes, no models
+  PYTHONPATH=. python bench/ijb_1n.py --workdirs=ArcFace=DEMO/quick/arcface,MTArcFace=DEMO/quick/mtarcface
+  PYTHONPATH=. python bench/ijb_1n.py --quick          # a tenth of the probes, no models
 
 Part 1, IJB-C's 1:N layout on random features: 1,772 + 1,759 gallery templates (G1 + G2), 19,593 probe_mixed
 templates, 512-d unit rows; identity centres uniform on the sphere and each probe its subject's centre plus noise,
@@ -20,7 +20,6 @@ Prints lines, then ONE JSON line, saved to docs/results/ijb_1n.json (ijb_1n_quic
 """
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -130,8 +129,7 @@ def models(root):
 
 def main(argv):
     del argv
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    import ijb_1n_reference as ref1n
+    from tests.support import ijb_1n_reference as ref1n
     from mtarcface_tf.data.ijb_synth import generate_ijb
     from mtarcface_tf.results import save_result
     figures = dict(protocol_scale=protocol_scale(ref1n))

@@ -9,7 +9,6 @@ on a shared machine then slow all three alike instead of whichever ran during a 
 Prints one line per measurement, then ONE JSON line, saved with results.save_result as docs/results/inference.json
 (inference_quick.json with --quick). Goal: SavedModel batch-1 latency <= 1.1x the Keras model's.
 """
-import json
 import os
 import tempfile
 import time
@@ -108,9 +107,8 @@ def main(argv):
         result.update({"mtcnn_detect_ms": detect_s * 1e3, "align_ms": align_s * 1e3})
         print(f"MTCNN detection on astronaut (512x512): {detect_s * 1e3:.1f} ms, alignment {align_s * 1e3:.2f} ms")
     result["statistic"] = f"median of {FLAGS.iters} alternating calls"
-    from mtarcface_tf.results import save_result
-    print(f"saved {save_result('inference_quick' if FLAGS.quick else 'inference', result)}")
-    print(json.dumps(result))
+    from mtarcface_tf.results import report_result
+    report_result('inference_quick' if FLAGS.quick else 'inference', result)
 
 
 if __name__ == "__main__":

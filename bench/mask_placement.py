@@ -8,7 +8,6 @@ landmarks, and counts the masks that cover the nose tip and both mouth corners (
 eye centres untouched (alpha = 0), at the generator's exact landmarks.
 Prints human-readable lines, then ONE JSON line (saved as docs/results/mask_placement.json unless --quick).
 """
-import json
 
 import numpy as np
 from absl import app, flags
@@ -45,7 +44,7 @@ def placement_rates(faces, landmarks, seed):
 def main(argv):
     del argv
     from mtarcface_tf.data import synthetic
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
     count = 200 if FLAGS.quick else FLAGS.faces
     faces, _, landmarks = synthetic.render_faces(count, 1, image_size=FLAGS.image_size, seed=FLAGS.seed,
                                                  pose=LARGE_POSE, with_landmarks=True)
@@ -55,9 +54,7 @@ def main(argv):
               f"{r['mouth_corners']:.1%}, both eyes untouched {r['eyes_untouched']:.1%})")
     figures = {"faces": count, "image_size": FLAGS.image_size, "pose": LARGE_POSE,
                "template": rates["template"], "landmarks": rates["landmarks"]}
-    if not FLAGS.quick:
-        print(f"saved {save_result('mask_placement', figures)}")
-    print(json.dumps(figures))
+    report_result('mask_placement', figures, save=not FLAGS.quick)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ Needs the [onnx] extra. Prints one line per measurement, then ONE JSON line, sav
 (onnx_quick.json with --quick). Both runtimes use every core they see; on a machine shared with other jobs
 onnxruntime suffered more than TensorFlow (4x slower at batch 1 at a load average of 18, faster when idle).
 """
-import json
 import os
 import tempfile
-import time
 
 from absl import app, flags
 
@@ -38,7 +36,7 @@ def main(argv):
     import tensorflow as tf
     from mtarcface_tf.export import onnx as onnx_export
     from mtarcface_tf.export.saved_model import SERVING_SIGNATURE, export_saved_model
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
 
     model = _model()
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,8 +62,7 @@ def main(argv):
         figures.update({f"parity_{key}": value for key, value in parity.items()})
         print(f"parity: min cosine {parity['min_cosine']:.7f}, mask_prob max |diff| "
               f"{parity.get('mask_prob_max_abs_diff', float('nan')):.2e}")
-    save_result("onnx_quick" if FLAGS.quick else "onnx", figures)
-    print(json.dumps(figures))
+    report_result("onnx_quick" if FLAGS.quick else "onnx", figures)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Prints human-readable lines, then ONE JSON line, saved with results.save_result 
 (pipeline_quick.json with --quick).
 Targets: >= 1,500 img/s with masks on 2 cores at 112x112; masks cost <= 30% of decode-only throughput.
 """
-import json
 import os
 import statistics
 import tempfile
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 from absl import app, flags
 
-from mtarcface_tf.results import save_result
+from mtarcface_tf.results import report_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("images", 2000, "JPEGs in the temporary TFRecord.")
@@ -116,14 +115,15 @@ def main(argv):
                "decode_only_img_s_range": _range(r[0] for r in runs["decode_only"]),
                "with_masks_img_s_range": _range(r[0] for r in runs["landmarks"]),
                "mask_cost": round(cost["landmarks"], 3), "template_mask_cost": round(cost["template"], 3),
-               "mask_cost_range": _range(costs["landmarks"], 3), "template_mask_cost_range": _range(costs["template"], 3),
+               "mask_cost_range": _range(costs["landmarks"], 3),
+               "template_mask_cost_range": _range(costs["template"], 3),
                "decode_only_img_per_cpu_s": round(cpu["decode_only"], 1),
                "with_masks_img_per_cpu_s": round(cpu["landmarks"], 1),
-               "mask_cost_cpu": round(cost_cpu["landmarks"], 3), "template_mask_cost_cpu": round(cost_cpu["template"], 3),
+               "mask_cost_cpu": round(cost_cpu["landmarks"], 3),
+               "template_mask_cost_cpu": round(cost_cpu["template"], 3),
                "image_size": FLAGS.image_size, "batch_size": FLAGS.batch_size, "images": count,
                "batches_per_run": batches}
-    print(f"saved {save_result('pipeline_quick' if FLAGS.quick else 'pipeline', figures)}")
-    print(json.dumps(figures))
+    report_result('pipeline_quick' if FLAGS.quick else 'pipeline', figures)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ recognition step's figures; ``spread`` gives min / mean / max of every figure ov
 Prints a line per run, then ONE JSON line, saved as docs/results/quick_demo.json (quick_demo_STEPS.json with
 --steps, demo_runs.json with --full).
 """
-import json
 import statistics
 import tempfile
 
@@ -22,7 +21,8 @@ from absl import app, flags
 
 from mtarcface_tf import demo
 from mtarcface_tf.configs import demo as demo_configs
-from mtarcface_tf.results import save_result
+from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS
+from mtarcface_tf.results import report_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 5, "Quick demo runs.")
@@ -30,7 +30,6 @@ flags.DEFINE_integer("steps", 0, "Training steps per model (0: the quick demo's 
 flags.DEFINE_bool("full", False, "Run the full demo (make demo) instead of the quick one.")
 
 MODELS = ("ArcFace", "MTArcFace")
-VARIANTS = ("clean", "masked", "mixed")
 
 
 def demo_run(output_dir, quick, seed):
@@ -62,8 +61,8 @@ def main(argv):
     for i in range(FLAGS.runs):
         with tempfile.TemporaryDirectory() as tmp:
             figures, recognition, seconds = demo_run(tmp, not FLAGS.full, seed=i)
-        accuracy = {m: {v: round(figures[m][v]["accuracy"], 4) for v in VARIANTS} for m in MODELS}
-        tar = {m: {v: round(figures[m][v]["tar"], 4) for v in VARIANTS} for m in MODELS}
+        accuracy = {m: {v: round(figures[m][v]["accuracy"], 4) for v in PAPER_VARIANTS} for m in MODELS}
+        tar = {m: {v: round(figures[m][v]["tar"], 4) for v in PAPER_VARIANTS} for m in MODELS}
         drops = {m: round(demo.mask_accuracy_drop(figures[m]), 4) for m in MODELS}
         margin = round(drops["ArcFace"] - drops["MTArcFace"], 4)
         runs.append(dict(seed=i, accuracy=accuracy, tar=tar, drop=drops, margin=margin, seconds=round(seconds, 1),
@@ -72,14 +71,13 @@ def main(argv):
         print(f"run {i + 1}: drop ArcFace {drops['ArcFace']:.3f}, MTArcFace {drops['MTArcFace']:.3f}, "
               f"margin {margin:+.3f} ({seconds:.0f} s)", flush=True)
     margins = [r["margin"] for r in runs]
-    keys = [(kind, m, v) for kind in ("accuracy", "tar") for m in MODELS for v in VARIANTS]
+    keys = [(kind, m, v) for kind in ("accuracy", "tar") for m in MODELS for v in PAPER_VARIANTS]
     figures = dict(steps=steps, far=demo_configs.DEMO_FAR, runs=runs, min_margin=min(margins),
                    mean_margin=round(statistics.mean(margins), 4),
                    stdev_margin=round(statistics.stdev(margins), 4) if len(margins) > 1 else None,
                    spread=spread(runs, keys + [("identified",), ("identified_of_found",)]))
     name = "demo_runs" if FLAGS.full else "quick_demo" if not FLAGS.steps else f"quick_demo_{steps}"
-    print(f"saved {save_result(name, figures)}")
-    print(json.dumps(figures))
+    report_result(name, figures)
 
 
 if __name__ == "__main__":

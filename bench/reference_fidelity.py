@@ -3,9 +3,9 @@
   python bench/reference_fidelity.py                 # full-size LResNet-50 at 112x112 (minutes on 2 cores)
   python bench/reference_fidelity.py --small         # the tests' tiny network
 
-The reference network is re-created in tf_keras (Keras 2) by tests/tfkeras_reference.py in a subprocess, randomised,
-given renorm statistics by a few training-mode passes, and saved with save_weights of a train_model-shaped object
-(both networks, plus an older-form renorm checkpoint). Each is imported, evaluated on a .bin of SynthFaces and
+The reference network is re-created in tf_keras (Keras 2) by tests/support/tfkeras_reference.py in a subprocess,
+randomised, given renorm statistics by a few training-mode passes, and saved with save_weights of a
+train_model-shaped object (both networks, plus an older-form renorm checkpoint). Each is imported, evaluated on a .bin of SynthFaces and
 exported; the figures compare with what the reference computes on the same faces fed as BGR (its evaluation.py).
 Prints human lines, then one JSON line, saved as docs/results/reference_fidelity.json.
 """
@@ -55,7 +55,7 @@ def _run_reference(folder, shape):
     job = {"output": os.path.join(folder, "reference.npz"), "tasks": tasks}
     with open(os.path.join(folder, "job.json"), "w", encoding="utf-8") as f:
         json.dump(job, f)
-    subprocess.run([sys.executable, os.path.join(REPO, "tests", "tfkeras_reference.py"),
+    subprocess.run([sys.executable, os.path.join(REPO, "tests", "support", "tfkeras_reference.py"),
                     os.path.join(folder, "job.json")], check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     with np.load(job["output"]) as arrays:
         return {key: arrays[key] for key in arrays.files}
@@ -98,7 +98,7 @@ def _measure(name, prefix, reference, faces, shape, folder):
 
 def main(argv):
     del argv
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
     shape = SMALL if FLAGS.small else FULL
     with tempfile.TemporaryDirectory() as folder:
         faces = _faces_and_bin(folder, shape["size"])
@@ -108,9 +108,7 @@ def main(argv):
             prefix = os.path.join(folder, name, "ckpt")
             figures[name] = _measure(name, prefix, reference, faces, shape, folder)
             print(f"{name}: {figures[name]}")
-    path = save_result("reference_fidelity" + ("_small" if FLAGS.small else ""), figures)
-    print(f"saved {path}")
-    print(json.dumps(figures))
+    report_result("reference_fidelity" + ("_small" if FLAGS.small else ""), figures)
 
 
 if __name__ == "__main__":

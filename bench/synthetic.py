@@ -5,7 +5,6 @@
 Prints human-readable lines, then ONE JSON line. Target: >= 500 faces/s at 112x112 with 2 workers on 2 cores
 (end to end: render, JPEG-encode, write TFRecords).
 """
-import json
 import os
 import platform
 import tempfile
@@ -14,7 +13,7 @@ import time
 from absl import app, flags
 
 from mtarcface_tf.data import synthetic
-from mtarcface_tf.results import save_result
+from mtarcface_tf.results import report_result
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("faces", 4000, "Training faces generated end to end (identities x 20 images).")
@@ -53,8 +52,7 @@ def main(argv):
                "faces": total, "image_size": FLAGS.image_size, "workers": FLAGS.workers,
                "cpu_count": os.cpu_count(), "machine": platform.machine(),
                "target_faces_per_s": TARGET_FACES_PER_S, "meets_target": rate >= TARGET_FACES_PER_S}
-    print(f"saved {save_result('synthetic_quick' if FLAGS.quick else 'synthetic', figures)}")
-    print(json.dumps(figures))
+    report_result('synthetic_quick' if FLAGS.quick else 'synthetic', figures)
 
 
 if __name__ == "__main__":

@@ -223,7 +223,7 @@ def _run_alone(variant):
 
 def _run_all():
     from mtarcface_tf.progress import progress_bar
-    from mtarcface_tf.results import save_result
+    from mtarcface_tf.results import report_result
     steps = {name: _build(name) for name in ["ref"] + [f"ours_{p}" for p in FLAGS.precisions]}
     for name, run_step in steps.items():
         print(f"warm-up {name}...", flush=True)
@@ -249,9 +249,7 @@ def _run_all():
                   network=_network_name(), rounds=FLAGS.rounds, steps_per_round=FLAGS.steps,
                   statistic="median of alternating rounds", ours_jit_compile=FLAGS.jit_compile,
                   load_avg_1min=round(os.getloadavg()[0], 2))
-    if FLAGS.result:
-        print(f"saved {save_result(FLAGS.result, result)}")
-    print(json.dumps(result))
+    report_result(FLAGS.result, result, save=bool(FLAGS.result))
 
 
 def main(argv):

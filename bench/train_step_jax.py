@@ -10,7 +10,6 @@ counted analytically (``mtarcface_tf.model.flops``: 3 x forward; LResNet-50 at 1
   python bench/train_step_jax.py --batch=256                       # GPU, mixed_bfloat16, LResNet-50
   python bench/train_step_jax.py --quick --peak_tflops=1.0         # CPU smoke run (tiny network)
 """
-import json
 import os
 import statistics
 import time
@@ -97,7 +96,7 @@ def make_jax_train_step(model, optimizer, loss_config, batch_size):
                                 s=loss_config.arcface_scale, m=loss_config.arcface_margin)
         arcface_ce = ops.sum(sparse_cross_entropy(labels, logits)) / batch_size
         mask_ce = ops.sum(sparse_cross_entropy(masks, outputs["mask_logits"])) / batch_size
-        reg = ops.sum(ops.stack([ops.cast(l, "float32") for l in losses]))
+        reg = ops.sum(ops.stack([ops.cast(term, "float32") for term in losses]))
         return mtarcface_loss(arcface_ce, mask_ce, reg), non_trainable
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -163,14 +162,15 @@ def main(argv):
     mfu = achieved_tflops / peak if peak else None
     print(f"{img_s:.1f} img/s, {achieved_tflops:.2f} TFLOP/s achieved"
           + (f", MFU {100 * mfu:.1f}% of {peak:g} TFLOP/s" if mfu is not None else " (no --peak_tflops: no MFU)"))
-    print(json.dumps({
+    from mtarcface_tf.results import report_result
+    report_result("train_step_jax", {
         "img_s": round(img_s, 2), "mfu": None if mfu is None else round(mfu, 4),
         "achieved_tflops": round(achieved_tflops, 3), "peak_tflops": peak,
         "forward_gflops_per_image": round(fwd / 1e9, 3), "train_flops_multiple": TRAIN_STEP_FORWARD_MULTIPLE,
         "device": device.device_kind, "platform": device.platform, "policy": policy, "batch": FLAGS.batch,
         "num_classes": FLAGS.num_classes, "network": _network_name(),
         "warmup_s": round(compile_s, 1), "warmup_loss": round(first_loss, 4), "last_loss": round(loss, 4),
-        "backend": keras.backend.backend()}))
+        "backend": keras.backend.backend()}, save=False)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ import time
 import cv2
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_open, write_text
 from mtarcface_tf.configs import demo as demo_configs
 from mtarcface_tf.data import preview
 from mtarcface_tf.data.ijb_synth import JPEG_QUALITY, loose_crop
+from mtarcface_tf.data.masked_pairs import VARIANTS
 from mtarcface_tf.data.masks import MaskAugmenter
 from mtarcface_tf.data.synthetic import GENERATOR_VERSION, TEMPLATE_SIZE, render_faces
 from mtarcface_tf.eval import report as report_lib
@@ -32,7 +34,6 @@ from mtarcface_tf.train.trainer import resolve_data, train_and_evaluate
 
 TRAIN_TIME_FILE = "train_time.json"
 SCENE_STREAM = 11            # rng stream of the recognition photos' placement, apart from SynthFaces' own streams
-VARIANTS = ("clean", "masked", "mixed", "combined")   # masked: both faces masked; mixed: one of the two
 SAMPLE_PEOPLE = 16           # faces in the samples PNG (two rows, each with its masked copy)
 QUICK_DIR = "quick"          # --quick runs live in their own subdirectory, so a full run and a quick one coexist
 SETTINGS_FILE = "demo_settings.json"
@@ -71,9 +72,8 @@ def prepare_run_directory(run_dir, configs):
                 elif os.path.isfile(target):
                     os.remove(target)
     os.makedirs(run_dir, exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         json.dump(settings, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 class _Prefixed:
@@ -324,9 +324,6 @@ def _write_summary(output_dir, summary):
              "Per-model reports with plots: " + ", ".join(f"[{n}](reports/{slug(n)}/report.md)"
                                                          for n in summary["reports"]),
              "", f"Total time: {summary['seconds']:.0f} s."]
-    with open(os.path.join(output_dir, "report.md.tmp"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(os.path.join(output_dir, "report.md.tmp"), os.path.join(output_dir, "report.md"))
-    with open(os.path.join(output_dir, "summary.json.tmp"), "w", encoding="utf-8") as f:
+    write_text(os.path.join(output_dir, "report.md"), "\n".join(lines) + "\n")
+    with atomic_open(os.path.join(output_dir, "summary.json")) as f:
         json.dump({k: v for k, v in summary.items() if k != "reports"}, f, indent=2)
-    os.replace(os.path.join(output_dir, "summary.json.tmp"), os.path.join(output_dir, "summary.json"))

@@ -1,8 +1,9 @@
 """Result files: every figure published in README comes from a run whose JSON is kept under ``docs/results/``.
 
-One home for the record's shape (and for ``median_seconds``, the benches' timer): ``{"name", "command", "date", "machine", "load_average_1min", "git_revision",
-"figures"}`` (the load average says whether other work shared the machine while it ran). Benchmarks
-and the demo call :func:`save_result` with their figures; README names the file beside each figure.
+One home for the record's shape (and for ``median_seconds``, the benches' timer): ``{"name", "command", "date",
+"machine", "load_average_1min", "git_revision", "figures"}`` (the load average says whether other work shared the
+machine while it ran). Benchmarks and the demo call :func:`save_result` with their figures (benchmarks through
+:func:`report_result`); README names the file beside each figure.
 """
 import datetime
 import json
@@ -13,6 +14,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from mtarcface_tf.atomic import write_json
 
 DEFAULT_DIR = os.path.join("docs", "results")
 
@@ -85,9 +88,17 @@ def save_result(name, figures, out_dir=DEFAULT_DIR, command=None):
     }
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    return write_json(path, record, indent=1)
+
+
+def report_result(name, figures, save=True, out_dir=DEFAULT_DIR):
+    """A benchmark's ending: saves ``figures`` as ``out_dir/NAME.json`` (``save_result``; skipped when ``save`` is
+    False) with a "saved PATH" line, then prints ``figures`` as the one JSON line that comes last.
+
+    Returns the saved path (str), or None when not saved.
+    """
+    path = save_result(name, figures, out_dir) if save else None
+    if path:
+        print(f"saved {path}")
+    print(json.dumps(figures), flush=True)
     return path

@@ -1,4 +1,5 @@
 """Tests of mtarcface_tf.faces.align: template, Umeyama similarity (== scikit-image) and the warp."""
+import cv2
 import numpy as np
 import pytest
 
@@ -33,7 +34,8 @@ def test_template_values_and_scaling():
     np.testing.assert_allclose(align.ARCFACE_TEMPLATE[0], [38.2946, 51.6963], atol=1e-4)
     np.testing.assert_allclose(align.ARCFACE_TEMPLATE[4], [70.7299, 92.2041], atol=1e-4)
     np.testing.assert_allclose(align.template_for(112), align.ARCFACE_TEMPLATE)
-    np.testing.assert_allclose(align.template_for(224), 2 * align.ARCFACE_TEMPLATE, rtol=1e-6)
+    # Pixel centres at integers: doubling the side maps x to 2x + 0.5 (cv2.resize's convention).
+    np.testing.assert_allclose(align.template_for(224), 2 * align.ARCFACE_TEMPLATE + 0.5, rtol=1e-6)
     with pytest.raises(align.AlignmentError):
         align.template_for(0)
 
@@ -61,15 +63,15 @@ def test_equals_skimage_on_noisy_points(seed):
     np.testing.assert_allclose(align.estimate_similarity(src, template), skimage_similarity(src, template), rtol=1e-12)
     # With the float32 template (as insightface passes it) scikit-image averages in float32: equal to ~1e-7.
     np.testing.assert_allclose(
-        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE), rtol=1e-6
-    )
+        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE),
+        rtol=1e-6)
 
 
 def test_equals_skimage_on_collinear_points():
     src = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0], [5.0, 5.0]])
     np.testing.assert_allclose(
-        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE), atol=1e-9
-    )
+        align.estimate_similarity(src, align.ARCFACE_TEMPLATE), skimage_similarity(src, align.ARCFACE_TEMPLATE),
+        atol=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +111,32 @@ def test_warp_brings_a_transformed_face_back_onto_the_template(image_size):
     assert aligned.shape == (image_size, image_size, 3) and aligned.dtype == np.uint8
     for target in align.template_for(image_size):
         assert np.linalg.norm(blob_centre(aligned, target) - target) < 1.0
+
+
+def test_rescale_points_follows_the_pixel_centre_convention():
+    # The image's edges -0.5 and side - 0.5 stay the edges; a centre pixel of an odd side stays the centre.
+    np.testing.assert_allclose(align.rescale_points(np.array([-0.5, 99.5, 49.5]), 0.25), [-0.5, 24.5, 12.0])
+    points = np.array([[3.0, 7.5]])
+    np.testing.assert_allclose(align.to_fractions(points, 10), [[0.35, 0.8]])
+    np.testing.assert_allclose(align.from_fractions(align.to_fractions(points, 10), 40),
+                               align.rescale_points(points, 4.0))
+
+
+@pytest.mark.parametrize("image_size", [96, 224])
+def test_alignment_and_mask_templates_agree_at_any_size(image_size):
+    from mtarcface_tf.data import masks
+    known = similarity_matrix(17.0, 2.2, [90.0, 30.0])
+    landmarks = apply(known, align.ARCFACE_TEMPLATE.astype(np.float64))
+    for size in (112, image_size):
+        _, aligned = align.align_face_and_landmarks(np.zeros((360, 400, 3), np.uint8), landmarks, size)
+        np.testing.assert_allclose(aligned, masks.template_points(size), atol=1e-3)
+    # Aligning at another size equals aligning at 112 and resizing (cv2.resize: an independent convention).
+    image = render_blobs(landmarks, (360, 400), sigma=2.0 * 2.2)
+    resized = cv2.resize(align.align_face(image, landmarks, 112), (image_size, image_size),
+                         interpolation=cv2.INTER_LINEAR)
+    direct = align.align_face(image, landmarks, image_size)
+    for target in align.template_for(image_size)[:3]:
+        assert np.linalg.norm(blob_centre(direct, target) - blob_centre(resized, target)) < 0.1
 
 
 def test_align_face_rejects_wrong_shapes():

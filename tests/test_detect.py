@@ -123,34 +123,6 @@ def test_models_load_once(mtcnn, retinaface, astronaut):
     assert retinaface._network() is retinaface._network()
 
 
-def test_read_image_rgb_handles_gray_bgra_and_16_bit(tmp_path):
-    rgb = np.zeros((8, 10, 3), np.uint8)
-    rgb[..., 0] = 200  # red
-    rgb[..., 2] = 30
-    cv2.imwrite(str(tmp_path / "color.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    np.testing.assert_array_equal(detect.read_image_rgb(tmp_path / "color.png"), rgb)
-
-    bgra = np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), np.full((8, 10), 7, np.uint8)])
-    cv2.imwrite(str(tmp_path / "alpha.png"), bgra)
-    np.testing.assert_array_equal(detect.read_image_rgb(tmp_path / "alpha.png"), rgb)
-
-    cv2.imwrite(str(tmp_path / "gray.png"), np.full((8, 10), 99, np.uint8))
-    gray = detect.read_image_rgb(tmp_path / "gray.png")
-    assert gray.shape == (8, 10, 3) and gray.dtype == np.uint8 and np.all(gray == 99)
-
-    cv2.imwrite(str(tmp_path / "deep.png"), np.full((8, 10), 256 * 150, np.uint16))
-    assert np.all(detect.read_image_rgb(tmp_path / "deep.png") == 150)
-
-
-def test_unreadable_and_missing_files_raise_image_read_error(tmp_path):
-    bad = tmp_path / "not_an_image.jpg"
-    bad.write_bytes(b"this is not a JPEG")
-    with pytest.raises(detect.ImageReadError, match="not_an_image.jpg"):
-        detect.read_image_rgb(bad)
-    with pytest.raises(detect.ImageReadError, match="missing.png"):
-        detect.read_image_rgb(tmp_path / "missing.png")
-
-
 def test_detect_batch_skips_and_counts_bad_items(mtcnn, astronaut, tmp_path, caplog):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG broken")

@@ -113,3 +113,21 @@ def test_training_workdir_source(tmp_path):
         f.write(workdir.config_to_json(config))
     with pytest.raises(ValueError, match="does not fit"):
         make_embed_fn(str(tmp_path))
+
+
+def test_embed_with_flip_adds_the_mirror_embedding_and_keeps_the_unflipped_mask_probs():
+    from mtarcface_tf.eval.embeddings import embed_with_flip
+
+    def first_and_last_column(batch):   # an "embedding" that tells the mirror apart: [B, 2]
+        batch = np.asarray(batch, np.float32)
+        columns = batch[:, :, [0, -1], 0].mean(axis=1)
+        return columns, np.stack([columns[:, 0], -columns[:, 0]], axis=1)
+
+    faces = np.random.default_rng(0).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    expected = faces[:, :, [0, -1], 0].astype(np.float32).mean(axis=1)
+    plain, flip_sum, probs = embed_with_flip(first_and_last_column, faces, flip=True)
+    np.testing.assert_allclose(plain, expected, rtol=1e-6)
+    np.testing.assert_allclose(flip_sum, expected + expected[:, ::-1], rtol=1e-6)
+    np.testing.assert_allclose(probs[:, 0], expected[:, 0], rtol=1e-6)
+    plain, flip_sum, _ = embed_with_flip(first_and_last_column, faces, flip=False)
+    assert flip_sum is None and plain.shape == (3, 2)

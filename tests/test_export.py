@@ -9,15 +9,13 @@ import pytest
 import tensorflow as tf
 
 from mtarcface_tf.export import saved_model, tflite
-import model_helpers
-import rest_support as rest
+from tests.support import processes, rest, tiny
 
 SIZE = 32
 FRESH_PROCESS_SCRIPT = """
 import base64, json, os, sys
 import numpy as np, tensorflow as tf
-sys.path.insert(0, os.path.join(os.getcwd(), "tests"))   # rest_support (started from the repository root)
-from rest_support import rest_instances_to_inputs, rest_signature_name
+from tests.support.rest import rest_instances_to_inputs, rest_signature_name
 export_dir, folder = sys.argv[1], sys.argv[2]
 loaded = tf.saved_model.load(export_dir)
 images = np.load(folder + "/images.npy")
@@ -42,24 +40,24 @@ np.savez(folder + "/outputs.npz", **out)
 def exported(tmp_path_factory):
     """Exports a tiny model through tools/export.py --tflite from a saved workdir; returns a dict of paths/objects."""
     root = tmp_path_factory.mktemp("export")
-    model, config = model_helpers.build_tiny_model(input_size=SIZE)
-    workdir = model_helpers.save_workdir(model, config, root / "run", threshold={"cosine_similarity": 0.42,
+    model, config = tiny.build_tiny_model(input_size=SIZE)
+    workdir = tiny.save_workdir(model, config, root / "run", threshold={"cosine_similarity": 0.42,
                                                                                  "squared_distance": 1.16})
     os.makedirs(root / "export" / "1")  # an existing version: the tool must pick 2
-    result = model_helpers.run_python(["tools/export.py", f"--workdir={workdir}", f"--export_dir={root / 'export'}",
+    result = processes.run_python(["tools/export.py", f"--workdir={workdir}", f"--export_dir={root / 'export'}",
                                        "--tflite"])
     assert result.returncode == 0, result.stderr[-2000:]
-    images = model_helpers.random_faces(3, SIZE, seed=1)
+    images = tiny.random_faces(3, SIZE, seed=1)
     np.save(root / "images.npy", images)
     export_dir = str(root / "export" / "2")
     (root / "round_trip.py").write_text(FRESH_PROCESS_SCRIPT)
     # Both fresh processes run side by side: each spends most of its time importing TensorFlow.
-    round_trip = model_helpers.start_python([str(root / "round_trip.py"), export_dir, str(root)])
+    round_trip = processes.start_python([str(root / "round_trip.py"), export_dir, str(root)])
     cli = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "saved_model_cli")
-    show = model_helpers.start_python([cli, "show", "--dir", export_dir, "--all"])
+    show = processes.start_python([cli, "show", "--dir", export_dir, "--all"])
     return {"root": root, "dir": export_dir, "model": model, "images": images, "stdout": result.stdout,
-            "reference": model_helpers.keras_reference(model, images), "round_trip": model_helpers.finish(round_trip),
-            "saved_model_cli": model_helpers.finish(show)}
+            "reference": tiny.keras_reference(model, images), "round_trip": processes.finish(round_trip),
+            "saved_model_cli": processes.finish(show)}
 
 
 def test_tool_writes_next_version_with_metadata(exported):
@@ -96,7 +94,7 @@ def test_class_centres_are_not_exported(exported):
     shapes = [tuple(shape) for _, shape in tf.train.list_variables(os.path.join(exported["dir"], "variables",
                                                                                  "variables"))]
     centres = tuple(exported["model"].arcface.kernel.shape)
-    assert centres == (16, model_helpers.NUM_CLASSES)
+    assert centres == (16, tiny.NUM_CLASSES)
     assert centres not in shapes
     assert sum(1 for shape in shapes if shape) >= len(exported["model"].backbone.weights)
 
@@ -135,11 +133,11 @@ def test_tflite_parity(exported):
 
 
 def test_baseline_export_omits_mask_prob_and_refuses_existing_dir(tmp_path):
-    model, _ = model_helpers.build_tiny_model(mask_head=False, input_size=SIZE)
+    model, _ = tiny.build_tiny_model(mask_head=False, input_size=SIZE)
     target = saved_model.export_saved_model(model, saved_model.next_version_dir(tmp_path))
     assert target == str(tmp_path / "1")
     outputs = tf.saved_model.load(target).signatures["serving_default"](
-        images=tf.constant(model_helpers.random_faces(2, SIZE)))
+        images=tf.constant(tiny.random_faces(2, SIZE)))
     assert set(outputs) == {"embedding"}
     assert saved_model.find_saved_model(tmp_path) == target
     with pytest.raises(saved_model.ExportError, match="already exists"):

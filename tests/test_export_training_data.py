@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-import model_helpers
 from mtarcface_tf.data import synthetic
 from mtarcface_tf.export.saved_model import export_saved_model, read_metadata, training_data
 from mtarcface_tf.inference.recognizer import training_data_warning
+from tests.support import tiny
 
 
 def _config_training_on(train="", synthetic_identities=0):
-    config = model_helpers.tiny_config()
+    config = tiny.tiny_config()
     config.data.train = train
     config.data.synthetic.identities = synthetic_identities
     return config
@@ -45,7 +45,7 @@ def test_no_manifest_or_nothing_configured_is_unknown(tmp_path):
 
 
 def test_export_metadata_holds_training_data(tmp_path):
-    model, _ = model_helpers.build_tiny_model()
+    model, _ = tiny.build_tiny_model()
     trained_on = training_data(_config_training_on(synthetic_identities=10))
     export_dir = export_saved_model(model, tmp_path / "export" / "1", trained_on=trained_on)
     assert read_metadata(export_dir)["training_data"] == trained_on

@@ -1,16 +1,16 @@
 """IJB-B/C 1:1 verification: mtarcface_tf.eval.ijb against a loop transcription of insightface's eval_ijbc.py
-(tests/ijb_reference.py), on random features and end to end on a generated SynthFaces IJB set."""
+(tests/support/ijb_reference.py), on random features and end to end on a generated SynthFaces IJB set."""
 import json
 
 import numpy as np
 import pytest
 
-import ijb_reference as ref
-import model_helpers
 from mtarcface_tf.data import ijb_synth
 from mtarcface_tf.data.masked_pairs import mask_all
 from mtarcface_tf.eval import ijb
 from mtarcface_tf.faces.align import align_face
+from tests.support import ijb_reference as ref
+from tests.support import processes, tiny
 
 SEED = 3
 
@@ -205,9 +205,9 @@ def test_missing_meta_file_is_one_clear_error(tmp_path):
 
 def test_evaluate_tool_prints_clean_and_masked_tar_equal_to_the_transcription(synth_set, tmp_path):
     root, _ = synth_set
-    model, config = model_helpers.build_tiny_model(input_size=112)
-    workdir = model_helpers.save_workdir(model, config, tmp_path / "run")
-    result = model_helpers.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={root}",
+    model, config = tiny.build_tiny_model(input_size=112)
+    workdir = tiny.save_workdir(model, config, tmp_path / "run")
+    result = processes.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={root}",
                                        "--ijb_name=IJBC", f"--output_dir={tmp_path / 'report'}", "--batch_size=16"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "IJBC" in result.stdout and "masked" in result.stdout

@@ -1,5 +1,5 @@
 """IJB-B/C 1:N identification: mtarcface_tf.eval.ijb_1n against a loop transcription of insightface's ijb_1n.py
-(tests/ijb_1n_reference.py) on random features and end to end on a generated SynthFaces IJB set; NIST's open-set
+(tests/support/ijb_1n_reference.py) on random features and end to end on a generated SynthFaces IJB set; NIST's open-set
 FNIR/FPIR against a hand-computed example; exact against ANN search; masked probes; bad lists."""
 import json
 import shutil
@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-import ijb_1n_reference as ref1n
-import ijb_reference as ref
-import model_helpers
+from tests.support import ijb_1n_reference as ref1n
+from tests.support import ijb_reference as ref
+from tests.support import processes, tiny
 from mtarcface_tf.data import ijb_synth
 from mtarcface_tf.data.masked_pairs import mask_all
 from mtarcface_tf.eval import ijb, ijb_1n
@@ -192,9 +192,9 @@ def test_probe_subject_in_no_gallery_and_missing_lists_are_refused(synth_set, tm
 
 def test_evaluate_tool_reports_1n_and_a_bad_list_in_one_line(synth_set, tmp_path):
     root, _ = synth_set
-    model, config = model_helpers.build_tiny_model(input_size=112)
-    workdir = model_helpers.save_workdir(model, config, tmp_path / "run")
-    result = model_helpers.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={root}",
+    model, config = tiny.build_tiny_model(input_size=112)
+    workdir = tiny.save_workdir(model, config, tmp_path / "run")
+    result = processes.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={root}",
                                        f"--output_dir={tmp_path / 'report'}", "--batch_size=32", "--no_masked"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "TPIR" in result.stdout and "G2 FNIR" in result.stdout
@@ -204,7 +204,7 @@ def test_evaluate_tool_reports_1n_and_a_bad_list_in_one_line(synth_set, tmp_path
     assert (tmp_path / "report" / report["ijb_1n"]["IJBC"]["plots"]["cmc"]).is_file()
     copy = _copy(root, tmp_path)
     (copy / "meta" / "ijbc_1N_gallery_G2.csv").write_text("TEMPLATE_ID,SUBJECT_ID\n7;8\n")
-    result = model_helpers.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={copy}",
+    result = processes.run_python(["tools/evaluate.py", f"--workdir={workdir}", f"--ijb={copy}",
                                        f"--output_dir={tmp_path / 'report2'}", "--no_masked"])
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "ijbc_1N_gallery_G2.csv: line 2" in \

@@ -6,14 +6,15 @@ import subprocess
 import sys
 import textwrap
 
-from _train_helpers import write_tiny_records
+from tests.support import processes
+from tests.support.tiny import write_tiny_records
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 _WORKER = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from _train_helpers import tiny_config
+    from tests.support.tiny import tiny_config
     from mtarcface_tf.train.trainer import train_model
 
     data_dir, workdir, out_file = sys.argv[1:4]
@@ -46,7 +47,7 @@ def test_two_workers_hold_identical_weights(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]),
+        env = dict(os.environ, PYTHONPATH=processes.python_path(),
                    CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
         procs.append(subprocess.Popen(

@@ -9,7 +9,7 @@ pytest.importorskip("tf2onnx")
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-import model_helpers  # noqa: E402  (after the skips: the module needs the [onnx] extra)
+from tests.support import processes, tiny  # noqa: E402  (after the skips: the module needs the [onnx] extra)
 
 SIZE = 112  # insightface's router only takes 112x112 inputs as recognition models
 
@@ -62,9 +62,9 @@ def exported(tmp_path_factory):
     from mtarcface_tf.data.synthetic import render_faces
 
     root = tmp_path_factory.mktemp("onnx")
-    model, config = model_helpers.build_tiny_model(input_size=SIZE)
-    workdir = model_helpers.save_workdir(model, config, root / "run")
-    result = model_helpers.run_python(["tools/export.py", f"--workdir={workdir}", f"--export_dir={root / 'export'}",
+    model, config = tiny.build_tiny_model(input_size=SIZE)
+    workdir = tiny.save_workdir(model, config, root / "run")
+    result = processes.run_python(["tools/export.py", f"--workdir={workdir}", f"--export_dir={root / 'export'}",
                                        "--onnx"])
     assert result.returncode == 0, result.stderr[-3000:]
     faces, _ = render_faces(3, 2, SIZE, seed=5)
@@ -74,11 +74,11 @@ def exported(tmp_path_factory):
     reading = insightface_reading(single)
     script = root / "fresh.py"
     script.write_text(FRESH_PROCESS_SCRIPT)
-    fresh = model_helpers.start_python([str(script), str(root), full, single, str(reading["input_mean"]),
+    fresh = processes.start_python([str(script), str(root), full, single, str(reading["input_mean"]),
                                         str(reading["input_std"])])
     signature = tf.saved_model.load(str(root / "export" / "1")).signatures["serving_default"]
     reference = {key: value.numpy() for key, value in signature(images=tf.constant(faces)).items()}
-    fresh = model_helpers.finish(fresh)
+    fresh = processes.finish(fresh)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     return dict(root=root, full=full, single=single, reading=reading, reference=reference, stdout=result.stdout,
                 outputs=dict(np.load(root / "onnx_outputs.npz")))

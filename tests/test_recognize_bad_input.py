@@ -11,16 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
-import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
 from mtarcface_tf.faces import detect
 from mtarcface_tf.faces.align import template_for
 from mtarcface_tf.inference.gallery import Gallery
 from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
 from mtarcface_tf.search.store import GalleryStore
+from tests.support import processes, tiny
 
 SIZE = 32
-TOOL = os.path.join(model_helpers.REPO, "tools", "recognize.py")
+TOOL = os.path.join(processes.REPO, "tools", "recognize.py")
 SYNTHFACES = {"train": "", "source": "synthfaces", "synthfaces": True}
 
 
@@ -38,21 +38,21 @@ class BrightnessDetector(detect.Detector):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("recognize_bad")
-    model, config = model_helpers.build_tiny_model(input_size=SIZE)
+    model, config = tiny.build_tiny_model(input_size=SIZE)
     export = export_saved_model(model, root / "export" / "1")
     export_saved_model(model, root / "synth" / "1", trained_on=SYNTHFACES)
     broken_pb = shutil.copytree(export, root / "broken_pb" / "1")
     (broken_pb / "saved_model.pb").write_bytes(b"\x08\x01 not a SavedModel protocol buffer \xff\xfe")
     broken_meta = shutil.copytree(export, root / "broken_meta" / "1")
     (broken_meta / "assets.extra" / "mtarcface.json").write_text("{input_size: 32,")
-    workdir = model_helpers.save_workdir(model, config, root / "run")
+    workdir = tiny.save_workdir(model, config, root / "run")
     (root / "run" / "report.json").write_text('{"recommended_threshold": ')
-    faces = model_helpers.random_faces(4, SIZE, seed=5)
+    faces = tiny.random_faces(4, SIZE, seed=5)
     bright = (faces // 2 + 128).astype(np.uint8)
     for index, face in enumerate(bright):
-        model_helpers.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
-    model_helpers.write_png(root / "queries" / "bright.png", bright[0])
-    model_helpers.write_png(root / "queries" / "dark.png", faces[1] // 4)
+        tiny.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
+    tiny.write_png(root / "queries" / "bright.png", bright[0])
+    tiny.write_png(root / "queries" / "dark.png", faces[1] // 4)
     truncated = _damaged_galleries(root)
     return {"root": root, "export": export, "workdir": workdir, "bright": bright, "truncated": truncated}
 
@@ -90,36 +90,36 @@ def runs(setup):
         "truncated": ["list", f"--gallery={root / 'truncated'}"],
         "newer": ["stats", f"--gallery={root / 'newer'}"],
     }
-    started = {name: model_helpers.start_python([TOOL] + args) for name, args in cases.items()}
-    results = {name: model_helpers.finish(process, timeout=300) for name, process in started.items()}
+    started = {name: processes.start_python([TOOL] + args) for name, args in cases.items()}
+    results = {name: processes.finish(process, timeout=300) for name, process in started.items()}
     identify = [TOOL, "identify", f"--model={root / 'broken_pb'}", f"--gallery={root / 'svm.npz'}",
                 f"--input={query}", "--aligned"]
-    results["output_dir_is_a_file"] = model_helpers.start_python(identify + [f"--output_dir={query}"])
+    results["output_dir_is_a_file"] = processes.start_python(identify + [f"--output_dir={query}"])
     identify[2] = f"--model={root / 'export'}"
-    results["identify_svm"] = model_helpers.start_python(identify + [f"--output_dir={root / 'svm_out'}"])
+    results["identify_svm"] = processes.start_python(identify + [f"--output_dir={root / 'svm_out'}"])
     for name in ("output_dir_is_a_file", "identify_svm"):
-        results[name] = model_helpers.finish(results[name], timeout=300)
+        results[name] = processes.finish(results[name], timeout=300)
     return results
 
 
 def test_corrupt_models_fail_in_one_line(runs, setup):
     root = setup["root"]
-    model_helpers.one_error_line(runs["corrupt_pb"], root / "broken_pb" / "1", "tools/export.py")
-    model_helpers.one_error_line(runs["corrupt_metadata"], root / "broken_meta" / "1", "mtarcface.json")
-    model_helpers.one_error_line(runs["corrupt_report"], root / "run" / "report.json")
+    processes.one_error_line(runs["corrupt_pb"], root / "broken_pb" / "1", "tools/export.py")
+    processes.one_error_line(runs["corrupt_metadata"], root / "broken_meta" / "1", "mtarcface.json")
+    processes.one_error_line(runs["corrupt_report"], root / "run" / "report.json")
 
 
 def test_gallery_and_output_dir_are_checked_before_the_model(runs, setup):
     # The model given is corrupt: an error naming the gallery / output folder shows they were checked first.
-    model_helpers.one_error_line(runs["missing_gallery"], setup["root"] / "nobody.npz", "enroll")
-    model_helpers.one_error_line(runs["output_dir_is_a_file"], setup["root"] / "queries" / "bright.png", "--output_dir")
+    processes.one_error_line(runs["missing_gallery"], setup["root"] / "nobody.npz", "enroll")
+    processes.one_error_line(runs["output_dir_is_a_file"], setup["root"] / "queries" / "bright.png", "--output_dir")
 
 
 def test_damaged_galleries_fail_in_one_line_and_stay_untouched(runs, setup):
     root = setup["root"]
-    model_helpers.one_error_line(runs["other_model"], root / "other_model", "ffffffffffff", "--force")
-    model_helpers.one_error_line(runs["truncated"], root / "truncated" / "gallery.db", "truncated")
-    model_helpers.one_error_line(runs["newer"], root / "newer" / "gallery.db", "format version 99")
+    processes.one_error_line(runs["other_model"], root / "other_model", "ffffffffffff", "--force")
+    processes.one_error_line(runs["truncated"], root / "truncated" / "gallery.db", "truncated")
+    processes.one_error_line(runs["newer"], root / "newer" / "gallery.db", "format version 99")
     assert (root / "truncated" / "gallery.db").read_bytes() == setup["truncated"]     # nothing overwritten
 
 

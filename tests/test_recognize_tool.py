@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
+from tests.support import processes, tiny
 
 SIZE = 32
 
@@ -18,14 +18,14 @@ SIZE = 32
 def runs(tmp_path_factory):
     """Runs every CLI case (independent ones side by side); returns dict case -> CompletedProcess, plus paths."""
     root = tmp_path_factory.mktemp("cli")
-    model, _ = model_helpers.build_tiny_model(input_size=SIZE)
+    model, _ = tiny.build_tiny_model(input_size=SIZE)
     export = export_saved_model(model, root / "export" / "1")
-    faces = model_helpers.random_faces(6, SIZE, seed=3)
+    faces = tiny.random_faces(6, SIZE, seed=3)
     for index, face in enumerate(faces[:4]):
-        model_helpers.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
+        tiny.write_png(root / "people" / f"p{index // 2}" / f"{index}.png", face)
     (root / "people" / "p1" / "broken.jpg").write_bytes(b"not a jpeg")
-    model_helpers.write_png(root / "queries" / "a.png", faces[0])
-    model_helpers.write_png(root / "queries" / "b.png", faces[4])
+    tiny.write_png(root / "queries" / "a.png", faces[0])
+    tiny.write_png(root / "queries" / "b.png", faces[4])
     (root / "queries" / "corrupt.png").write_bytes(b"\x89PNG garbage")
     (root / "bad.mp4").write_bytes(b"not a video")
     model_arg, gallery = f"--model={root / 'export'}", f"--gallery={root / 'g.npz'}"
@@ -39,17 +39,17 @@ def runs(tmp_path_factory):
         "verify": [tool, "verify", model_arg, "--aligned", str(root / "queries" / "a.png"),
                    str(root / "queries" / "a.png")],
     }
-    started = {name: model_helpers.start_python(args) for name, args in parallel.items()}
-    results = {name: model_helpers.finish(process) for name, process in started.items()}
+    started = {name: processes.start_python(args) for name, args in parallel.items()}
+    results = {name: processes.finish(process) for name, process in started.items()}
     output_dir = root / "out"
     identify = [tool, "identify", model_arg, gallery, "--aligned", "--threshold=-1", f"--output_dir={output_dir}"]
-    results["identify"] = model_helpers.run_python(identify + [f"--input={root / 'queries'}"])
+    results["identify"] = processes.run_python(identify + [f"--input={root / 'queries'}"])
     expected = _expected_matches(export, faces[:4], {"a.png": faces[0], "b.png": faces[4]})
     # A threshold between the enrolled face's similarity and the stranger's: a.png is p0, b.png is unknown.
     threshold = (expected["a.png"][1] + expected["b.png"][1]) / 2
     strict = [tool, "identify", model_arg, gallery, "--aligned", f"--threshold={threshold}",
               f"--output_dir={root / 'out_strict'}", f"--input={root / 'queries'}"]
-    results["identify_strict"] = model_helpers.run_python(strict)
+    results["identify_strict"] = processes.run_python(strict)
     return {"results": results, "root": root, "output_dir": output_dir, "export": export, "expected": expected}
 
 

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 
-import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
 from mtarcface_tf.faces import detect
 from mtarcface_tf.faces.align import template_for
@@ -14,6 +13,7 @@ from mtarcface_tf.inference.media import annotate
 from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, NoFaceError,
                                                threshold_from_metadata)
 from mtarcface_tf.model.workdir import ModelLoadError
+from tests.support import tiny
 
 SIZE = 32
 
@@ -31,7 +31,7 @@ class FakeDetector(detect.Detector):
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    model, _ = model_helpers.build_tiny_model(input_size=SIZE)
+    model, _ = tiny.build_tiny_model(input_size=SIZE)
     return export_saved_model(model, tmp_path_factory.mktemp("export") / "1",
                               threshold={"cosine_similarity": 0.5, "squared_distance": 1.0})
 
@@ -42,7 +42,7 @@ def faces():
     try:
         from mtarcface_tf.data.synthetic import render_faces
     except ImportError:
-        return model_helpers.random_faces(12, SIZE), np.repeat(np.arange(4), 3)
+        return tiny.random_faces(12, SIZE), np.repeat(np.arange(4), 3)
     return render_faces(4, 3, image_size=SIZE, seed=0)
 
 
@@ -167,12 +167,12 @@ def test_bad_model_path_and_empty_gallery(export_dir, tmp_path, faces):
 
 
 def test_recognizer_loads_a_training_workdir(tmp_path, faces):
-    model, config = model_helpers.build_tiny_model(input_size=SIZE)
-    workdir = model_helpers.save_workdir(model, config, tmp_path / "run", threshold={"cosine_similarity": 0.25})
+    model, config = tiny.build_tiny_model(input_size=SIZE)
+    workdir = tiny.save_workdir(model, config, tmp_path / "run", threshold={"cosine_similarity": 0.25})
     recognizer = FaceRecognizer(workdir)
     assert recognizer.threshold == pytest.approx(0.25)
     embeddings, _ = recognizer.embed(faces[0][:2])
-    np.testing.assert_allclose(embeddings, model_helpers.keras_reference(model, faces[0][:2])["embedding"],
+    np.testing.assert_allclose(embeddings, tiny.keras_reference(model, faces[0][:2])["embedding"],
                                atol=1e-5)
 
 

@@ -8,7 +8,8 @@ from mtarcface_tf.data import records, shards
 
 
 def read_all(files):
-    return [(bytes(i.numpy()), int(l)) for i, l in tf.data.TFRecordDataset(files).map(records.parse_example)]
+    return [(bytes(image.numpy()), int(label))
+            for image, label in tf.data.TFRecordDataset(files).map(records.parse_example)]
 
 
 def test_example_round_trip_matches_reference_schema():
@@ -58,13 +59,6 @@ def test_list_shards_accepts_dir_manifest_glob_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.*tools/convert.py"):
         records.list_shards(str(tmp_path / "nowhere"))
     assert records.find_manifest(str(tmp_path / "nowhere")) is None
-
-
-def test_atomic_write_text(tmp_path):
-    path = str(tmp_path / "a.json")
-    records.atomic_write_text(path, "one")
-    records.atomic_write_text(path, "two")
-    assert open(path, encoding="utf-8").read() == "two" and os.listdir(tmp_path) == ["a.json"]
 
 
 def test_landmarks_feature_round_trip_and_absent_as_nan():

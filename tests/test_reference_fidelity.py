@@ -1,5 +1,5 @@
 """The reference's own kind of checkpoint, end to end: written by the reference's network in tf_keras (Keras 2,
-``tests/tfkeras_reference.py``, a re-creation independent of mtarcface_tf) with ``save_weights`` of a
+``tests/support/tfkeras_reference.py``, a re-creation independent of mtarcface_tf) with ``save_weights`` of a
 ``train_model``-shaped object, for both of its networks (resnet.py: plain BN; resnet_batchRenorm.py: batch renorm),
 plus a renorm checkpoint in TF <= 1.14's form written with tf.train.Checkpoint. Each must import without
 ``allow_partial`` and give, on RGB faces, the embeddings the reference gives on the same faces as BGR (its
@@ -79,7 +79,7 @@ def reference(tmp_path_factory):
     job = {"output": os.path.join(folder, "reference.npz"), "tasks": tasks}
     with open(os.path.join(folder, "job.json"), "w", encoding="utf-8") as f:
         json.dump(job, f)
-    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "tfkeras_reference.py"),
+    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "support", "tfkeras_reference.py"),
                            os.path.join(folder, "job.json")], capture_output=True, text=True, timeout=600,
                           env=TOOL_ENV)
     assert done.returncode == 0, done.stderr[-3000:]

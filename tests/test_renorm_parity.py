@@ -1,7 +1,7 @@
 """Our batch-renorm layer (``normalization.norm_layer(norm="batch_renorm")``, Keras 3) against tf_keras (Keras 2)
 ``BatchNormalization(renorm=True)`` with the reference's settings: the same SGD steps on the same data give the same
 outputs, trained gamma / beta, moving and renorm statistics, and the same inference output, on the TensorFlow and
-the JAX backends. The tf_keras half runs in ``tests/tfkeras_reference.py`` (a subprocess with Keras 2); the JAX
+the JAX backends. The tf_keras half runs in ``tests/support/tfkeras_reference.py`` (a subprocess with Keras 2); the JAX
 half is this file run as a script with KERAS_BACKEND=jax. The batches change scale and shift from step to step so
 that the r and d clipping (rmax 3, rmin 0.3333, dmax 5) is exercised.
 """
@@ -34,7 +34,7 @@ def _layer(data, clipping=None):
     from mtarcface_tf.model.normalization import norm_layer
     layer = norm_layer("bn", norm="batch_renorm", renorm_clipping=clipping)
     layer.build(data.shape[1:])
-    rng = np.random.default_rng(0)     # the same start as tests/tfkeras_reference.py's
+    rng = np.random.default_rng(0)     # the same start as tests/support/tfkeras_reference.py's
     layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(np.float32))
     layer.beta.assign(rng.normal(0, 0.5, layer.beta.shape).astype(np.float32))
     return layer
@@ -90,7 +90,7 @@ def _reference(folder, paths):
            "tasks": [{"task": "renorm_parity", "name": "bn", "lr": LR, **paths}]}
     with open(os.path.join(folder, "job.json"), "w", encoding="utf-8") as f:
         json.dump(job, f)
-    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "tfkeras_reference.py"),
+    done = subprocess.run([sys.executable, os.path.join(REPO, "tests", "support", "tfkeras_reference.py"),
                            os.path.join(folder, "job.json")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(job["output"]) as ref:

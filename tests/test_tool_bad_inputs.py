@@ -5,16 +5,16 @@ import os
 import numpy as np
 import pytest
 
-import model_helpers
 from mtarcface_tf.data.bin_pairs import save_bin
+from tests.support import processes, tiny
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs every case; returns (dict case -> CompletedProcess, root)."""
     root = tmp_path_factory.mktemp("bad")
-    model, config = model_helpers.build_tiny_model()
-    workdir = model_helpers.save_workdir(model, config, root / "run")
+    model, config = tiny.build_tiny_model()
+    workdir = tiny.save_workdir(model, config, root / "run")
     save_bin(str(root / "pairs.bin"), np.zeros((2, 32, 32, 3), np.uint8), [True])
     (root / "a_file").write_text("not a folder")
     (root / "tflite_export" / "tflite").mkdir(parents=True)
@@ -33,31 +33,31 @@ def runs(tmp_path_factory):
                                    "--images_per_identity=1", "--eval_identities=0", "--eval_pairs=0",
                                    "--workers=1"],
     }
-    started = {name: model_helpers.start_python(args) for name, args in cases.items()}
-    return {name: model_helpers.finish(process, timeout=300) for name, process in started.items()}, root
+    started = {name: processes.start_python(args) for name, args in cases.items()}
+    return {name: processes.finish(process, timeout=300) for name, process in started.items()}, root
 
 
 def test_convert_output_dir_that_is_a_file(runs):
     results, root = runs
-    model_helpers.one_error_line(results["convert_into_a_file"], root / "a_file", "--output_dir")
-    model_helpers.one_error_line(results["convert_under_a_file"], root / "a_file", "--output_dir")
+    processes.one_error_line(results["convert_into_a_file"], root / "a_file", "--output_dir")
+    processes.one_error_line(results["convert_under_a_file"], root / "a_file", "--output_dir")
     assert (root / "a_file").read_text() == "not a folder"
 
 
 def test_export_explicit_report_must_exist(runs):
     results, root = runs
-    model_helpers.one_error_line(results["export_missing_report"], root / "nope.json", "--report")
+    processes.one_error_line(results["export_missing_report"], root / "nope.json", "--report")
     assert not (root / "exp").exists()
 
 
 def test_export_dir_that_is_a_file(runs):
     results, root = runs
-    model_helpers.one_error_line(results["export_into_a_file"], root / "a_file", "--export_dir")
+    processes.one_error_line(results["export_into_a_file"], root / "a_file", "--export_dir")
 
 
 def test_tflite_failure_says_the_saved_model_is_fine(runs):
     results, root = runs
-    line = model_helpers.one_error_line(results["export_tflite_fails"], "TFLite", root / "tflite_export" / "1")
+    line = processes.one_error_line(results["export_tflite_fails"], "TFLite", root / "tflite_export" / "1")
     assert "complete and usable" in line
     assert (root / "tflite_export" / "1" / "saved_model.pb").is_file()
     assert (root / "tflite_export" / "tflite" / "1").read_text().startswith("in the way")
@@ -66,5 +66,5 @@ def test_tflite_failure_says_the_saved_model_is_fine(runs):
 
 def test_preview_and_synthfaces_outputs_under_a_file(runs):
     results, root = runs
-    model_helpers.one_error_line(results["preview_under_a_file"], root / "a_file", "--output")
-    model_helpers.one_error_line(results["synthfaces_into_a_file"], root / "a_file", "--output_dir")
+    processes.one_error_line(results["preview_under_a_file"], root / "a_file", "--output")
+    processes.one_error_line(results["synthfaces_into_a_file"], root / "a_file", "--output_dir")

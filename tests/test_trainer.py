@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _train_helpers import tiny_config, write_tiny_records
 from mtarcface_tf.model.workdir import load_model
 from mtarcface_tf.train.checkpoints import CheckpointError
 from mtarcface_tf.train.trainer import TrainingError, train_and_evaluate
+from tests.support import processes
+from tests.support.tiny import tiny_config, write_tiny_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, "tests")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_diverging_run_stops_after_max_nonfinite(data_dir, tmp_path):
 
 
 def _tool(config_file, workdir, *overrides):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS]), CUDA_VISIBLE_DEVICES="",
+    env = dict(os.environ, PYTHONPATH=processes.python_path(), CUDA_VISIBLE_DEVICES="",
                TF_CPP_MIN_LOG_LEVEL="2")
     return [sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--config={config_file}",
             f"--workdir={workdir}", *overrides], env
@@ -113,7 +113,7 @@ def _tool(config_file, workdir, *overrides):
 def test_resume_after_kill_9_continues_step_and_schedule(data_dir, tmp_path):
     config_file = tmp_path / "cfg.py"
     config_file.write_text(
-        "from _train_helpers import tiny_config\n"
+        "from tests.support.tiny import tiny_config\n"
         "def get_config():\n"
         f"    c = tiny_config({str(data_dir)!r}, steps=400)\n"
         "    c.optimizer.update(schedule='piecewise', boundaries=(2,), reference_batch_size=8, decay_factor=0.5)\n"
@@ -134,7 +134,7 @@ def test_resume_after_kill_9_continues_step_and_schedule(data_dir, tmp_path):
     command, env = _tool(config_file, workdir, f"--config.num_steps={killed_at + 3}")
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert f"resuming from" in second.stderr and f"at step {killed_at} " in second.stderr
+    assert "resuming from" in second.stderr and f"at step {killed_at} " in second.stderr
     assert json.loads(second.stdout.strip().splitlines()[-1])["step"] == killed_at + 3
 
     second_events = _events(workdir)[-1]
@@ -171,7 +171,7 @@ def test_paper_config_runs_its_real_code_path(data_dir, tmp_path):
 def test_sigterm_saves_the_current_step_and_exits_cleanly(data_dir, tmp_path):
     config_file = tmp_path / "cfg.py"
     config_file.write_text(
-        "from _train_helpers import tiny_config\n"
+        "from tests.support.tiny import tiny_config\n"
         "def get_config():\n"
         f"    c = tiny_config({str(data_dir)!r}, steps=100000)\n"
         "    c.checkpoint_every = 3\n"

@@ -1,61 +1,10 @@
 """evaluate() against a straightforward transcription of insightface's loops (calculate_roc / calculate_val)."""
 import numpy as np
 import pytest
-from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.eval import verification
-
-
-def _loop_accuracy(threshold, dist, actual_issame):
-    predict_issame = np.less(dist, threshold)
-    tp = np.sum(np.logical_and(predict_issame, actual_issame))
-    fp = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
-    tn = np.sum(np.logical_and(np.logical_not(predict_issame), np.logical_not(actual_issame)))
-    fn = np.sum(np.logical_and(np.logical_not(predict_issame), actual_issame))
-    tpr = 0 if (tp + fn == 0) else float(tp) / float(tp + fn)
-    fpr = 0 if (fp + tn == 0) else float(fp) / float(fp + tn)
-    return tpr, fpr, float(tp + tn) / dist.size
-
-
-def _loop_val_far(threshold, dist, actual_issame):
-    predict_issame = np.less(dist, threshold)
-    true_accept = np.sum(np.logical_and(predict_issame, actual_issame))
-    false_accept = np.sum(np.logical_and(predict_issame, np.logical_not(actual_issame)))
-    return float(true_accept) / float(np.sum(actual_issame)), \
-        float(false_accept) / float(np.sum(np.logical_not(actual_issame)))
-
-
-def _loop_evaluate(embeddings1, embeddings2, issame, nrof_folds=10, far_target=1e-3):
-    """insightface's verification.evaluate, loops and all (interp1d replaced by np.interp, see DESIGN.md)."""
-    embeddings1, embeddings2 = normalize(embeddings1), normalize(embeddings2)
-    dist = np.sum(np.square(np.subtract(embeddings1, embeddings2)), 1)
-    indices = np.arange(len(issame))
-    thresholds = np.arange(0, 4, 0.01)
-    tprs = np.zeros((nrof_folds, len(thresholds)))
-    fprs = np.zeros((nrof_folds, len(thresholds)))
-    accuracy = np.zeros(nrof_folds)
-    best = np.zeros(nrof_folds)
-    for fold, (train, test) in enumerate(KFold(n_splits=nrof_folds, shuffle=False).split(indices)):
-        acc_train = np.zeros(len(thresholds))
-        for i, threshold in enumerate(thresholds):
-            _, _, acc_train[i] = _loop_accuracy(threshold, dist[train], issame[train])
-        best[fold] = thresholds[np.argmax(acc_train)]
-        for i, threshold in enumerate(thresholds):
-            tprs[fold, i], fprs[fold, i], _ = _loop_accuracy(threshold, dist[test], issame[test])
-        _, _, accuracy[fold] = _loop_accuracy(best[fold], dist[test], issame[test])
-    thresholds = np.arange(0, 4, 0.001)
-    val = np.zeros(nrof_folds)
-    far = np.zeros(nrof_folds)
-    for fold, (train, test) in enumerate(KFold(n_splits=nrof_folds, shuffle=False).split(indices)):
-        far_train = np.zeros(len(thresholds))
-        for i, threshold in enumerate(thresholds):
-            _, far_train[i] = _loop_val_far(threshold, dist[train], issame[train])
-        threshold = np.interp(far_target, far_train, thresholds) if np.max(far_train) >= far_target else 0.0
-        val[fold], far[fold] = _loop_val_far(threshold, dist[test], issame[test])
-    return dict(accuracy=np.mean(accuracy), accuracy_std=np.std(accuracy), tar=np.mean(val),
-                tar_std=np.std(val), far=np.mean(far), best_thresholds=best,
-                tpr=np.mean(tprs, 0), fpr=np.mean(fprs, 0))
+from tests.support.verification_reference import loop_evaluate
 
 
 def _structured(seed, pairs=300, dim=16, noise=0.9, quantize=None):
@@ -81,7 +30,7 @@ def _assert_same(got, want):
 def test_matches_insightface_loops(seed):
     embeddings1, embeddings2, issame = _structured(seed)
     got = verification.evaluate(embeddings1, embeddings2, issame)
-    _assert_same(got, _loop_evaluate(embeddings1, embeddings2, issame))
+    _assert_same(got, loop_evaluate(embeddings1, embeddings2, issame))
     assert 0.5 < got["accuracy"] <= 1.0
     assert got["roc"]["tpr"].shape == (400,) and got["thresholds"].shape == (400,)
 
@@ -92,7 +41,7 @@ def test_matches_with_ties_from_quantised_embeddings(seed):
     dist = verification.squared_distances(embeddings1, embeddings2)
     assert len(np.unique(dist)) < len(dist) / 3          # many ties
     _assert_same(verification.evaluate(embeddings1, embeddings2, issame),
-                 _loop_evaluate(embeddings1, embeddings2, issame))
+                 loop_evaluate(embeddings1, embeddings2, issame))
 
 
 def test_distances_exactly_on_thresholds():
@@ -104,7 +53,7 @@ def test_distances_exactly_on_thresholds():
     idx2 = np.where(issame | (rng.random(pairs) < 0.3), idx1, (idx1 + 1) % 4)
     embeddings1, embeddings2 = np.eye(4)[idx1], np.eye(4)[idx2]
     _assert_same(verification.evaluate(embeddings1, embeddings2, issame),
-                 _loop_evaluate(embeddings1, embeddings2, issame))
+                 loop_evaluate(embeddings1, embeddings2, issame))
 
 
 def test_far_never_reached_gives_threshold_zero():
@@ -115,14 +64,14 @@ def test_far_never_reached_gives_threshold_zero():
     # Different pairs are antipodal (distance 4, never below any threshold < 4): FAR stays 0 < 1e-3.
     embeddings2 = np.where(issame[:, None], embeddings1 + 0.1 * rng.normal(size=(pairs, 8)), -embeddings1)
     got = verification.evaluate(embeddings1, embeddings2, issame)
-    _assert_same(got, _loop_evaluate(embeddings1, embeddings2, issame))
+    _assert_same(got, loop_evaluate(embeddings1, embeddings2, issame))
     assert got["tar"] == 0.0 and got["far"] == 0.0     # threshold 0.0 accepts nothing
 
 
 def test_other_far_target_and_folds():
     embeddings1, embeddings2, issame = _structured(7, pairs=200)
     _assert_same(verification.evaluate(embeddings1, embeddings2, issame, nrof_folds=5, far_target=1e-2),
-                 _loop_evaluate(embeddings1, embeddings2, issame, nrof_folds=5, far_target=1e-2))
+                 loop_evaluate(embeddings1, embeddings2, issame, nrof_folds=5, far_target=1e-2))
 
 
 def test_rejects_bad_input():

@@ -4,7 +4,6 @@
   python tools/convert.py --source=folder --input=my_faces/ --output_dir=data/mine [--align [--detector=mtcnn]]
   python tools/convert.py --source=bin --input=faces_emore/lfw.bin --output_dir=data/lfw_images
   python tools/convert.py --source=tfrecord --add_landmarks --input=data/ms1mv2 --output_dir=data/ms1mv2_landmarks
-      [--landmark_method=detector]   (default onet: O-Net on the template's face box, the detector as fallback)
 
 Re-running into an output that already holds the data set is refused; --resume continues an interrupted run.
 """
@@ -48,37 +47,6 @@ flags.DEFINE_bool("resume", False, "Continue an interrupted conversion in --outp
 flags.mark_flags_as_required(["input", "output_dir"])
 
 
-def _convert():
-    common = dict(num_shards=FLAGS.num_shards, workers=FLAGS.workers, resume=FLAGS.resume,
-                  command=" ".join(sys.argv))
-    if FLAGS.source == "recordio":
-        return convert.convert_recordio(FLAGS.input, FLAGS.output_dir, FLAGS.name, idx_path=FLAGS.idx, **common)
-    if FLAGS.source == "folder":
-        detector = None
-        if FLAGS.align:
-            from mtarcface_tf.faces.detect import choose_detector, make_detector
-            detector, note = choose_detector(FLAGS.detector)
-            if note:
-                print(note, file=sys.stderr)
-            make_detector(detector)  # fails here, in one line, when the detector's package is missing
-        return convert.convert_folder(FLAGS.input, FLAGS.output_dir, FLAGS.name, image_size=FLAGS.image_size,
-                                      detector=detector, **common)
-    if FLAGS.source == "tfrecord":
-        if not FLAGS.add_landmarks:
-            raise convert.ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
-        from mtarcface_tf.faces.detect import choose_detector, make_detector
-        detector, note = choose_detector(FLAGS.detector)
-        if note:
-            print(note, file=sys.stderr)
-        make_detector(detector)  # fails here, in one line, when the detector's package is missing
-        if FLAGS.landmark_method == "onet":
-            from mtarcface_tf.faces.crop_landmarks import CropLandmarker
-            CropLandmarker()      # likewise for the mtcnn package O-Net comes from
-        return convert.add_landmarks(FLAGS.input, FLAGS.output_dir, FLAGS.name, detector=detector,
-                                     method=FLAGS.landmark_method, **common)
-    return convert.convert_bin(FLAGS.input, FLAGS.output_dir, FLAGS.name, **common)
-
-
 def _check_output_dir(path):
     """Refuses, before any work, an --output_dir that is a file, lies under a file, or cannot be written."""
     existing = path
@@ -95,7 +63,12 @@ def main(argv):
     from mtarcface_tf.faces.detect import DetectorUnavailableError
     try:
         _check_output_dir(FLAGS.output_dir)
-        manifest = _convert()
+        manifest = convert.convert_source(FLAGS.source, FLAGS.input, FLAGS.output_dir, FLAGS.name, idx_path=FLAGS.idx,
+                                          image_size=FLAGS.image_size, align=FLAGS.align,
+                                          with_landmarks=FLAGS.add_landmarks, detector=FLAGS.detector,
+                                          landmark_method=FLAGS.landmark_method,
+                                          num_shards=FLAGS.num_shards, workers=FLAGS.workers, resume=FLAGS.resume,
+                                          command=" ".join(sys.argv))
     except (shards.ConversionError, FileNotFoundError, RecordIOError, UnsafeFileError, BinFormatError,
             DetectorUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -15,6 +15,10 @@ import pickle
 import cv2
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_open
+from mtarcface_tf.faces.align import from_fractions, to_fractions
+from mtarcface_tf.images import decode_image_rgb, encode_image
+
 DEFAULT_IMAGE_SIZE = 112
 _PICKLE_PROTOCOL = 4
 
@@ -106,13 +110,13 @@ def load_bin(path, image_size=None):
     images = np.empty((len(bins), size, size, 3), np.uint8)
     resized = 0
     for i, encoded in enumerate(bins):
-        image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+        image = decode_image_rgb(encoded)
         if image is None:
             raise BinFormatError(f"{path}: image {i} cannot be decoded (not a JPEG/PNG); the file is corrupt")
         if image.shape[:2] != (size, size):
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
             resized += 1
-        images[i] = image[..., ::-1]
+        images[i] = image
     if resized:
         log.warning("%s: resized %d of %d images to %dx%d", path, resized, len(bins), size, size)
     return images, issame
@@ -135,16 +139,9 @@ def save_bin(path, images, issame, ext=".png"):
         raise ValueError(f"{len(images)} images need {len(images) // 2} issame entries, got {len(issame)}")
     if ext not in (".png", ".jpg"):
         raise ValueError(f"ext must be '.png' or '.jpg', got {ext!r}")
-    bins = []
-    for image in images:
-        ok, encoded = cv2.imencode(ext, np.ascontiguousarray(image[..., ::-1]))
-        if not ok:
-            raise ValueError(f"cv2 could not encode an image as {ext}")
-        bins.append(encoded.tobytes())
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    bins = [encode_image(image, ext) for image in images]
+    with atomic_open(path, "wb") as f:
         pickle.dump((bins, issame), f, protocol=_PICKLE_PROTOCOL)
-    os.replace(tmp, path)
 
 
 LANDMARKS_SUFFIX = ".landmarks.npy"    # beside a .bin: its images' landmarks as fractions of the side
@@ -159,9 +156,8 @@ def save_landmarks(bin_path, landmarks, image_size):
     """Writes the landmarks [2P, 5, 2] (pixels of the .bin's ``image_size`` images) beside ``bin_path`` as
     fractions of the side (so they hold at any resize), through a temporary name."""
     path = landmarks_path(bin_path)
-    with open(path + ".tmp", "wb") as f:
-        np.save(f, ((np.asarray(landmarks, np.float64) + 0.5) / image_size).astype(np.float32))
-    os.replace(path + ".tmp", path)
+    with atomic_open(path, "wb") as f:
+        np.save(f, to_fractions(np.asarray(landmarks, np.float64), image_size).astype(np.float32))
 
 
 def load_landmarks(bin_path, count, image_size):
@@ -173,4 +169,4 @@ def load_landmarks(bin_path, count, image_size):
     fractions = np.load(path, allow_pickle=False)
     if fractions.shape != (count, 5, 2):
         return None
-    return (fractions * image_size - 0.5).astype(np.float32)
+    return from_fractions(fractions, image_size).astype(np.float32)

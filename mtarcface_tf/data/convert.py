@@ -7,18 +7,18 @@ manifest last; see data/shards.py). ``format_summary`` turns a manifest into the
 import json
 import logging
 import os
+import sys
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.data import bin_pairs, records
-from mtarcface_tf.data.image_codec import encode_jpeg
+from mtarcface_tf.images import decode_image_rgb, encode_image, encode_jpeg
 from mtarcface_tf.data.recordio import RecordIOError, RecordIOReader
 from mtarcface_tf.data.shards import ConversionError, ShardStats, label_ranges, run_conversion
 from mtarcface_tf.faces.align import align_face_and_landmarks
 from mtarcface_tf.faces.crop_landmarks import BATCH_SIZE, MIN_CONFIDENCE, CropLandmarker
-from mtarcface_tf.faces.detect import landmarks_on_aligned_crop, largest_face, make_detector
+from mtarcface_tf.faces.detect import choose_detector, landmarks_on_aligned_crop, largest_face, make_detector
 
 DEFAULT_IMAGE_SIZE = 112
 DEFAULT_JPEG_QUALITY = 95
@@ -136,19 +136,18 @@ class FolderJob:
         except OSError:
             stats.skip("unreadable", path)
             return None
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+        image = decode_image_rgb(data)
         if image is None:
             stats.skip("unreadable", path)
             return None
         if self.detector is not None:
-            return self._aligned(path, np.ascontiguousarray(image[..., ::-1]), stats)
+            return self._aligned(path, image, stats)
         if image.shape[:2] != (self.image_size, self.image_size):
             stats.skip("wrong_size", f"{path} ({image.shape[1]}x{image.shape[0]})")
             return None
         if data.startswith(_SIGNATURES):
             return data, None
-        ok, encoded = cv2.imencode(".png", image)
-        return (encoded.tobytes(), None) if ok else None
+        return encode_image(image, ".png"), None
 
     def write(self, start, stop, writer, counter):
         """Writes items ``[start, stop)`` to ``writer``; returns their ShardStats."""
@@ -281,12 +280,12 @@ class LandmarkJob:
         stats, labels, pending = ShardStats(), set(), []
         for item, serialized in self._items(start, stop):
             feature = tf.train.Example.FromString(serialized).features.feature
-            image = cv2.imdecode(np.frombuffer(feature["image_raw"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR)
+            image = decode_image_rgb(feature["image_raw"].bytes_list.value[0])
             if image is None:
                 stats.skip("unreadable", item)
                 counter.add()
                 continue
-            pending.append((item, serialized, np.ascontiguousarray(image[..., ::-1])))
+            pending.append((item, serialized, image))
             labels.add(int(feature["label"].int64_list.value[0]))
             stats.images += 1
             if len(pending) == self.batch_size:
@@ -365,6 +364,53 @@ def add_landmarks(input_path, output_dir, name, detector="retinaface", method=DE
     landmarks_by = f"onet+{detector_name}" if method == "onet" else detector_name
     return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
                           extra={"landmarks_by": landmarks_by}, **kwargs)
+
+
+def ready_detector(name=None):
+    """Resolves a conversion's detector (``choose_detector``: None = RetinaFace where its weights are installed, else
+    MTCNN, the note going to stderr) and builds it once, so that a missing package fails before any work.
+
+    Returns the detector name (str); raises ``DetectorUnavailableError`` (one line saying how to install it).
+    """
+    name, note = choose_detector(name)
+    if note:
+        print(note, file=sys.stderr)
+    make_detector(name)
+    return name
+
+
+def convert_source(source, input_path, output_dir, name, idx_path=None, image_size=DEFAULT_IMAGE_SIZE, align=False,
+                   with_landmarks=False, detector=None, landmark_method=DEFAULT_LANDMARK_METHOD, **kwargs):
+    """Converts one input into TFRecord shards: what ``tools/convert.py`` runs.
+
+    Args:
+      source: "recordio" (``convert_recordio``, ``idx_path`` its index), "folder" (``convert_folder``; ``align``:
+        detect and align each image to ``image_size``), "bin" (``convert_bin``) or "tfrecord" (a copy with
+        landmarks, ``add_landmarks``; needs ``with_landmarks``).
+      input_path, output_dir, name: as the converters take them.
+      detector: "mtcnn", "retinaface" or None (``ready_detector``'s choice), for ``align`` and the landmarks.
+      landmark_method: ``add_landmarks``' method ("onet": O-Net on the template's box, ``detector`` as fallback).
+      kwargs: ``run_conversion``'s (num_shards, workers, resume, command).
+
+    Returns:
+      the manifest (dict).
+
+    Raises:
+      ConversionError: ``source`` "tfrecord" without ``with_landmarks``, or a converter's own errors.
+    """
+    if source == "recordio":
+        return convert_recordio(input_path, output_dir, name, idx_path=idx_path, **kwargs)
+    if source == "folder":
+        return convert_folder(input_path, output_dir, name, image_size=image_size,
+                              detector=ready_detector(detector) if align else None, **kwargs)
+    if source == "tfrecord":
+        if not with_landmarks:
+            raise ConversionError("--source=tfrecord copies records to add landmarks: give --add_landmarks")
+        if landmark_method == "onet":
+            CropLandmarker()    # fails here, in one line, when the mtcnn package O-Net comes from is missing
+        return add_landmarks(input_path, output_dir, name, detector=ready_detector(detector), method=landmark_method,
+                             **kwargs)
+    return convert_bin(input_path, output_dir, name, **kwargs)
 
 
 def format_summary(manifest, output_dir):

@@ -15,12 +15,12 @@ one row per face, as the IJB packs): each identity's first template enrolled, th
 G1 and the rest in G2, every other template a probe.
 """
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_directory, write_bytes
+from mtarcface_tf.images import encode_jpeg
 from mtarcface_tf.data import synthetic
 
 LAYOUT_STREAM = 7               # rng stream of the set's layout and poses, apart from SynthFaces' own streams
@@ -131,10 +131,7 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
         raise ValueError("need at least 2 identities and 1 template, medium and face each")
     rng = np.random.default_rng([seed, LAYOUT_STREAM])
     rows = _layout(rng, identities, templates_per_identity, media_per_template, max_faces_per_media)
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(output_dir) as temp_dir:
         os.makedirs(os.path.join(temp_dir, "loose_crop"))
         os.makedirs(os.path.join(temp_dir, "meta"))
         tid_mid, points, faces_seen, files = [], [], {}, []
@@ -144,8 +141,7 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
                                                     synthetic.image_rng(seed, identity, image))
             crop, landmarks = loose_crop(face, landmarks, rng, crop_size)
             file_name = f"{number}.jpg"
-            cv2.imwrite(os.path.join(temp_dir, "loose_crop", file_name), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            write_bytes(os.path.join(temp_dir, "loose_crop", file_name), encode_jpeg(crop, JPEG_QUALITY))
             tid_mid.append(f"{file_name} {template} {media}")
             files.append(file_name)
             score = rng.uniform(*SCORE_RANGE)
@@ -157,10 +153,6 @@ def generate_ijb(output_dir, name="IJBC", identities=6, templates_per_identity=3
         _write_lines(f"{prefix}_template_pair_label.txt", [f"{a} {b} {label}" for a, b, label in pairs])
         if templates_per_identity > 1:
             _write_1n_lists(prefix, name, rows, files)
-        os.rename(temp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
     templates = len({r[1] for r in rows})
     return dict(root=output_dir, faces=len(rows), templates=templates, pairs=len(pairs),
                 probes=templates - identities if templates_per_identity > 1 else 0)

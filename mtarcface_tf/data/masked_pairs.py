@@ -12,8 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.data import masks
+from mtarcface_tf.faces.align import rescale_points
 
-VARIANTS = ("clean", "masked", "mixed", "combined")
+# The paper's table: clean pairs, both faces masked, one of the two masked; the variant names' one home.
+PAPER_VARIANTS = ("clean", "masked", "mixed")
+VARIANTS = PAPER_VARIANTS + ("combined",)   # combined: the three sets as one
 MASK_BATCH = 128
 
 
@@ -87,7 +90,7 @@ def masked_variants(images, issame, seed=0, image_size=None, landmarks=None):
     clean = _resize(images, image_size)
     if landmarks is not None:
         ratio = clean.shape[1] / images.shape[1]
-        landmarks = (np.asarray(landmarks, np.float32) + 0.5) * ratio - 0.5
+        landmarks = rescale_points(np.asarray(landmarks, np.float32), ratio)
     masked = mask_all(clean, seed, landmarks=landmarks)
     mixed = clean.copy()
     mixed[0::2] = masked[0::2]

@@ -36,7 +36,6 @@ import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.faces import align
-from mtarcface_tf.faces.align import ARCFACE_TEMPLATE
 
 TEMPLATE_SIZE = float(align.TEMPLATE_SIZE)   # float: sizes below are divided by it inside TF graphs
 MASK_TYPES = ("surgical", "n95", "kn95", "cloth", "gas")
@@ -134,7 +133,7 @@ _NUM_RANDOM = 25
 def template_points(image_size=112):
     """Returns the ArcFace template's five points [5, 2] float32 in pixels of an ``image_size`` square (pixel
     centres at integers, as landmarks in records are)."""
-    return ((ARCFACE_TEMPLATE + 0.5) * (image_size / TEMPLATE_SIZE) - 0.5).astype(np.float32)
+    return align.template_for(image_size)
 
 
 def anchor_values(points):
@@ -566,7 +565,8 @@ def _details(fields, mask_type):
     offset = (offset - tf.round(offset)) / PLEAT_WIDTH
     pleat = tf.square(tf.nn.relu(1.0 - tf.square(offset)))
     pleat = 1.0 - tf.gather(tf.constant(PLEAT_AMPLITUDE), mask_type)[:, None, None] * pleat
-    seam = 1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None] * tf.nn.relu(1.0 - tf.abs(fields["u"]))
+    seam = (1.0 - tf.gather(tf.constant(SEAM_AMPLITUDE), mask_type)[:, None, None]
+            * tf.nn.relu(1.0 - tf.abs(fields["u"])))
     disc_darkening = 1.0 - tf.gather(tf.constant(DISC_SHADE), mask_type)[:, None, None]
     return pleat * seam * (1.0 - disc_darkening * tf.clip_by_value(fields["discs"], 0.0, 1.0))
 

@@ -18,6 +18,7 @@ import sys
 import tensorflow as tf
 
 from mtarcface_tf.data import masks, records
+from mtarcface_tf.faces.align import rescale_points
 
 AUTOTUNE = tf.data.AUTOTUNE
 PIXEL_MEAN = 127.5
@@ -110,7 +111,7 @@ def _decode_with_landmarks(image_raw, landmarks, image_size, corrupt_counter):
     """Returns ``(image, landmarks, ok)`` with the landmarks [5, 2] scaled as the image was resized."""
     image, ok, stored_width = _decode(image_raw, image_size, corrupt_counter)
     ratio = image_size / stored_width
-    return image, (landmarks + 0.5) * ratio - 0.5, ok
+    return image, rescale_points(landmarks, ratio), ok
 
 
 def flip_landmarks(landmarks, image_size):

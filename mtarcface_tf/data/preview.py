@@ -4,11 +4,14 @@ import os
 import cv2
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_path
+
 LABEL_HEIGHT_RATIO = 260.0   # text scale = tile height / this
 
 
 def faces_from_records(path, count, size):
-    """Returns up to ``count`` uint8 faces [N, size, size, 3] read from TFRecords at ``path`` (any ``list_shards`` form)."""
+    """Returns up to ``count`` uint8 faces [N, size, size, 3] read from TFRecords at ``path`` (any ``list_shards``
+    form)."""
     import tensorflow as tf
     from mtarcface_tf.data import records
     faces = []
@@ -99,6 +102,5 @@ def mask_preview_grid(faces, cols, probability=1.0, seed=0, landmarks=None):
 def write_png(path, image_rgb):
     """Writes an RGB uint8 image as PNG through a temporary name."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        cv2.imwrite(tmp, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])

@@ -15,6 +15,8 @@ import struct
 
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_open, write_text
+
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
 _HEAD = struct.Struct("<II")
@@ -78,16 +80,13 @@ def write_recordio(rec_path, idx_path, records):
     Both files are written under temporary names and renamed when complete. Returns the number of records.
     """
     count, index_lines = 0, []
-    with open(rec_path + ".tmp", "wb") as f:
+    with atomic_open(rec_path, "wb") as f:
         for key, payload in records:
             index_lines.append(f"{int(key)}\t{f.tell()}\n")
             f.write(_encode_record(payload))
             count += 1
-    if idx_path is not None:
-        with open(idx_path + ".tmp", "w", encoding="ascii") as f:
-            f.writelines(index_lines)
-        os.replace(idx_path + ".tmp", idx_path)
-    os.replace(rec_path + ".tmp", rec_path)
+        if idx_path is not None:
+            write_text(idx_path, "".join(index_lines))
     return count
 
 

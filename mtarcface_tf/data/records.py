@@ -156,9 +156,3 @@ def find_manifest(path):
     return None
 
 
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary name, renamed when complete."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

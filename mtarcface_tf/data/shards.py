@@ -20,9 +20,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from mtarcface_tf.atomic import write_text
 from mtarcface_tf.progress import progress_bar
 
-from mtarcface_tf.data.records import atomic_write_text, manifest_path, read_manifest, serialize_example, shard_paths
+from mtarcface_tf.data.records import manifest_path, read_manifest, serialize_example, shard_paths
 
 IMAGES_PER_AUTO_SHARD = 100_000
 PROGRESS_SUFFIX = ".progress.json"
@@ -163,8 +164,8 @@ def _load_progress(output_dir, name, plan, resume):
 
 
 def _save_progress(output_dir, name, plan, done):
-    atomic_write_text(_progress_path(output_dir, name),
-                              json.dumps({"plan": plan, "done": {str(i): s for i, s in sorted(done.items())}}))
+    write_text(_progress_path(output_dir, name),
+               json.dumps({"plan": plan, "done": {str(i): s for i, s in sorted(done.items())}}))
 
 
 def _run_pending(job, tasks, workers, bar, on_done):
@@ -193,7 +194,8 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
     """Writes all items of ``job`` into ``num_shards`` TFRecord shards and the manifest; returns the manifest.
 
     Args:
-      job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items, ``job.write(start, stop, writer, counter)``).
+      job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items,
+        ``job.write(start, stop, writer, counter)``).
       output_dir, name: shards ``output_dir/NAME-0000i-of-000NN.tfrecord`` and ``NAME.manifest.json``.
       source: what was converted (recorded in the manifest and checked on resume).
       num_shards: 0 picks ``auto_num_shards``.
@@ -225,8 +227,8 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
         _run_pending(job, tasks, workers, bar, on_done)
     manifest = _manifest(done, paths, source, command, extra)
     for file_name, text in (side_files or {}).items():
-        atomic_write_text(os.path.join(output_dir, file_name), text)
-    atomic_write_text(manifest_path(output_dir, name), json.dumps(manifest, indent=2))
+        write_text(os.path.join(output_dir, file_name), text)
+    write_text(manifest_path(output_dir, name), json.dumps(manifest, indent=2))
     os.remove(_progress_path(output_dir, name))
     return manifest
 
@@ -302,7 +304,7 @@ class ShardedRecordWriter:
         for path in self.paths:
             os.replace(path + ".tmp", path)
         manifest = build_manifest(self.images, len(self.labels), self.paths, source, command, extra)
-        atomic_write_text(manifest_path(self.output_dir, self.name), json.dumps(manifest, indent=2))
+        write_text(manifest_path(self.output_dir, self.name), json.dumps(manifest, indent=2))
         self._writers = []
         return manifest
 

@@ -14,11 +14,12 @@ import os
 
 import cv2
 import numpy as np
+from mtarcface_tf.atomic import write_text
 from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.data import synthetic_draw as draw
-from mtarcface_tf.data.image_codec import encode_jpeg
-from mtarcface_tf.faces.align import TEMPLATE_SIZE
+from mtarcface_tf.images import encode_jpeg
+from mtarcface_tf.faces.align import TEMPLATE_SIZE, rescale_points
 
 GENERATOR_VERSION = 2           # bump when the drawing changes: cached data sets are then refused, not mixed
 IDENTITY_STREAM, IMAGE_STREAM, PAIRS_STREAM = 1, 2, 3
@@ -214,7 +215,7 @@ def render_face(params, rng, image_size=112, pose=None):
     landmarks = np.stack([yaw_x(landmarks[:, 0], yaw), landmarks[:, 1]], axis=1)
     landmarks = landmarks @ pose[:, :2].T + pose[:, 2]
     ratio = image_size / TEMPLATE_SIZE
-    return image, ((landmarks + 0.5) * ratio - 0.5).astype(np.float32)
+    return image, rescale_points(landmarks, ratio).astype(np.float32)
 
 
 def image_rng(seed, identity, image):
@@ -366,15 +367,16 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
     same identity, from identities ``identities .. identities + eval_identities - 1``, disjoint from training)
     with its landmarks in ``synth.bin.landmarks.npy``, and ``synthfaces.json`` (the settings), written last.
     Every training record carries its landmarks (``records.LANDMARKS_KEY``). ``pose`` (ranges, DEFAULT_POSE when
-    None) and ``spread`` are as in ``render_face`` and ``identity_params``. A directory whose ``synthfaces.json`` matches is reused
-    without writing anything; one made with other settings raises SyntheticDataError (delete it or pick another).
+    None) and ``spread`` are as in ``render_face`` and ``identity_params``. A directory whose ``synthfaces.json``
+    matches is reused without writing anything; one made with other settings raises SyntheticDataError (delete it or
+    pick another).
     Work is spread over ``workers`` spawn processes; the output does not depend on ``workers``.
 
     Returns dict(train=<TFRecord dir>, manifest=<path>, bins={"synth": <.bin path>} (empty without pairs),
     images, identities, settings, cached).
     """
     # Imported here, not at the top: the spawn rendering workers import this module and must stay TensorFlow-free.
-    from mtarcface_tf.data import bin_pairs, records, shards
+    from mtarcface_tf.data import bin_pairs, shards
     pose = dict(DEFAULT_POSE if pose is None else pose)
     settings = _settings(identities, images_per_identity, eval_identities, eval_pairs, image_size, seed, num_shards,
                          jpeg_quality, pose, spread)
@@ -402,7 +404,7 @@ def generate_dataset(output_dir, identities, images_per_identity, eval_identitie
             images, landmarks = (np.concatenate(parts) for parts in zip(*_run(_pairs_chunk, pair_tasks, workers, bar)))
             bin_pairs.save_bin(result["bins"][BIN_KEY], images, issame, ext=".jpg")
             bin_pairs.save_landmarks(result["bins"][BIN_KEY], landmarks, image_size)
-    records.atomic_write_text(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
+    write_text(os.path.join(output_dir, SETTINGS_FILE), json.dumps(settings, indent=2))
     return result
 
 

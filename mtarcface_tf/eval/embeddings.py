@@ -23,6 +23,27 @@ def _batches(images, batch_size, input_size, note_resize):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def embed_with_flip(embed_fn, batch, flip=True):
+    """Embeds one batch, with insightface's flip test: the raw embeddings of each face and of its mirror are added.
+
+    Args:
+      embed_fn: called on uint8 [B or 2B, S, S, 3]; returns embeddings [.., D] or ``(embeddings, mask_prob)``.
+      batch: uint8 [B, S, S, 3] RGB faces (numpy array or tensor).
+      flip: embed the horizontal mirrors too (one call on 2B images).
+
+    Returns:
+      ``(embedding, flip_sum, mask_prob)``: float32 [B, D] raw embeddings of the faces; float32 [B, D]
+      embedding(face) + embedding(mirror), or None without ``flip``; [B, 2] mask probabilities of the faces, or
+      None when ``embed_fn`` gives none.
+    """
+    count = batch.shape[0]
+    output = embed_fn(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0) if flip else batch)
+    embeddings, probs = output if isinstance(output, tuple) else (output, None)
+    embeddings = np.asarray(embeddings, np.float32)
+    probs = None if probs is None else np.asarray(probs)[:count]
+    return embeddings[:count], (embeddings[:count] + embeddings[count:] if flip else None), probs
+
+
 def extract(embed_fn, images, batch_size=128, flip=True, desc="embedding"):
     """Embeds images in batches, with insightface's flip test.
 
@@ -48,15 +69,10 @@ def extract(embed_fn, images, batch_size=128, flip=True, desc="embedding"):
     total = -(-len(images) // batch_size)
     batches = _batches(images, batch_size, input_size, note_resize)
     for batch in progress_bar(batches, total=total, desc=desc, unit="batch"):
+        embeddings, flip_sum, probs = embed_with_flip(embed_fn, batch, flip)
+        plain.append(embeddings)
         if flip:
-            embeddings, probs = embed_fn(tf.concat([batch, tf.reverse(batch, axis=[2])], axis=0))
-            count = len(batch)
-            plain.append(embeddings[:count])
-            flipped.append(embeddings[:count] + embeddings[count:])
-            probs = None if probs is None else probs[:count]
-        else:
-            embeddings, probs = embed_fn(batch)
-            plain.append(embeddings)
+            flipped.append(flip_sum)
         if probs is not None:
             mask_prob.append(probs)
     return dict(embedding=l2_normalize(np.concatenate(plain)),

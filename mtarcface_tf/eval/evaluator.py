@@ -11,10 +11,11 @@ import numpy as np
 from mtarcface_tf.data.bin_pairs import load_bin, load_landmarks
 from mtarcface_tf.data.masked_pairs import mask_labels_for, masked_variants
 from mtarcface_tf.eval import embeddings as embeddings_lib
+from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS
 from mtarcface_tf.eval import mask_usage, verification
 from mtarcface_tf.export.embedder import make_embed_fn
 
-DEFAULT_VARIANTS = ("clean", "masked", "mixed")
+DEFAULT_VARIANTS = PAPER_VARIANTS
 MASK_METRICS = ("accuracy", "precision", "recall", "f1")
 
 

@@ -18,15 +18,16 @@ Masked protocol: every face of the probe (second) template of a pair is masked a
 import bisect
 import os
 
-import cv2
 import keras
 import numpy as np
 from sklearn.metrics import auc
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
+from mtarcface_tf.eval.embeddings import embed_with_flip
 from mtarcface_tf.export.embedder import make_embed_fn
 from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
+from mtarcface_tf.images import ImageReadError, read_image_rgb
 from mtarcface_tf.progress import progress_bar
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -126,11 +127,12 @@ def load_aligned(root, meta, indices, image_size=TEMPLATE_SIZE):
     out = np.empty((len(indices), image_size, image_size, 3), np.uint8)
     for row, index in enumerate(indices):
         path = os.path.join(os.fspath(root), "loose_crop", meta["images"][index])
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise IJBDataError(f"{path}: missing or not an image")
         try:
-            out[row] = align_face(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), meta["landmarks"][index], image_size)
+            image = read_image_rgb(path)
+        except ImageReadError as error:
+            raise IJBDataError(str(error)) from error
+        try:
+            out[row] = align_face(image, meta["landmarks"][index], image_size)
         except AlignmentError as error:
             raise IJBDataError(f"{path}: {error}") from error
     return out
@@ -138,10 +140,8 @@ def load_aligned(root, meta, indices, image_size=TEMPLATE_SIZE):
 
 def _embed(embed_fn, faces, flip):
     """Raw embeddings of faces (plus those of their mirrors when ``flip``): float32 [B, D]."""
-    batch = np.concatenate([faces, faces[:, :, ::-1]]) if flip else faces
-    output = embed_fn(batch)
-    output = np.asarray(output[0] if isinstance(output, tuple) else output, np.float32)
-    return output[:len(faces)] + output[len(faces):] if flip else output
+    embeddings, flip_sum, _ = embed_with_flip(embed_fn, faces, flip)
+    return flip_sum if flip else embeddings
 
 
 def face_features(embed_fn, root, meta, indices, batch_size=128, flip=True, mask_seed=None, image_size=TEMPLATE_SIZE):

@@ -6,18 +6,19 @@ Plots (matplotlib ``Figure`` objects, no pyplot global state): ROC curves per se
 axis), histograms of same- and different-identity distances with their overlap (IOU), the mask confusion matrix.
 ``report.json["recommended_threshold"]`` is the verification threshold at the chosen FAR that applications read.
 """
-import json
 import os
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from mtarcface_tf.atomic import atomic_path, write_text
+from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS
+from mtarcface_tf.export.report_file import REPORT_FILE, REPORT_KEYS, read_report, write_report_file  # noqa: F401
 from mtarcface_tf.eval.verification import (DEFAULT_FAR, far_label, recommend_threshold,  # noqa: F401 (re-export)
                                             recommend_threshold_from_distances)
 
 HISTOGRAM_BINS = np.linspace(0.0, 4.0, 81)
-TABLE_VARIANTS = ("clean", "masked", "mixed")
-REPORT_KEYS = ("model", "far_target", "sets", "recommended_threshold")
+TABLE_VARIANTS = PAPER_VARIANTS
 MISSING = "–"
 UNION = "combined"   # the variant that pools clean, masked and mixed pairs
 
@@ -202,9 +203,8 @@ def _ijb_summary(ijb_results):
 
 
 def _save(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
 def plot_roc(set_name, variants, path):
@@ -362,13 +362,6 @@ def _markdown(report, compare):
     return "\n".join(lines)
 
 
-def _write_text(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name="", ijb=None, ijb_1n=None):
     """Writes report.json, report.md and the PNG plots of an evaluation into ``output_dir``.
 
@@ -390,21 +383,12 @@ def write_report(results, output_dir, far=DEFAULT_FAR, compare=None, model_name=
     _write_plots(results, report, output_dir, ijb)
     if compare:
         compare = {**compare, model_name or "this model": report}
-    _write_text(os.path.join(output_dir, "report.json"), json.dumps(report, indent=2))
-    _write_text(os.path.join(output_dir, "report.md"), _markdown(report, compare))
+    write_report_file(os.path.join(output_dir, REPORT_FILE), report)
+    write_text(os.path.join(output_dir, "report.md"), _markdown(report, compare))
     return report
 
 
 def load_report(path):
-    """Returns the report dict of a report.json; raises ValueError naming ``path`` when it is not one."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: report not found (write one with tools/evaluate.py)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            report = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not a JSON report ({err})") from err
-    missing = [k for k in REPORT_KEYS if not isinstance(report, dict) or k not in report]
-    if missing:
-        raise ValueError(f"{path}: not a report.json of tools/evaluate.py (missing {missing})")
-    return report
+    """Returns the report dict of a report.json; raises FileNotFoundError, or ValueError naming ``path`` when it is
+    not one (``export.report_file.read_report``)."""
+    return read_report(path, REPORT_KEYS)

@@ -18,12 +18,12 @@ import tensorflow as tf
 from mtarcface_tf.data.pipeline import normalize
 from mtarcface_tf.export.saved_model import (SERVING_SIGNATURE, ExportError, find_saved_model, output_heads,
                                              read_metadata, read_report_threshold, training_data)
+from mtarcface_tf.export.report_file import REPORT_FILE
 from mtarcface_tf.model.workdir import ModelLoadError, load_model
 
 log = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = 112
-REPORT_FILE = "report.json"      # an evaluation report in a workdir (tools/evaluate.py --output_dir=WORKDIR)
 
 
 class EmbedFn:

@@ -22,12 +22,12 @@ RGB NCHW ``(pixel - mean) / std``. Our graph's first nodes are ``mul`` / ``Conv`
 """
 import contextlib
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from mtarcface_tf.atomic import atomic_directory, atomic_path
 from mtarcface_tf.data import pipeline
+from mtarcface_tf.export.embedder import l2_normalize
 
 INPUT_NAME = "input"
 BATCH_DIM = "N"
@@ -90,9 +90,9 @@ def convert_onnx(model, mask_output=True):
       ``mask_output`` and a mask head, ``mask_prob`` [N, 2].
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from mtarcface_tf.export.saved_model import backbone_of  # pylint: disable=import-outside-toplevel
+    from mtarcface_tf.export.saved_model import exportable_backbone  # pylint: disable=import-outside-toplevel
     _, tf2onnx = require_onnx()
-    backbone = backbone_of(model, OnnxExportError)
+    backbone = exportable_backbone(model, OnnxExportError)
     size = int(backbone.input.shape[1])
     with_mask = mask_output and "mask_logits" in backbone.output
     # x_insightface = (p - mean) / std, x_ours = (p - PIXEL_MEAN) * PIXEL_SCALE = x_insightface * a + b.
@@ -143,9 +143,8 @@ def run_onnx(onnx_path, images):
 
 def _save(proto, path):
     onnx, _ = require_onnx()
-    temp_path = f"{path}.tmp"
-    onnx.save(proto, temp_path)
-    os.replace(temp_path, path)
+    with atomic_path(path) as temp_path:
+        onnx.save(proto, temp_path)
 
 
 def _embedding_only(proto):
@@ -170,17 +169,10 @@ def export_onnx(model, output_dir):
     if os.path.exists(output_dir):
         raise OnnxExportError(f"{output_dir}: already exists; choose a new directory.")
     proto = convert_onnx(model)
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
+    with atomic_directory(output_dir) as temp_dir:
         os.makedirs(os.path.join(temp_dir, INSIGHTFACE_DIR))
         _save(proto, os.path.join(temp_dir, MODEL_FILE))
         _save(_embedding_only(proto), os.path.join(temp_dir, INSIGHTFACE_DIR, MODEL_FILE))
-        os.rename(temp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
     return {"model": os.path.join(output_dir, MODEL_FILE),
             "insightface": os.path.join(output_dir, INSIGHTFACE_DIR, MODEL_FILE)}
 
@@ -218,9 +210,7 @@ def onnx_parity(onnx_path, reference):
       ``mask_prob_max_abs_diff``.
     """
     outputs = run_onnx(onnx_path, reference["images"])
-    ours = outputs[EMBEDDING] / np.linalg.norm(outputs[EMBEDDING], axis=1, keepdims=True)
-    theirs = np.asarray(reference["embedding"], np.float32)
-    theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    ours, theirs = l2_normalize(outputs[EMBEDDING]), l2_normalize(reference["embedding"])
     result = {"min_cosine": float(np.min(np.sum(ours * theirs, axis=1)))}
     if MASK_PROB in outputs and reference.get("mask_prob") is not None:
         result["mask_prob_max_abs_diff"] = float(np.max(np.abs(outputs[MASK_PROB] - reference["mask_prob"])))

@@ -18,12 +18,13 @@ goes to ``assets.extra/mtarcface.json`` next to ``saved_model.pb``. This module 
 """
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
+from mtarcface_tf.atomic import atomic_directory
 from mtarcface_tf.data import pipeline, records, synthetic
+from mtarcface_tf.export.report_file import ReportFileError, read_report
+from mtarcface_tf.model.build import backbone_of
 
 SERVING_SIGNATURE = "serving_default"
 JPEG_SIGNATURE = "serve_jpeg"
@@ -77,10 +78,9 @@ def _serving_functions(backbone, input_size):
     return serve_uint8, serve_encoded
 
 
-def backbone_of(model, error=ExportError):
-    """Returns the inference network of ``model`` (a ``build_mtarcface`` model's ``.backbone``, or the model itself);
-    raises ``error`` when its outputs are not a dict holding ``embedding``."""
-    backbone = getattr(model, "backbone", model)
+def exportable_backbone(model, error=ExportError):
+    """Returns ``build.backbone_of(model)``; raises ``error`` when its outputs are not a dict holding ``embedding``."""
+    backbone = backbone_of(model)
     if not isinstance(backbone.output, dict) or "embedding" not in backbone.output:
         raise error("exporting needs a model from build_mtarcface (or its .backbone) whose outputs include "
                     "'embedding'.")
@@ -122,7 +122,7 @@ def model_metadata(model, threshold=None, trained_on=None):
       dict with ``input_size`` (int), ``embedding_size`` (int), ``mask_head`` (bool), ``normalization`` and, when
       given, ``recommended_threshold`` and ``training_data``.
     """
-    backbone = backbone_of(model)
+    backbone = exportable_backbone(model)
     metadata = {
         "input_size": int(backbone.input.shape[1]),
         "embedding_size": int(backbone.output["embedding"].shape[-1]),
@@ -165,7 +165,7 @@ def export_saved_model(model, export_dir, threshold=None, trained_on=None):
     if os.path.exists(export_dir):
         raise ExportError(f"{export_dir}: already exists; choose a new directory (tools/export.py picks the next "
                           "free version number).")
-    backbone = backbone_of(model)
+    backbone = exportable_backbone(model)
     metadata = model_metadata(backbone, threshold, trained_on)
     serve_uint8, serve_encoded = _serving_functions(backbone, metadata["input_size"])
 
@@ -175,11 +175,7 @@ def export_saved_model(model, export_dir, threshold=None, trained_on=None):
     module.serve_uint8 = serve_uint8
     module.serve_encoded = serve_encoded
 
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    os.makedirs(parent, exist_ok=True)
-    temp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.tmp-", dir=parent)
-    try:
-        target = os.path.join(temp_dir, "model")
+    with atomic_directory(export_dir) as target:
         tf.saved_model.save(module, target, signatures={
             SERVING_SIGNATURE: serve_uint8.get_concrete_function(),
             JPEG_SIGNATURE: serve_encoded.get_concrete_function(),
@@ -187,9 +183,6 @@ def export_saved_model(model, export_dir, threshold=None, trained_on=None):
         os.makedirs(os.path.join(target, METADATA_DIR), exist_ok=True)
         with open(os.path.join(target, METADATA_DIR, METADATA_FILE), "w", encoding="utf-8") as handle:
             json.dump(metadata, handle, indent=2)
-        os.rename(target, export_dir)
-    finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
     return export_dir
 
 
@@ -232,14 +225,11 @@ def read_report_threshold(report_path):
     """Returns ``recommended_threshold`` (dict) of an evaluation ``report.json``, or None when absent.
 
     Raises:
-      ExportError: the file exists but is not JSON.
+      ExportError: the file exists but is not a JSON object.
     """
-    report_path = os.fspath(report_path)
-    if not os.path.isfile(report_path):
+    if not os.path.isfile(os.fspath(report_path)):
         return None
     try:
-        with open(report_path, encoding="utf-8") as handle:
-            return json.load(handle).get("recommended_threshold")
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise ExportError(f"{report_path}: not a valid report.json ({error}); re-run tools/evaluate.py or pass "
-                          "--report=''.") from error
+        return read_report(report_path, required=()).get("recommended_threshold")
+    except ReportFileError as error:
+        raise ExportError(f"{error}, or pass --report=''.") from error

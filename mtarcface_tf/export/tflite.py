@@ -8,7 +8,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from mtarcface_tf.atomic import write_bytes
 from mtarcface_tf.export.embedder import l2_normalize, make_embed_fn
+from mtarcface_tf.model.build import backbone_of
 from mtarcface_tf.export.saved_model import SERVING_SIGNATURE
 
 QUANTIZATIONS = ("float", "dynamic_int8")
@@ -67,23 +69,15 @@ def tflite_parity(tflite_model, model, images):
       two embeddings) and, with a mask head, ``mask_prob_max_abs_diff``.
     """
     lite = run_tflite(tflite_model, images)
-    embeddings, mask_prob = make_embed_fn(getattr(model, "backbone", model))(images)
+    embeddings, mask_prob = make_embed_fn(backbone_of(model))(images)
     reference = {"embedding": l2_normalize(embeddings), "mask_prob": mask_prob}
     result = {
         "max_abs_diff": float(np.max(np.abs(lite["embedding"] - reference["embedding"]))),
-        "min_cosine": float(np.min(np.sum(lite["embedding"] * reference["embedding"], axis=-1)
-                                   / np.linalg.norm(lite["embedding"], axis=-1))),
+        "min_cosine": float(np.min(np.sum(l2_normalize(lite["embedding"]) * reference["embedding"], axis=-1))),
     }
     if mask_prob is not None:
         result["mask_prob_max_abs_diff"] = float(np.max(np.abs(lite["mask_prob"] - reference["mask_prob"])))
     return result
-
-
-def _write_atomic(path, payload):
-    temp_path = f"{path}.tmp"
-    with open(temp_path, "wb") as handle:
-        handle.write(payload)
-    os.replace(temp_path, path)
 
 
 def export_tflite(saved_model_dir, model, output_dir, num_images=4, seed=0):
@@ -100,12 +94,12 @@ def export_tflite(saved_model_dir, model, output_dir, num_images=4, seed=0):
       dict quantization -> {"path": str, "bytes": int, **tflite_parity(...)}.
     """
     os.makedirs(output_dir, exist_ok=True)
-    size = int(getattr(model, "backbone", model).input.shape[1])
+    size = int(backbone_of(model).input.shape[1])
     images = np.random.default_rng(seed).integers(0, 256, (num_images, size, size, 3), dtype=np.uint8)
     results = {}
     for quantization in QUANTIZATIONS:
         payload = convert_tflite(saved_model_dir, quantization)
         path = os.path.join(output_dir, f"model_{quantization}.tflite")
-        _write_atomic(path, payload)
+        write_bytes(path, payload)
         results[quantization] = {"path": path, "bytes": len(payload), **tflite_parity(payload, model, images)}
     return results

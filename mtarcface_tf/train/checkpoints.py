@@ -6,6 +6,7 @@ import os
 
 import tensorflow as tf
 
+from mtarcface_tf.atomic import write_text
 from mtarcface_tf.model import normalization
 from mtarcface_tf.model.workdir import BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, config_to_json, first_line
 from mtarcface_tf.train.schedules import make_optimizer
@@ -45,10 +46,7 @@ def check_and_save_config(config, workdir):
             details = "; ".join(_describe_change(_architecture(old)[k], _architecture(new)[k], k) for k in changed)
             raise CheckpointError(f"{workdir} holds a run of another architecture ({details}); use another "
                                   f"--workdir or the same config")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config_to_json(config))
-    os.replace(tmp, path)
+    write_text(path, config_to_json(config))
 
 
 def _describe_change(old, new, key):

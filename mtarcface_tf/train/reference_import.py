@@ -28,6 +28,8 @@ import numpy as np
 # Only to read checkpoint files: the weights are assigned as numpy arrays.
 import tensorflow as tf
 
+from mtarcface_tf.model.build import backbone_of
+
 RESNET_SCOPE = "resnet"
 ARCFACE_KEY = "arcface/kernel/.ATTRIBUTES/VARIABLE_VALUE"
 VARIABLE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -105,11 +107,6 @@ def describe_network(norm, renorm_form=""):
 def variable_key(index, attr, root=""):
     """Returns the checkpoint key of variable ``attr`` (kernel, gamma, alpha...) of the K-th weighted layer."""
     return f"{root}{RESNET_SCOPE}/layer_with_weights-{index}/{attr}{VARIABLE_SUFFIX}"
-
-
-def backbone_of(model):
-    """Returns the functional LResNet inside ``model`` (an ``MTArcFace`` network or a ``build_lresnet`` model)."""
-    return getattr(model, "backbone", model)
 
 
 def units_of(backbone):

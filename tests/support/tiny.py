@@ -1,33 +1,68 @@
-"""Shared by the export and recognizer tests: a tiny MTArcFace, a saved training workdir, fresh-process runs.
+"""The tests' tiny world: one tiny config, a tiny MTArcFace, a tiny learnable record set, a saved training workdir,
+and the tests' own reference of an export's outputs.
 
 Not a test module. The tiny network keeps the paper's layer types (LResNet units, BN, PReLU, mask head) at a
 size that builds and exports in seconds on 2 CPU cores.
 """
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import keras
 import numpy as np
 
 from mtarcface_tf.configs import common
+from mtarcface_tf.data.shards import ShardedRecordWriter
+from mtarcface_tf.images import encode_jpeg
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 7   # not a size used anywhere else in the network, so a [D, 7] variable can only be the centres
+TRAIN_CLASSES = 4   # classes of write_tiny_records, learnable in a few steps
+DEFAULT_JPEG_QUALITY = 95   # cv2.imencode's default, what the records were written with before
 
 
-def tiny_config(mask_head=True, input_size=32, embedding_size=16):
-    """Returns a full config whose model is a one-unit-per-stage LResNet at width 0.125."""
+def tiny_config(data_dir="", classes=TRAIN_CLASSES, steps=4, batch_size=8, mask_head=True, input_size=32,
+                embedding_size=16):
+    """Returns the tests' one tiny config: a one-unit-per-stage LResNet at width 0.125 on ``input_size`` images,
+    training on ``data_dir`` (e.g. ``write_tiny_records``) for ``steps`` steps on one device, no XLA, no
+    evaluation, a checkpoint every 2 steps."""
     config = common.base_config()
-    config.num_classes = NUM_CLASSES
+    config.num_classes = classes
+    config.batch_size = batch_size
+    config.num_steps = steps
+    config.strategy = "default"
+    config.jit_compile = False
     config.model.units = (1, 1, 1, 1)
     config.model.width = 0.125
     config.model.input_size = input_size
     config.model.embedding_size = embedding_size
     config.model.mask_head = mask_head
+    config.model.dropout = 0.0
+    config.loss.arcface_scale = 16.0
+    config.loss.arcface_margin = 0.2
+    config.data.train = str(data_dir)
+    config.data.shuffle_buffer = 64
+    config.data.mask_probability = 0.5
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.schedule = "constant"
+    config.log_every_secs = 0.0
+    config.checkpoint_every = 2
+    config.eval.every = 0
     return config
+
+
+def write_tiny_records(output_dir, classes=TRAIN_CLASSES, per_class=16, size=32, seed=0, shards=2):
+    """Writes ``classes * per_class`` JPEGs (each class a distinct colour pattern plus noise); returns the dir."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(0, 256, size=(classes, 4, 4, 3)).astype(np.float32)
+    with ShardedRecordWriter(str(output_dir), "train", num_shards=shards) as writer:
+        for label in range(classes):
+            base = cv2.resize(patterns[label], (size, size), interpolation=cv2.INTER_NEAREST)
+            for _ in range(per_class):
+                image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+                writer.write(encode_jpeg(image, DEFAULT_JPEG_QUALITY), label)
+        writer.close(source="test")
+    return str(output_dir)
 
 
 def build_tiny_model(mask_head=True, input_size=32, embedding_size=16, seed=0):
@@ -35,7 +70,8 @@ def build_tiny_model(mask_head=True, input_size=32, embedding_size=16, seed=0):
     from mtarcface_tf.model import build_mtarcface
 
     keras.utils.set_random_seed(seed)
-    config = tiny_config(mask_head, input_size, embedding_size)
+    config = tiny_config(classes=NUM_CLASSES, mask_head=mask_head, input_size=input_size,
+                         embedding_size=embedding_size)
     model = build_mtarcface(config.num_classes, config)
     # Non-trivial BN statistics so that inference-mode BN is exercised, not an identity.
     rng = np.random.default_rng(seed)
@@ -66,25 +102,6 @@ def random_faces(count, size=32, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
-def start_python(args):
-    """Starts ``python ARGS...`` from the repository root in a fresh process (CPU only, quiet TF); returns the
-    ``subprocess.Popen`` (text stdout/stderr pipes). Use ``.communicate(timeout=...)`` to wait."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
-    return subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def finish(process, timeout=180):
-    """Waits for a ``start_python`` process; returns ``subprocess.CompletedProcess``."""
-    stdout, stderr = process.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def run_python(args, timeout=180):
-    """Runs ``python ARGS...`` like ``start_python`` and waits; returns ``subprocess.CompletedProcess``."""
-    return finish(start_python(args), timeout)
-
-
 def keras_reference(model, images):
     """The test's own reference of the export's outputs, computed in numpy from the Keras model: dict ``embedding``
     (L2-normalized) and, with a mask head, ``mask_prob`` (softmax of the mask logits).
@@ -101,18 +118,6 @@ def keras_reference(model, images):
         exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
         result["mask_prob"] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
     return result
-
-
-def one_error_line(result, *names):
-    """Asserts a finished tool run failed with exactly one ``error:`` line on stderr, no traceback, naming each of
-    ``names``; returns that line."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    for name in names:
-        assert str(name) in errors[0], errors[0]
-    return errors[0]
 
 
 def write_png(path, image):

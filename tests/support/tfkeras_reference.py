@@ -1,6 +1,6 @@
 """The reference's network re-created in tf_keras (Keras 2), the Keras its checkpoints were written with.
 
-Run as a script in a subprocess (``python tests/tfkeras_reference.py JOB.json``): it sets TF_USE_LEGACY_KERAS=1
+Run as a script in a subprocess (``python tests/support/tfkeras_reference.py JOB.json``): it sets TF_USE_LEGACY_KERAS=1
 before TensorFlow loads, so this process has Keras 2 while the test process has Keras 3. Our own transcription of
 dmonterom/face_recognition_TF2's ``resnet.py`` (plain BN) and ``resnet_batchRenorm.py`` (batch renorm) and of its
 ``arcface.py`` layer and ``train_model`` (attributes ``resnet``, ``arcface``), at any units per stage / width / input
