@@ -45,5 +45,4 @@ def tiny_config(data_dir, classes=4, steps=4, batch_size=8):
     config.optimizer.schedule = "constant"
     config.log_every_secs = 0.0
     config.checkpoint_every = 2
-    config.eval.every = 0
     return config
