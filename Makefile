@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench figures
+.PHONY: demo test test-slow lint bench figures
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow" tests $(ARGS)
+
+# Syntax errors and undefined names only, until the project's rule set is chosen.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --isolated --exclude $(VENV) --select E9,F63,F7,F82 .
 
 # pytest's exit code 5 ("no tests ran") is not a failure here: ARGS (e.g. -k NAME) may select no slow test.
 test-slow: $(STAMP)

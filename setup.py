@@ -31,7 +31,9 @@ setup(
                 # Keras 2, the independent implementation the reference-fidelity tests compare with
                 "tf-keras>=2.21,<2.22",
                 # the ANN library the gallery's index is measured against (bench/gallery.py, test_search_index.py)
-                "usearch>=2.12"],
+                "usearch>=2.12",
+                # the linter of make lint (CI)
+                "ruff>=0.6"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
         # ONNX export (tf2onnx) and running it (onnxruntime), insightface's model format.

@@ -116,7 +116,8 @@ def test_evaluators_declared_in_the_config_give_the_same_numbers(tmp_path, fake_
 
 
 def test_an_unknown_evaluator_type_or_a_missing_bin_is_one_line():
-    with pytest.raises(ValueError, match=r"^config.evals.lfw.type='verifcation': choose one of ijb, ijb_1n, verification$"):
+    with pytest.raises(ValueError,
+                       match=r"^config.evals.lfw.type='verifcation': choose one of ijb, ijb_1n, verification$"):
         registry.build_evaluators({"lfw": dict(type="verifcation", bins="")})
     with pytest.raises(ValueError, match=r"^config.evals.lfw: /no/lfw.bin does not exist; fix the path"):
         registry.build_evaluators({"lfw": dict(type="verification", bins="/no/lfw.bin")})

@@ -98,7 +98,8 @@ def test_comma_separated_eval_bins_parse_as_paths_and_are_checked_before_step_1(
 def test_unknown_evaluator_type_or_setting_is_one_clear_error(data_dir, tmp_path):
     config = tiny_config(data_dir, steps=1)
     config.evals.ijb.type = "ijb_11"
-    with pytest.raises(TrainingError, match=r"^config.evals.ijb.type='ijb_11': choose one of ijb, ijb_1n, verification$"):
+    with pytest.raises(TrainingError,
+                       match=r"^config.evals.ijb.type='ijb_11': choose one of ijb, ijb_1n, verification$"):
         train_and_evaluate(config, str(tmp_path / "run"))
     config = tiny_config(data_dir, steps=1)
     config.evals.verification.roots = "x"

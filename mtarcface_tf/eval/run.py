@@ -82,5 +82,6 @@ def evaluate_source(source, output_dir, evals, far=DEFAULT_FAR, compare=(), mode
         others[other["model"] or os.path.basename(os.path.dirname(os.path.abspath(path)))] = other
     written, _ = run_and_report(declared, make_embed_fn(source), output_dir, far, others, model_name)
     lines = [report.compare_table({model_name: written})] if written["sets"] else []
-    lines += [report.ijb_table(written), report.ijb_1n_table(written), f"report written to {os.path.join(output_dir, 'report.md')}"]
+    lines += [report.ijb_table(written), report.ijb_1n_table(written),
+              f"report written to {os.path.join(output_dir, 'report.md')}"]
     return written, lines
