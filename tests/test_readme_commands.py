@@ -199,11 +199,13 @@ def test_the_finder_sees_the_documented_commands(documented):
     assert len(documented) >= 50
 
 
+@pytest.mark.slow   # a subprocess per tool (TensorFlow imported in each): the largest share of the fast tier
 def test_every_documented_command_parses(documented):
     errors = parse_errors(documented)
     assert not errors, "commands in the docs that do not parse:\n" + "\n".join(errors)
 
 
+@pytest.mark.slow
 def test_a_broken_line_is_caught(tmp_path):
     broken = tmp_path / "BROKEN.md"
     broken.write_text(
