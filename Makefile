@@ -1,10 +1,11 @@
-# The two commands of README.md: `make demo` (the main job) and `make test` (the whole suite); `make lint` (ruff).
-# Both create .venv and install the project on first use.
+# The two commands of README.md: `make demo` (the main job) and `make test` (the fast suite, minutes); `make test-slow`
+# runs the slow tier (end-to-end runs marked `slow`); CI (.ci/run) runs lint and both tiers.
+# All create .venv and install the project on first use.
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench figures lint
+.PHONY: demo test test-slow lint bench figures
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +19,11 @@ demo: $(STAMP)
 	$(PY) tools/demo.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q tests $(ARGS)
+	$(PY) -m pytest -n 2 -q -m "not slow" tests $(ARGS)
+
+# pytest's exit code 5 ("no tests ran") is not a failure here: ARGS (e.g. -k NAME) may select no slow test.
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m slow tests $(ARGS) || test $$? -eq 5
 
 # Every figure README.md and docs/*.md cite, re-measured at the current commit (about 105 minutes on 2 idle cores;
 # ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.

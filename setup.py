@@ -32,8 +32,8 @@ setup(
                 "tf-keras>=2.21,<2.22",
                 # the ANN library the gallery's index is measured against (bench/gallery.py, test_search_index.py)
                 "usearch>=2.12",
-                # the linter behind `make lint` (ruff.toml)
-                "ruff>=0.4"],
+                # the linter behind `make lint` (ruff.toml; CI runs it)
+                "ruff>=0.6"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],
         "jax": ["jax>=0.4.30"],
         # ONNX export (tf2onnx) and running it (onnxruntime), insightface's model format.

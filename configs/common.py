@@ -83,15 +83,22 @@ def base_config():
     config.keep_checkpoints = 5
     config.max_nonfinite = 5              # consecutive non-finite losses before the run stops
 
-    config.eval = ml_collections.ConfigDict()
-    config.eval.every = 10_000
-    # verification .bin files scored during training, comma-separated (a string, so that
-    # --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin parses as two paths)
-    config.eval.bins = ""
-    config.eval.masked = True             # also masked-masked and masked-clean variants
-    config.eval.batch_size = 128
-    config.eval.flip = True
-    # FAR of the TAR@FAR figure and of the recommended threshold; it needs well over 1/far different-identity
-    # pairs (insightface's protocol: LFW-sized sets have 3,000), or it rests on the top few impostor scores
-    config.eval.far = 1e-3
+    # Evaluators (mtarcface_tf/eval/registry.py): NAME = dict(type=TYPE, every=STEPS, its settings...). The trainer
+    # runs each every `every` steps (0: only at the end) and at the end; tools/evaluate.py and the demo build theirs
+    # the same way. One with no data (no bins, no root) is switched off.
+    config.evals = ml_collections.ConfigDict()
+    # verification .bin files, comma-separated (a string, so that
+    # --config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin parses as two paths); a SynthFaces run adds
+    # its own .bin. far: FAR of the TAR@FAR figure and of the recommended threshold; it needs well over 1/far
+    # different-identity pairs (insightface's protocol: LFW-sized sets have 3,000), or it rests on the top few
+    # impostor scores
+    config.evals.verification = dict(
+        type="verification", every=10_000, bins="",
+        masked=True,                      # also masked-masked and masked-clean variants
+        flip=True, batch_size=128, far=1e-3)
+    # IJB-B/C 1:1 template verification, clean and masked probes: --config.evals.ijb.root=/data/ijbc
+    config.evals.ijb = dict(type="ijb", every=10_000, root="", name="IJBC", masked=True, flip=True, batch_size=128)
+    # IJB-B/C 1:N identification (the set's meta/*_1N_*.csv lists): --config.evals.ijb_1n.root=/data/ijbc
+    config.evals.ijb_1n = dict(type="ijb_1n", every=10_000, root="", name="IJBC", masked=True, flip=True,
+                               batch_size=128, index="exact")
     return config

@@ -5,11 +5,12 @@ Not a single-run config (tools/train.py takes configs/demo_mtarcface.py or confi
 calls ``get_configs``.
 """
 from mtarcface_tf.configs import arcface_focal, demo_arcface, demo_mtarcface, triplet
+from mtarcface_tf.data.masked_pairs import VARIANTS
 
 MODELS = {"ArcFace": demo_arcface, "MTArcFace": demo_mtarcface}
 BASELINES = {"ArcFace+focal": arcface_focal, "Triplet": triplet}
 # --quick: a smoke run whose numbers mean little, except that MTArcFace's accuracy drop under masks is already
-# smaller than ArcFace's (tests/test_demo.py; bench/quick_demo.py measures by how much).
+# smaller than ArcFace's (bench/quick_demo.py measures by how much, over several runs).
 # The recognition step: people never seen in training enrolled from unmasked photos and identified from masked
 # ones. Each photo is a SynthFaces face rendered at 112 pixels, placed in a scene of ``scene_size`` pixels
 # (face about ``face_fraction`` of its side: RetinaFace, tuned on real photos, finds these drawn faces only when
@@ -23,10 +24,11 @@ QUICK = dict(steps=80, identities=60, images_per_identity=12, eval_identities=30
 
 def get_configs(quick=False, all_baselines=False):
     """Returns {model name: config} of the two demo models (with ``all_baselines`` also ArcFace+focal and triplet,
-    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run."""
+    on the same data, network size, steps and batch); ``quick`` shrinks data and steps for a smoke run. The demo
+    scores every variant of the pairs (combined too) after training, with each config's evals."""
     configs = {name: module.get_config() for name, module in MODELS.items()}
     for config in configs.values():
-        config.eval.far = DEMO_FAR
+        config.evals.verification.far = DEMO_FAR
     if all_baselines:
         reference = configs["MTArcFace"]
         for name, module in BASELINES.items():
@@ -38,13 +40,14 @@ def get_configs(quick=False, all_baselines=False):
                 images_per_identity = config.batch_size // config.data.identities_per_batch
                 config.data.identities_per_batch = reference.batch_size // images_per_identity
             config.batch_size = reference.batch_size
-            config.eval.far = DEMO_FAR
+            config.evals.verification.far = DEMO_FAR
             configs[name] = config
     if quick:
         for config in configs.values():
             config.num_steps = QUICK["steps"]
             config.loss.margin_warmup_steps = QUICK["steps"] // 5
-            config.eval.every = QUICK["steps"]
+            for entry in config.evals.values():
+                entry.every = QUICK["steps"]
             config.checkpoint_every = QUICK["steps"]
             synthetic = config.data.synthetic
             synthetic.identities = QUICK["identities"]
@@ -52,4 +55,6 @@ def get_configs(quick=False, all_baselines=False):
             synthetic.eval_identities = QUICK["eval_identities"]
             synthetic.eval_pairs = QUICK["eval_pairs"]
             config.num_classes = synthetic.identities
+    for config in configs.values():
+        config.evals.verification.variants = VARIANTS
     return configs

@@ -45,6 +45,6 @@ def get_config():
 
     config.log_every_secs = 10.0
     config.checkpoint_every = 100
-    config.eval.every = DEMO_STEPS
-    config.eval.batch_size = 256
+    config.evals.verification.every = DEMO_STEPS
+    config.evals.verification.batch_size = 256
     return config

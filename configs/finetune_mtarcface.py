@@ -3,7 +3,7 @@
 Run (after downloading a reference checkpoint, e.g. /data/reference/ckpt):
   python tools/import_reference.py --checkpoint=/data/reference/ckpt --workdir=runs/finetune
   python tools/train.py --config=configs/finetune_mtarcface.py --workdir=runs/finetune \
-      --config.data.train=/data/ms1mv2_tfrecords --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin
+      --config.data.train=/data/ms1mv2_tfrecords --config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin
 
 The import writes step 0 of this config's run (same architecture: LResNet-50, 112x112, 512-d, mask head); the
 trainer resumes from it with a fresh optimizer. The backbone and ArcFace centres start from the reference
@@ -30,5 +30,5 @@ def get_config():
     config.optimizer.schedule = "constant"
     config.optimizer.warmup_steps = 1_000
     config.checkpoint_every = 1_000
-    config.eval.every = 2_000
+    config.evals.verification.every = 2_000
     return config

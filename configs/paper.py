@@ -3,7 +3,7 @@
 Run:
   python tools/train.py --config=configs/paper.py --workdir=runs/paper \
       --config.data.train=/data/ms1mv2_tfrecords \
-      --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
+      --config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
 
 Two GPUs with MirroredStrategy, global batch 512, SGD momentum 0.9, lr 0.0015 (x0.3 at 100k and 180k steps),
 300k steps, each image masked with probability 0.5, the mask fitted to the image's landmarks as MaskTheFace fits

@@ -20,6 +20,6 @@ def get_config():
     config.data.synthetic.eval_pairs = 400
     config.num_classes = config.data.synthetic.identities
     config.log_every_secs = 5.0
-    config.eval.every = 150
-    config.eval.batch_size = 128
+    config.evals.verification.every = 150
+    config.evals.verification.batch_size = 128
     return config

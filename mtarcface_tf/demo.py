@@ -23,7 +23,8 @@ from mtarcface_tf.data.masked_pairs import VARIANTS
 from mtarcface_tf.data.masks import MaskAugmenter
 from mtarcface_tf.data.synthetic import GENERATOR_VERSION, TEMPLATE_SIZE, render_faces
 from mtarcface_tf.eval import report as report_lib
-from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.eval.registry import build_evaluators
+from mtarcface_tf.eval.run import run_and_report
 from mtarcface_tf.export.embedder import make_embed_fn
 from mtarcface_tf.export.saved_model import export_saved_model, training_data
 from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
@@ -140,19 +141,18 @@ def train_models(configs, output_dir, parallel=True):
     return workdirs
 
 
-def evaluate_models(workdirs, bins, output_dir, far):
-    """Evaluates each trained workdir on clean/masked/mixed pairs (TAR and the recommended threshold at ``far``);
-    writes one report per model and a comparison.
+def evaluate_models(workdirs, configs, bins, output_dir):
+    """Evaluates each trained workdir with its config's evaluators plus the SynthFaces pairs ``bins``; writes one
+    report per model under ``output_dir/reports``.
 
-    Returns {name: report dict}; the comparison is ``output_dir/report.md``.
+    Returns {name: report dict}.
     """
     reports = {}
     for name, workdir in workdirs.items():
-        evaluator = VerificationEvaluator(bins, masked=True, flip=True, variants=VARIANTS, far=far)
-        for _ in evaluator.run(make_embed_fn(workdir)):
-            pass
-        reports[name] = report_lib.write_report(evaluator.results, os.path.join(output_dir, "reports", slug(name)),
-                                                far=far, model_name=name)
+        declared = build_evaluators(configs[name].evals, configs[name].seed, extra_bins=bins)
+        reports[name], _ = run_and_report(declared, make_embed_fn(workdir),
+                                          os.path.join(output_dir, "reports", slug(name)),
+                                          far=configs[name].evals.verification.far, model_name=name)
     return reports
 
 
@@ -249,11 +249,10 @@ def run_demo(output_dir, quick=False, parallel=True, all_baselines=False, result
     write_samples(mt_config, os.path.join(output_dir, "synthfaces_samples.png"))
     for config in configs.values():
         config.data.train = train_path
-        config.eval.bins = ""
     print(f"[2/5] training {', '.join(configs)} ({mt_config.num_steps} steps each)", flush=True)
     workdirs = train_models(configs, output_dir, parallel)
     print("[3/5] evaluating on clean, masked-masked, masked-clean and combined pairs", flush=True)
-    reports = evaluate_models(workdirs, bins, output_dir, mt_config.eval.far)
+    reports = evaluate_models(workdirs, configs, bins, output_dir)
     table = report_lib.compare_table(reports) + "\n\n" + training_times(workdirs)
     print("[4/5] exporting the MTArcFace SavedModel", flush=True)
     model, trained_config = load_model(workdirs["MTArcFace"])

@@ -7,4 +7,5 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs the paper-size network; still part of the suite")
+    config.addinivalue_line("markers", "slow: the slow tier (end-to-end runs, over ~30 s on an idle machine): "
+                                       "`make test` leaves it out, `make test-slow` runs it, CI runs both")

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtarcface_tf.configs import common
 from mtarcface_tf.eval import evaluator as evaluator_lib
-from mtarcface_tf.eval import report
+from mtarcface_tf.eval import registry, report, run
 from mtarcface_tf.export import export_saved_model
+from mtarcface_tf.export.embedder import make_embed_fn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_SIZE = 32
@@ -94,6 +96,31 @@ def test_evaluator_metrics_results_and_report(tmp_path, fake_masks):
         assert os.path.getsize(tmp_path / "out" / name) > 0
     assert json.loads((tmp_path / "out" / "report.json").read_text())["recommended_threshold"] == \
         written["recommended_threshold"]
+
+
+def test_evaluators_declared_in_the_config_give_the_same_numbers(tmp_path, fake_masks):
+    bin_path = _write_bin(str(tmp_path / "lfw.bin"))
+    config = common.base_config()
+    config.evals.verification.update(bins=bin_path, batch_size=32, far=1e-2)
+    (ijb_entry, ijb_1n_entry, verification) = registry.build_evaluators(config.evals, seed=config.seed)   # by name
+    assert (verification.name, verification.every, ijb_entry.name) == ("verification", 10_000, "ijb")
+    written, metrics = run.run_and_report([verification, ijb_entry, ijb_1n_entry], make_embed_fn(_tiny_model()),
+                                          str(tmp_path / "out"), far=1e-2, model_name="tiny")
+    # The expectations of test_evaluator_metrics_results_and_report, through the registry; the IJB entries have no
+    # root and add nothing.
+    assert metrics["lfw/masked/accuracy"] == pytest.approx(0.5) and metrics["lfw/mask_usage/accuracy"] == 1.0
+    assert metrics["lfw/clean/accuracy"] > 0.9 and metrics["lfw/mixed/accuracy"] < metrics["lfw/clean/accuracy"] - 0.2
+    direct = evaluator_lib.VerificationEvaluator([bin_path], batch_size=32, far=1e-2)
+    assert metrics == dict(direct.run(_tiny_model()))
+    assert written["sets"]["lfw"]["mask_usage"]["confusion_matrix"] == [[120, 0], [0, 120]] and not written["ijb"]
+
+
+def test_an_unknown_evaluator_type_or_a_missing_bin_is_one_line():
+    with pytest.raises(ValueError,
+                       match=r"^config.evals.lfw.type='verifcation': choose one of ijb, ijb_1n, verification$"):
+        registry.build_evaluators({"lfw": dict(type="verifcation", bins="")})
+    with pytest.raises(ValueError, match=r"^config.evals.lfw: /no/lfw.bin does not exist; fix the path"):
+        registry.build_evaluators({"lfw": dict(type="verification", bins="/no/lfw.bin")})
 
 
 def test_clean_only_and_odd_bin(tmp_path):

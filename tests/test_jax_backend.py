@@ -72,6 +72,7 @@ def _jax_main(weights_path):
                       "changed": changed, "total": len(before), "tensorflow_imported": "tensorflow" in sys.modules}))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_backend_matches_tensorflow_and_trains(tmp_path):
     import keras

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.support import processes
 from tests.support.tiny import write_tiny_records
 
@@ -39,6 +41,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_hold_identical_weights(tmp_path):
     data_dir = write_tiny_records(tmp_path / "records", shards=2)
     script = tmp_path / "worker.py"

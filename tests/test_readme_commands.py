@@ -187,7 +187,7 @@ def test_the_finder_sees_the_documented_commands(documented):
     readme = [(script, args) for where, script, args in documented if where.startswith(("README.md", "docs/"))]
     assert ("tools/train.py", ["--config=configs/paper.py", "--workdir=runs/paper", "--config.strategy=default",
                                "--config.data.train=data/ms1mv2",
-                               "--config.eval.bins=lfw.bin,cfp_fp.bin,agedb_30.bin"]) in readme
+                               "--config.evals.verification.bins=lfw.bin,cfp_fp.bin,agedb_30.bin"]) in readme
     assert ("tools/demo.py", ["--quick"]) in readme
     assert ("bench/train_step_jax.py", ["--batch=256"]) in readme          # env-var prefix dropped
     assert any(script == "tools/evaluate.py" and "--workdir=runs/reference" in args for script, args in readme)
@@ -195,15 +195,17 @@ def test_the_finder_sees_the_documented_commands(documented):
             "bench/pipeline.py", "bench/inference.py"} <= {script for script, _ in readme}
     docstrings = [args for where, script, args in documented if where.startswith("configs/paper.py")]
     assert ["--config=configs/paper.py", "--workdir=runs/paper", "--config.data.train=/data/ms1mv2_tfrecords",
-            "--config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin"] in docstrings
+            "--config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin"] in docstrings
     assert len(documented) >= 50
 
 
+@pytest.mark.slow   # a subprocess per tool (TensorFlow imported in each): the largest share of the fast tier
 def test_every_documented_command_parses(documented):
     errors = parse_errors(documented)
     assert not errors, "commands in the docs that do not parse:\n" + "\n".join(errors)
 
 
+@pytest.mark.slow
 def test_a_broken_line_is_caught(tmp_path):
     broken = tmp_path / "BROKEN.md"
     broken.write_text(

@@ -157,6 +157,7 @@ def test_a_renorm_checkpoint_into_a_plain_network_is_refused_with_the_fix(refere
     assert any("renorm_mean" in p and "no variable of our network" in p for p in err.value.problems)
 
 
+@pytest.mark.slow
 def test_full_size_renorm_network_is_the_references_layer_for_layer(reference):
     model = build_lresnet50(norm="batch_renorm")
     ours = [f"{path}:{list(shape)}" for _, path, _, shape, _ in expected_layout(model)]
@@ -173,6 +174,7 @@ def _tool(name, *args):
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_import_evaluate_export_end_to_end(reference, name, tmp_path):
     import tensorflow as tf

@@ -125,6 +125,7 @@ def test_tensorflow_backend_matches_tf_keras(parity):
     _compare(run_tensorflow(paths), reference)
 
 
+@pytest.mark.slow
 def test_jax_backend_matches_tf_keras(parity):
     pytest.importorskip("jax")
     folder, paths, reference = parity

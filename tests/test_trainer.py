@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mtarcface_tf.data import ijb_synth
+from mtarcface_tf.eval import ijb
 from mtarcface_tf.model.workdir import load_model
 from mtarcface_tf.train.checkpoints import CheckpointError
 from mtarcface_tf.train.trainer import TrainingError, train_and_evaluate
@@ -79,17 +81,50 @@ def test_comma_separated_eval_bins_parse_as_paths_and_are_checked_before_step_1(
     first = tmp_path / "lfw.bin"
     first.write_bytes(b"")
     argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'paper.py')}",
-            f"--config.eval.bins={first},{tmp_path}/cfp_fp.bin,agedb_30.bin"]
+            f"--config.evals.verification.bins={first},{tmp_path}/cfp_fp.bin,agedb_30.bin"]
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True, sys_argv=argv)
     values(argv)
-    from mtarcface_tf.train.trainer import split_paths
-    assert split_paths(values.config.eval.bins) == [str(first), f"{tmp_path}/cfp_fp.bin", "agedb_30.bin"]
+    from mtarcface_tf.eval.evaluator import VerificationEvaluator
+    assert VerificationEvaluator.paths(values.config.evals.verification.bins) == [
+        str(first), f"{tmp_path}/cfp_fp.bin", "agedb_30.bin"]
     config = tiny_config(data_dir, steps=1)
-    config.eval.bins = values.config.eval.bins
-    with pytest.raises(TrainingError, match=rf"config.eval.bins: {tmp_path}/cfp_fp.bin does not exist"):
+    config.evals.verification.bins = values.config.evals.verification.bins
+    with pytest.raises(TrainingError, match=rf"config.evals.verification: {tmp_path}/cfp_fp.bin does not exist"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not glob.glob(str(tmp_path / "run" / "checkpoints" / "ckpt-1*"))
+
+
+def test_unknown_evaluator_type_or_setting_is_one_clear_error(data_dir, tmp_path):
+    config = tiny_config(data_dir, steps=1)
+    config.evals.ijb.type = "ijb_11"
+    with pytest.raises(TrainingError,
+                       match=r"^config.evals.ijb.type='ijb_11': choose one of ijb, ijb_1n, verification$"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    config = tiny_config(data_dir, steps=1)
+    config.evals.verification.roots = "x"
+    with pytest.raises(TrainingError, match=r"^config.evals.verification: roots not a setting of type "
+                                            r"'verification'; its settings: bins, masked"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not os.path.isdir(tmp_path / "run" / "checkpoints")
+
+
+def test_declared_ijb_evaluator_runs_during_training(data_dir, tmp_path):
+    root = tmp_path / "IJBC"
+    ijb_synth.generate_ijb(root, "IJBC", identities=3, templates_per_identity=2, media_per_template=1,
+                           max_faces_per_media=2, impostors_per_template=2, seed=0)
+    config = tiny_config(data_dir, steps=4)
+    config.evals.ijb.update(root=str(root), every=2, batch_size=16, masked=False)
+    workdir = str(tmp_path / "run")
+    results = train_and_evaluate(config, workdir)
+    assert set(results) >= {f"IJBC/clean/tar@far={far:.0e}" for far in ijb.FARS}
+    assert not any(name.startswith("IJBC/masked") for name in results)
+    (events,) = _events(workdir)
+    assert [s for s, _ in events["eval/IJBC/clean/tar@far=1e-01"]] == [2, 4]   # every 2 steps and at the end
+    # The trained model's IJB figures equal an evaluation of the saved model outside training.
+    model, _ = load_model(workdir)
+    again = dict(ijb.IJBEvaluator(str(root), "IJBC", masked=False, batch_size=16).run(model))
+    assert again == pytest.approx({k: v for k, v in results.items() if k.startswith("IJBC/")})
 
 
 def test_diverging_run_stops_after_max_nonfinite(data_dir, tmp_path):

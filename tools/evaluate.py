@@ -20,7 +20,7 @@ quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCF
 from absl import app, flags  # noqa: E402
 
 from mtarcface_tf.eval import ijb  # noqa: E402
-from mtarcface_tf.eval.run import evaluate_source  # noqa: E402
+from mtarcface_tf.eval.run import evals_config, evaluate_source  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir or checkpoint to evaluate.")
@@ -50,11 +50,11 @@ def _user_errors():
 def main(argv):
     del argv
     try:
-        _, lines = evaluate_source(FLAGS.saved_model or FLAGS.workdir, FLAGS.output_dir, bins=FLAGS.bins,
-                                   ijb_dir=FLAGS.ijb, ijb_name=FLAGS.ijb_name, far=FLAGS.far, compare=FLAGS.compare,
-                                   masked=not FLAGS.no_masked, flip=FLAGS.flip, batch_size=FLAGS.batch_size,
-                                   seed=FLAGS.seed, model_name=FLAGS.model_name, identification=FLAGS.ijb_1n,
-                                   index=FLAGS.ijb_index)
+        evals = evals_config(FLAGS.bins, FLAGS.ijb, FLAGS.ijb_name, FLAGS.far, masked=not FLAGS.no_masked,
+                             flip=FLAGS.flip, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
+                             identification=FLAGS.ijb_1n, index=FLAGS.ijb_index)
+        _, lines = evaluate_source(FLAGS.saved_model or FLAGS.workdir, FLAGS.output_dir, evals, far=FLAGS.far,
+                                   compare=FLAGS.compare, model_name=FLAGS.model_name)
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

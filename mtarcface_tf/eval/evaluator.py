@@ -37,8 +37,11 @@ def _pairs(embeddings):
 class VerificationEvaluator:
     """Scores a model on verification .bin files; the images and their masked variants are built once and cached.
 
+    Registered as type "verification" (``eval/registry.py``).
+
     Args:
-      bins: paths of insightface verification .bin files.
+      bins: paths of insightface verification .bin files: a sequence, or one comma-separated string (a config's
+        ``bins``); none: ``run`` yields nothing. Raises FileNotFoundError naming a path that does not exist.
       masked: also evaluate the masked variants (``variants``); False evaluates clean pairs only.
       flip: also report the flip-test metrics (``-flip`` suffix).
       batch_size: images per model call.
@@ -48,9 +51,15 @@ class VerificationEvaluator:
       variants: which outputs of ``masked_variants`` to score when ``masked``.
     """
 
+    report_kind = "verification"   # its .results are report.write_report's ``results``
+
     def __init__(self, bins, masked=True, flip=True, batch_size=128, seed=0, far=verification.DEFAULT_FAR,
                  nrof_folds=10, variants=DEFAULT_VARIANTS):
-        self.bins = list(bins)
+        self.bins = self.paths(bins)
+        for path in self.bins:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} does not exist; fix the path or drop it from the bins "
+                                        f"(comma-separated .bin files)")
         self.masked = masked
         self.flip = flip
         self.batch_size = batch_size
@@ -60,6 +69,14 @@ class VerificationEvaluator:
         self.variants = tuple(variants) if masked else ("clean",)
         self.results = {}
         self._cache = {}
+
+    @staticmethod
+    def paths(bins):
+        """Returns the list of paths of ``bins``: a sequence, or a comma-separated string (``"a.bin, b.bin"`` ->
+        ``["a.bin", "b.bin"]``)."""
+        if isinstance(bins, str):
+            return [path.strip() for path in bins.split(",") if path.strip()]
+        return [str(path) for path in bins]
 
     def _load(self, path, image_size):
         """Returns {variant: (images uint8 [2N, S, S, 3], issame bool [N])} at the model's input size S, loading

@@ -358,17 +358,24 @@ def evaluate_features(meta, clean, masked=None, norm_score=True, detector_score=
 class IJBEvaluator:
     """IJB-B / IJB-C 1:1 verification, clean and with masked probes; ``run(embed_fn)`` yields ``(name, value)``.
 
+    Registered as type "ijb" (``eval/registry.py``).
+
     Args:
-      root: the set's folder (meta/, loose_crop/); name: "IJBB" or "IJBC".
+      root: the set's folder (meta/, loose_crop/); "": nothing to evaluate (``run`` yields nothing).
+      name: "IJBB" or "IJBC".
       masked: also score the masked-probe protocol.
       flip: the flip test; batch_size: faces per model call; seed: seed of the masks.
       norm_score, detector_score: the protocol's weighting (insightface's defaults: on).
     """
 
+    report_kind = "ijb"   # its .results are report.write_report's ``ijb``
+
     def __init__(self, root, name="IJBC", masked=True, flip=True, batch_size=128, seed=0, norm_score=True,
                  detector_score=True):
         if name.upper() not in NAMES:
             raise IJBDataError(f"--ijb_name={name}: choose one of {NAMES}")
+        if root and not os.path.isdir(root):
+            raise IJBDataError(f"{root}: not a folder; give the IJB folder holding meta/ and loose_crop/")
         self.root, self.name = os.fspath(root), name.upper()
         self.masked, self.flip, self.batch_size, self.seed = masked, flip, batch_size, seed
         self.norm_score, self.detector_score = norm_score, detector_score
@@ -380,6 +387,9 @@ class IJBEvaluator:
         ``self.results[NAME]`` = dict(``path``, ``pairs``, ``templates``, ``faces``, ``protocols`` = {protocol:
         ``tar_at_far`` dict with ``scores``}).
         """
+        self.results = {}
+        if not self.root:
+            return
         if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
             embed_fn = make_embed_fn(embed_fn)
         size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))

@@ -318,6 +318,8 @@ class IJB1NEvaluator:
       index: the search index kind ("exact", "ann", "auto"); index_options: passed to ``make_index``.
     """
 
+    report_kind = "ijb_1n"   # its .results are report.write_report's ``ijb_1n``; type "ijb_1n" in eval/registry.py
+
     def __init__(self, root, name="IJBC", masked=True, flip=True, batch_size=128, seed=0, norm_score=True,
                  detector_score=True, index="exact", index_options=None):
         if name.upper() not in ijb.NAMES:
@@ -332,8 +334,11 @@ class IJB1NEvaluator:
         """Embeds the gallery and probe faces and scores both protocols; yields ``metric_names``' metrics.
 
         ``self.results[NAME]`` = dict(``path``, ``faces``, ``gallery`` {part: templates}, ``probes``, ``index``,
-        ``protocols`` = {protocol: ``identify`` dict}).
+        ``protocols`` = {protocol: ``identify`` dict}). A ``root`` of "" yields nothing (a config's default).
         """
+        self.results = {}
+        if not self.root:
+            return
         if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
             embed_fn = make_embed_fn(embed_fn)
         size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtarcface_tf.data import pipeline, records, synthetic
-from mtarcface_tf.eval.evaluator import VerificationEvaluator
+from mtarcface_tf.eval.registry import build_evaluators
 from mtarcface_tf.export.embedder import make_embed_fn
 from mtarcface_tf.model.build import build_mtarcface
 from mtarcface_tf.train import checkpoints as ckpt_lib
@@ -52,24 +52,26 @@ def _check_config(config):
                             f"{', '.join(pipeline.MASK_PLACEMENTS)}")
 
 
-def split_paths(value):
-    """Returns the paths of a comma-separated config string (``"a.bin,b.bin"`` -> ``["a.bin", "b.bin"]``)."""
-    return [path.strip() for path in value.split(",") if path.strip()]
+def declared_evaluators(config, extra_bins=()):
+    """Returns the evaluators of ``config.evals`` (``eval.registry.build_evaluators``; ``extra_bins``: the
+    SynthFaces .bin added to the verification ones); raises TrainingError naming the entry that cannot be built."""
+    try:
+        return build_evaluators(config.evals, config.seed, extra_bins)
+    except ValueError as err:
+        raise TrainingError(str(err)) from None
 
 
 def resolve_data(config, data_root):
-    """Returns ``(train records path, verification .bin paths)``: the one place a run's data is decided.
+    """Returns ``(train records path, SynthFaces verification .bin paths)``: the one place a run's data is decided.
 
-    ``config.data.train`` when given; else SynthFaces generated (once, cached) under ``DATA_ROOT/synthfaces``
-    from ``config.data.synthetic``, whose .bin is evaluated besides ``config.eval.bins`` (comma-separated).
-    Raises TrainingError when an evaluation file does not exist (naming it, before any training step), when there
-    is no data, or when the records hold more identities than ``config.num_classes``.
+    ``config.data.train`` when given (no .bin: the evaluators of ``config.evals`` bring their own); else SynthFaces
+    generated (once, cached) under ``DATA_ROOT/synthfaces`` from ``config.data.synthetic``, whose .bin the
+    verification evaluators score besides their ``bins``. Raises TrainingError when a declared evaluator cannot be
+    built, e.g. an evaluation file does not exist (naming it, before any data is generated or step taken), when
+    there is no data, or when the records hold more identities than ``config.num_classes``.
     """
-    bins = split_paths(config.eval.bins)
-    for path in bins:
-        if not os.path.isfile(path):
-            raise TrainingError(f"config.eval.bins: {path} does not exist; fix the path or drop it from "
-                                f"--config.eval.bins (comma-separated .bin files)")
+    declared_evaluators(config)
+    bins = []
     train_path = config.data.train
     if not train_path:
         if config.data.synthetic.identities <= 0:
@@ -80,7 +82,7 @@ def resolve_data(config, data_root):
                                                    **synthetic.config_kwargs(config.data.synthetic))
         except synthetic.SyntheticDataError as err:
             raise TrainingError(str(err)) from None
-        train_path, bins = generated["train"], bins + list(generated["bins"].values())
+        train_path, bins = generated["train"], list(generated["bins"].values())
     manifest = records.find_manifest(train_path)
     if manifest and manifest.get("identities", 0) > config.num_classes:
         raise TrainingError(f"{train_path} holds {manifest['identities']} identities but config.num_classes="
@@ -170,7 +172,7 @@ class _Run:
         self.latest, self.best = ckpt_lib.make_managers(self.checkpoint, self.out_dir, config.keep_checkpoints)
         self.summaries = logging_utils.Summaries(os.path.join(workdir, TB_DIR) if self.chief else None)
         self.best_value = -np.inf
-        self.evaluator = None
+        self.evaluators = []
 
     def close(self):
         """Closes the summaries; a non-chief worker deletes its throwaway directory."""
@@ -196,16 +198,15 @@ class _Run:
         if self.chief:
             log.info("saved %s", path)
 
-    def evaluate(self, bins):
-        """Scores the model on ``bins``; logs and writes the metrics, keeps the best checkpoint; returns them."""
-        if not bins:
-            return {}
-        if self.evaluator is None:
-            cfg = self.config.eval
-            self.evaluator = VerificationEvaluator(bins, masked=cfg.masked, flip=cfg.flip, batch_size=cfg.batch_size,
-                                                   seed=self.config.seed, far=cfg.far)
+    def evaluate(self, final=False):
+        """Runs the evaluators due at this step (every one when ``final``); logs and writes their metrics, keeps the
+        best checkpoint; returns the metrics."""
         step = int(self.step.numpy())
-        results = {name: float(value) for name, value in self.evaluator.run(make_embed_fn(self.model))}
+        due = [d.evaluator for d in self.evaluators if final or (d.every and step % d.every == 0)]
+        if not due:
+            return {}
+        embed_fn = make_embed_fn(self.model)
+        results = {name: float(value) for evaluator in due for name, value in evaluator.run(embed_fn)}
         for name, value in results.items():
             log.info("eval step %d: %s = %.4f", step, name, value)
         self.summaries.scalars(step, results, prefix="eval")
@@ -225,7 +226,7 @@ class _Run:
         self.summaries.images(int(self.step.numpy()), "train/augmented_inputs", grid)
 
 
-def _train_loop(run, dataset, corrupt_counter, bins):
+def _train_loop(run, dataset, corrupt_counter):
     config = run.config
     train_step = make_train_step(run.model, run.optimizer, config, config.batch_size, run.replicas)
     distributed_step = make_distributed_step(run.strategy, train_step)
@@ -252,8 +253,7 @@ def _train_loop(run, dataset, corrupt_counter, bins):
                 run.summaries.scalars(step, line, prefix="train")
             if step % config.checkpoint_every == 0:
                 run.save()
-            if config.eval.every and step % config.eval.every == 0 and not last:
-                run.evaluate(bins)
+            if not last and run.evaluate():
                 progress.restart_clock(step)
     if stop.signal:
         log.info("%s received: saving at step %d and stopping", stop.signal, step)
@@ -263,7 +263,7 @@ def _train_loop(run, dataset, corrupt_counter, bins):
     skipped = corrupt_counter.count
     if skipped:
         log.warning("skipped %d corrupt records of %s", skipped, config.data.train or "SynthFaces")
-    results = run.evaluate(bins)
+    results = run.evaluate(final=True)
     return dict(summary, **results, step=step, skipped_records=skipped)
 
 
@@ -317,11 +317,12 @@ def _train(config, workdir, strategy, optimizer):
         run = _Run(config, workdir, strategy, optimizer)
         run.restore()
         train_path, bins = resolve_data(config, run.out_dir)
+        run.evaluators = declared_evaluators(config, bins)
         seed = int(run.rng.uniform_full_int([], tf.int32).numpy()) & 0x7FFFFFFF
         corrupt_counter = pipeline.CorruptRecordCounter()
         dataset = _make_dataset(strategy, config, train_path, run.per_replica_batch, seed, corrupt_counter)
         started = time.monotonic()
-        results = _train_loop(run, dataset, corrupt_counter, bins)
+        results = _train_loop(run, dataset, corrupt_counter)
         log.info("finished at step %d in %s", results["step"],
                  logging_utils.format_duration(time.monotonic() - started))
         run.close()

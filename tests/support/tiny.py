@@ -47,7 +47,6 @@ def tiny_config(data_dir="", classes=TRAIN_CLASSES, steps=4, batch_size=8, mask_
     config.optimizer.schedule = "constant"
     config.log_every_secs = 0.0
     config.checkpoint_every = 2
-    config.eval.every = 0
     return config
 
 
