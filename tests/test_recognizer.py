@@ -204,6 +204,10 @@ def test_gallery_save_load(tmp_path):
         loaded.add("cy", np.ones((1, 4)))
     with pytest.raises(EmptyGalleryError):
         Gallery().search(np.ones((1, 8)))
+    with Gallery.open(tmp_path / "new", writable=True) as new:     # a new, empty gallery writes to its folder
+        new.add("dee", np.ones((1, 8)))
+        assert new.path == str(tmp_path / "new")
+    assert Gallery.open(tmp_path / "new").names == ["dee"]
 
 
 def _legacy_npz(path, people):
