@@ -8,10 +8,10 @@ import shutil
 import sqlite3
 
 import cv2
+import model_helpers
 import numpy as np
 import pytest
 
-import model_helpers
 from mtarcface_tf.export.saved_model import export_saved_model
 from mtarcface_tf.faces import detect
 from mtarcface_tf.faces.align import template_for
