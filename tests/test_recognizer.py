@@ -2,6 +2,7 @@
 import json
 import os
 
+import model_helpers
 import numpy as np
 import pytest
 
@@ -10,8 +11,13 @@ from mtarcface_tf.faces import detect
 from mtarcface_tf.faces.align import template_for
 from mtarcface_tf.inference.gallery import EmptyGalleryError, Gallery, GalleryError
 from mtarcface_tf.inference.media import annotate
-from mtarcface_tf.inference.recognizer import (DEFAULT_COSINE_THRESHOLD, FaceRecognizer, NoFaceError,
-                                               threshold_from_metadata)
+from mtarcface_tf.inference.recognizer import (
+    DEFAULT_COSINE_THRESHOLD,
+    FaceRecognizer,
+    NoFaceError,
+    condition_thresholds,
+    threshold_from_metadata,
+)
 from mtarcface_tf.model.workdir import ModelLoadError
 from tests.support import tiny
 
@@ -204,6 +210,10 @@ def test_gallery_save_load(tmp_path):
         loaded.add("cy", np.ones((1, 4)))
     with pytest.raises(EmptyGalleryError):
         Gallery().search(np.ones((1, 8)))
+    with Gallery.open(tmp_path / "new", writable=True) as new:     # a new, empty gallery writes to its folder
+        new.add("dee", np.ones((1, 8)))
+        assert new.path == str(tmp_path / "new")
+    assert Gallery.open(tmp_path / "new").names == ["dee"]
 
 
 def _legacy_npz(path, people):
@@ -245,3 +255,25 @@ def test_gallery_rejects_pickles_and_junk(tmp_path):
         Gallery.load(junk)
     with pytest.raises(GalleryError, match="no such gallery"):
         Gallery.load(tmp_path / "missing.npz")
+
+
+def test_mask_aware_thresholds_and_their_reasons():
+    by_condition = {"clean": {"cosine_similarity": 0.35, "far_target": 1e-3},
+                    "masked": {"cosine_similarity": 0.25, "far_target": 1e-3}}
+    metadata = {"recommended_threshold": {"cosine_similarity": 0.3, "by_condition": by_condition}}
+    thresholds = condition_thresholds(metadata)
+    assert thresholds["clean"][0] == 0.35 and "clean pairs" in thresholds["clean"][1]
+    assert thresholds["masked"][0] == 0.25 and "mixed" in thresholds["masked"][1]
+    single = condition_thresholds({"recommended_threshold": {"cosine_similarity": 0.3}})
+    assert single["masked"][0] == single["clean"][0] == 0.3 and "one for every condition" in single["masked"][1]
+    assert condition_thresholds(metadata, 0.5)["masked"] == (0.5, "the threshold given by the caller (--threshold)")
+    # identify_embeddings applies the threshold of each probe's condition: one query, similarity 0.3 to "ann",
+    # is accepted as a masked probe (0.3 >= 0.25) and refused as a clean one (0.3 < 0.35).
+    recognizer = FaceRecognizer.__new__(FaceRecognizer)
+    recognizer.thresholds = thresholds
+    recognizer.gallery = Gallery()
+    recognizer.gallery.add("ann", np.array([[1.0, 0.0]]))
+    query = np.array([[0.3, np.sqrt(1 - 0.09)]] * 2, np.float32)
+    masked, clean = recognizer.identify_embeddings(query, np.array([[0.1, 0.9], [0.8, 0.2]], np.float32), top_k=1)
+    assert masked["identity"] == "ann" and masked["threshold"] == 0.25 and "P(mask) = 0.90" in masked["threshold_reason"]
+    assert clean["identity"] == "unknown" and clean["threshold"] == 0.35

@@ -46,7 +46,8 @@ class Gallery:
           use_svm: train an ``SVC(probability=True)`` on the per-image embeddings whenever people change.
           store: an open ``GalleryStore``; None makes a private in-memory one (with ``index_options``).
         """
-        self._store = store or GalleryStore.open(None, dim=embedding_size, index_options=index_options)
+        self._store = store if store is not None else GalleryStore.open(None, dim=embedding_size,
+                                                                        index_options=index_options)
         self.use_svm = use_svm or self._store.option("use_svm") == "1"
         self.legacy_path = None     # the .npz this gallery was read from, converted on its first write
         self._svm = None

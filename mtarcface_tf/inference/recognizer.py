@@ -385,7 +385,8 @@ class FaceRecognizer:
             folder = os.path.join(images_dir, person)
             try:
                 count, failures = self.enroll(person, list_files(folder), aligned)
-                summary["enrolled"][person] = count
+                if count:     # 0: every image was enrolled before (recognized by its hash)
+                    summary["enrolled"][person] = count
                 summary["failed"].extend(failures)
             except GalleryError as error:
                 summary["failed"].append((folder, str(error)))
