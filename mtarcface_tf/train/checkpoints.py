@@ -14,7 +14,7 @@ from mtarcface_tf.train.schedules import make_optimizer
 ARCHITECTURE_KEYS = ("num_classes", "model")
 # Model keys added after runs were written: a config.json without them describes these values (plain BN).
 MODEL_KEYS_ADDED_LATER = {"norm": normalization.BATCH_NORM, "renorm_clipping": normalization.RENORM_CLIPPING,
-                          "renorm_momentum": normalization.RENORM_MOMENTUM}
+                          "renorm_momentum": normalization.RENORM_MOMENTUM, "head": "mirrored"}
 
 
 class CheckpointError(ValueError):
@@ -59,10 +59,11 @@ def _describe_change(old, new, key):
     return f"{key}: {old!r} -> {new!r}"
 
 
-def make_checkpoint(model, optimizer=None, step=None, rng=None):
-    """Returns a ``tf.train.Checkpoint`` of the model and, when given, the optimizer, step variable and
-    ``tf.random.Generator``."""
-    parts = {"model": model, "optimizer": optimizer, "step": step, "rng": rng}
+def make_checkpoint(model, optimizer=None, step=None, rng=None, centres=None):
+    """Returns a ``tf.train.Checkpoint`` of the model and, when given, the optimizer, step variable,
+    ``tf.random.Generator`` and a sharded head's ``partial_fc.ShardedCentres`` (saved as ``centres``: each shard
+    writes its class range of one [C, D] tensor, so any replica count restores it)."""
+    parts = {"model": model, "optimizer": optimizer, "step": step, "rng": rng, "centres": centres}
     return tf.train.Checkpoint(**{k: v for k, v in parts.items() if v is not None})
 
 
