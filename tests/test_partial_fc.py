@@ -42,7 +42,7 @@ _PRELUDE = textwrap.dedent("""
 """)
 
 _EXACT = _PRELUDE + textwrap.dedent("""
-    config = t._config(optimizer="sgd", lr=0.01)
+    config = t._config(optimizer="sgd", lr=0.002)
     config.optimizer.momentum = 0.9
     config.num_classes = CLASSES
     rng = np.random.default_rng(5)
@@ -118,8 +118,11 @@ def test_rate_one_equals_the_mirrored_head(devices, tmp_path):
     rms = [np.sqrt(np.mean(np.square(delta))) for delta in mirrored["delta"]]
     moved = [i for i, value in enumerate(rms) if value > 1e-3 * max(rms)]
     assert len(moved) >= 0.7 * len(rms), (len(moved), len(rms))
+    # The whole backbone's gradient within 1e-5; each variable's within 1e-4 (a BN gamma's gradient is a sum with
+    # cancellation, where summation-order rounding shows at ~1e-5).
+    assert _relative(np.concatenate(sharded["delta"]), np.concatenate(mirrored["delta"])) < 1e-5
     errors = {i: _relative(sharded["delta"][i], mirrored["delta"][i]) for i in moved}
-    assert max(errors.values()) < 1e-5, errors
+    assert max(errors.values()) < 1e-4, errors
     # After 5 steps: the whole backbone within 1e-5; each variable within 1e-4 (a BN beta starts at 0, so its
     # relative error is that of its 5 small updates, where summation-order rounding compounds).
     assert _relative(np.concatenate(sharded["weights"]), np.concatenate(mirrored["weights"])) < 1e-5
@@ -265,3 +268,21 @@ def test_trainer_resumes_a_sharded_run_and_exports_the_backbone(tmp_path):
     assert (first["step"], second["step"]) == (2, 4) and np.isfinite(second["loss"])
     model, loaded = load_model(workdir)
     assert model.arcface is None and loaded.model.head == "sharded"
+
+
+@pytest.mark.parametrize("name, classes, rate", [("glint360k", 360_232, 1.0), ("webface42m", 2_059_906, 0.2)])
+def test_large_set_configs_use_the_sharded_head(name, classes, rate):
+    import importlib.util
+
+    from mtarcface_tf.train.trainer import _check_config
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert (config.num_classes, config.model.head, config.loss.partial_fc_rate) == (classes, "sharded", rate)
+    assert config.data.mask_probability == 0.5 and config.optimizer.name == "sgd"
+    _check_config(config)
+    config.optimizer.name = "adam"
+    from mtarcface_tf.train.trainer import TrainingError
+    with pytest.raises(TrainingError, match="config.optimizer.name='sgd'"):
+        _check_config(config)

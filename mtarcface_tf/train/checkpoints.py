@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mtarcface_tf.model import normalization
 from mtarcface_tf.model.workdir import BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, config_to_json, first_line
+from mtarcface_tf.train import partial_fc
 from mtarcface_tf.train.schedules import make_optimizer
 
 # The parts of the config that fix the shapes of the weights: a workdir cannot resume with others.
@@ -104,6 +105,9 @@ def save_initial_checkpoint(model, config, workdir):
     optimizer = make_optimizer(config)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
+    centres = None   # a sharded head's fresh centres, as one shard: they restore into any number of replicas
+    if config.model.get("head", "mirrored") == "sharded":
+        centres = partial_fc.ShardedCentres.from_strategy(tf.distribute.get_strategy(), config)
+    checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed), centres)
     latest, _ = make_managers(checkpoint, workdir, config.keep_checkpoints)
     return latest.save(checkpoint_number=0)
