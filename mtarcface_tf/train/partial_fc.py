@@ -34,6 +34,7 @@ Design choices, and why:
   each is saved as the slice ``[start, stop)`` of one ``[C, D]`` checkpoint tensor: a checkpoint written with any
   N restores into any other N (TensorFlow reads the requested slices), and holds no padding.
 """
+import itertools
 import math
 
 import tensorflow as tf
@@ -52,8 +53,7 @@ def class_ranges(num_classes, num_shards):
     if num_classes < num_shards:
         raise ValueError(f"config.num_classes={num_classes} is smaller than the {num_shards} replicas; the sharded "
                          f"head needs at least one class per replica")
-    bounds = [r * num_classes // num_shards for r in range(num_shards + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(r * num_classes // num_shards for r in range(num_shards + 1)))
 
 
 def sample_size(rate, shard_size):
