@@ -38,7 +38,8 @@ import itertools
 import math
 
 import tensorflow as tf
-from tensorflow.python.training.saving import saveable_object_util  # the slice saveables ShardedVariable uses
+# The slice saveables tf.__internal__.distribute.ShardedVariable uses (no public equivalent).
+from tensorflow.python.training.saving import saveable_object_util
 
 from mtarcface_tf.model.arcface import cosine_logits, margin_logits
 from mtarcface_tf.model.losses import identity_loss_from_log_prob
