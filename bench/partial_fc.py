@@ -12,8 +12,8 @@ Two kinds of figure, each labelled in the output:
   this machine's memory, so the mirrored head costs N copies here) and whose compute fits ``--max_gflop``. Timings on
   a shared CPU (the N virtual devices share its cores): compare within a run, as ratios.
 
-  python bench/partial_fc.py                  # batch 128, computed for all, measured where it fits 6 GB
-  python bench/partial_fc.py --measure=false  # computed only
+  python bench/partial_fc.py --measure=false --result=partial_fc_computed   # computed, every C, N and rate
+  python bench/partial_fc.py --replicas=2 --result=partial_fc_n2              # and measured on 2 virtual devices
 """
 import os
 import sys
@@ -25,7 +25,7 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("classes", ["85742", "360232", "2059906"], "Identity counts C.")
-flags.DEFINE_list("replicas", ["1", "2", "4"], "Replica counts N (virtual CPU devices when measuring).")
+flags.DEFINE_list("replicas", ["1", "2", "4"], "Replica counts N (virtual CPU devices; one when measuring).")
 flags.DEFINE_list("rates", ["1.0", "0.3", "0.1"], "Partial FC sample rates of the sharded head.")
 flags.DEFINE_integer("batch", 128, "Global batch B.")
 flags.DEFINE_integer("embedding", 512, "Embedding size D.")
@@ -69,8 +69,8 @@ def _time_steps(step, steps):
     return (time.perf_counter() - start) / steps
 
 
-def _measure(tf, classes, replicas, rate, head):
-    """Seconds per head step on ``replicas`` virtual devices (sharded or mirrored)."""
+def _measure(tf, strategy, classes, rate, head):
+    """Seconds per head step on the replicas of ``strategy`` (sharded or mirrored)."""
     import keras
     import numpy as np
 
@@ -78,8 +78,7 @@ def _measure(tf, classes, replicas, rate, head):
     from mtarcface_tf.model.losses import sparse_cross_entropy
     from mtarcface_tf.train.partial_fc import ShardedCentres
 
-    batch, dim = FLAGS.batch, FLAGS.embedding
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(replicas)])
+    batch, dim, replicas = FLAGS.batch, FLAGS.embedding, strategy.num_replicas_in_sync
     rng = np.random.default_rng(0)
     embeddings = rng.normal(size=(batch, dim)).astype(np.float32)
     labels = rng.integers(0, classes, batch).astype(np.int32)
@@ -126,6 +125,11 @@ def main(argv):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * max(replica_counts))
     from mtarcface_tf.results import save_result
 
+    # Collective instance keys are numbered per strategy object: two strategies on the same devices in one process
+    # reuse them for different collectives, so a measuring run takes one replica count.
+    if FLAGS.measure and len(replica_counts) > 1:
+        raise app.UsageError("--measure times one replica count per process: give --replicas=N (or --measure=false)")
+    strategies = {n: tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)]) for n in replica_counts}
     rows = []
     for classes in map(int, FLAGS.classes):
         for replicas in replica_counts:
@@ -138,7 +142,7 @@ def main(argv):
                            "rate": rate if head == "sharded" else 1.0, "computed": values, "measured": None}
                     total = values["state_bytes"] * replicas   # the virtual devices share this machine's memory
                     if FLAGS.measure and total <= FLAGS.ram_gb * 1e9 and values["gflops"] <= FLAGS.max_gflop:
-                        row["measured"] = {"seconds_per_step": round(_measure(tf, classes, replicas, rate, head), 4)}
+                        row["measured"] = {"seconds_per_step": round(_measure(tf, strategies[replicas], classes, rate, head), 4)}
                     print(f"{head:8s} C={classes:>9,d} N={replicas} rate={row['rate']:.1f} "
                           f"state/replica={values['state_bytes'] / 1e9:6.3f} GB "
                           f"sent/replica/step={values['sent_bytes'] / 1e6:9.2f} MB "
