@@ -42,6 +42,9 @@ def base_config():
     config.loss.focal_gamma = 0.0         # > 0: focal loss on the ArcFace logits
     config.loss.triplet_margin = 0.2
     config.loss.triplet_mining = "batch_hard"   # "batch_all" | "batch_hard" | "semi_hard"
+    # Partial FC (config.model.head = "sharded" only): the fraction of each replica's classes in the softmax of a
+    # step, every positive of the global batch included (arcface_torch's sample_rate); 1.0 = the full softmax.
+    config.loss.partial_fc_rate = 1.0
 
     config.data = ml_collections.ConfigDict()
     config.data.train = ""                # TFRecords: directory, *.manifest.json, glob or file

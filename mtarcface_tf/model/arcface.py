@@ -31,6 +31,15 @@ def arcface_logits(embeddings, weights, labels, s=64.0, m=0.5):
       cos(theta) > cos(pi - m), else s*(cos(theta) - m*sin(m)) (the reference fallback when theta + m > pi).
     """
     cos_t = cosine_logits(embeddings, weights)
+    one_hot = ops.one_hot(ops.cast(labels, "int32"), ops.shape(cos_t)[1], dtype=cos_t.dtype)
+    return margin_logits(cos_t, one_hot, s=s, m=m)
+
+
+def margin_logits(cos_t, target_mask, s=64.0, m=0.5):
+    """The reference's margin on cosines: ``cos_t`` float [B, C] in [-1, 1], ``target_mask`` float [B, C] with 1 at
+    each row's target (a row may have none: a class block that does not hold the target). Returns float [B, C]:
+    s*cos(theta + m) at the targets where cos(theta) > cos(pi - m), else s*(cos(theta) - m*sin(m)); s*cos elsewhere.
+    """
     m = ops.cast(m, cos_t.dtype)
     sin2 = 1.0 - ops.square(cos_t)
     # sqrt clipped away from 0: the value is exact (0 at cos = +-1) and the gradient stays finite.
@@ -38,5 +47,4 @@ def arcface_logits(embeddings, weights, labels, s=64.0, m=0.5):
     cos_mt = cos_t * ops.cos(m) - sin_t * ops.sin(m)
     threshold = ops.cos(math.pi - m)
     target = ops.where(cos_t > threshold, cos_mt, cos_t - m * ops.sin(m))
-    one_hot = ops.one_hot(ops.cast(labels, "int32"), ops.shape(cos_t)[1], dtype=cos_t.dtype)
-    return s * (cos_t + one_hot * (target - cos_t))
+    return s * (cos_t + target_mask * (target - cos_t))

@@ -52,7 +52,12 @@ PAPER_MODEL = dict(
     renorm_clipping=dict(RENORM_CLIPPING),   # rmax, rmin, dmax
     renorm_momentum=RENORM_MOMENTUM,
     mask_head=True,         # False: the plain ArcFace baseline
+    # "mirrored": every replica holds all class centres (the paper); "sharded": replica r holds classes
+    # [r*C/N, (r+1)*C/N) (Partial FC, mtarcface_tf/train/partial_fc.py), so the network itself holds none.
+    head="mirrored",
 )
+
+HEADS = ("mirrored", "sharded")
 
 
 def paper_model_config():
@@ -96,14 +101,17 @@ def backbone_of(model):
 class MTArcFace(keras.Model):
     """The training network: ``model(images)`` -> dict of heads; ``model.arcface`` holds the class centres.
 
-    ``backbone`` is the part that is exported and used by applications; ``arcface`` is used by the loss only.
+    ``backbone`` is the part that is exported and used by applications; ``arcface`` is used by the loss only. With
+    ``head="sharded"`` ``arcface`` is None: the trainer keeps the centres split over the replicas.
     """
 
-    def __init__(self, backbone, num_classes, weight_decay=5e-4, **kwargs):
+    def __init__(self, backbone, num_classes, weight_decay=5e-4, head="mirrored", **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
-        self.arcface = ArcFaceHead(num_classes, weight_decay, name="arcface")
-        self.arcface.build((None, backbone.output["embedding"].shape[-1]))
+        self.arcface = None
+        if head == "mirrored":
+            self.arcface = ArcFaceHead(num_classes, weight_decay, name="arcface")
+            self.arcface.build((None, backbone.output["embedding"].shape[-1]))
 
     @property
     def has_mask_head(self):
@@ -119,9 +127,13 @@ def build_mtarcface(num_classes, config=None):
 
     Calling it on normalized images [B, S, S, 3] gives ``{"embedding": (B, D), "mask_logits": (B, 2)}`` (no
     ``mask_logits`` when ``config.model.mask_head`` is False: the ArcFace baseline). ``config``: a full config or its
-    ``model`` part; None builds the paper's network (LResNet-50, 112x112, 512-d).
+    ``model`` part; None builds the paper's network (LResNet-50, 112x112, 512-d). ``config.model.head ==
+    "sharded"`` leaves the class centres out (``model.arcface`` is None; see ``mtarcface_tf.train.partial_fc``).
     """
     cfg = _model_config(config)
-    model = MTArcFace(build_backbone(cfg), num_classes, cfg.weight_decay, name="mtarcface")
+    head = cfg.get("head", "mirrored")
+    if head not in HEADS:
+        raise ValueError(f"config.model.head={head!r}: choose one of {HEADS}")
+    model = MTArcFace(build_backbone(cfg), num_classes, cfg.weight_decay, head=head, name="mtarcface")
     model.build((None, cfg.input_size, cfg.input_size, 3))
     return model

@@ -27,8 +27,17 @@ def focal_cross_entropy(labels, logits, gamma=2.0):
     logits = ops.cast(logits, "float32")
     log_probs = ops.log_softmax(logits, axis=-1)
     log_p_t = ops.take_along_axis(log_probs, ops.expand_dims(ops.cast(labels, "int32"), -1), axis=-1)[:, 0]
+    return identity_loss_from_log_prob(log_p_t, gamma)
+
+
+def identity_loss_from_log_prob(log_p_t, focal_gamma=0.0):
+    """The identity term per example [B] from the log-probability of the label ``log_p_t`` float32 [B] (<= 0):
+    ``-log_p_t`` (cross-entropy), or the focal loss ``-(1 - p_t)**gamma * log_p_t`` when ``focal_gamma`` > 0.
+    For heads that form the softmax themselves (the class-sharded head's normalizer is a cross-replica sum)."""
+    if focal_gamma <= 0:
+        return -log_p_t
     # 1 - p_t as -expm1(log p_t): exact for p_t close to 1, where the focal weight matters most.
-    return -ops.power(-ops.expm1(log_p_t), gamma) * log_p_t
+    return -ops.power(-ops.expm1(log_p_t), focal_gamma) * log_p_t
 
 
 def identity_cross_entropy(labels, logits, focal_gamma=0.0):

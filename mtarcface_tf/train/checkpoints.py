@@ -9,13 +9,14 @@ import tensorflow as tf
 from mtarcface_tf.atomic import write_text
 from mtarcface_tf.model import normalization
 from mtarcface_tf.model.workdir import BEST_DIR, CHECKPOINT_DIR, CONFIG_FILE, config_to_json, first_line
+from mtarcface_tf.train import partial_fc
 from mtarcface_tf.train.schedules import make_optimizer
 
 # The parts of the config that fix the shapes of the weights: a workdir cannot resume with others.
 ARCHITECTURE_KEYS = ("num_classes", "model")
 # Model keys added after runs were written: a config.json without them describes these values (plain BN).
 MODEL_KEYS_ADDED_LATER = {"norm": normalization.BATCH_NORM, "renorm_clipping": normalization.RENORM_CLIPPING,
-                          "renorm_momentum": normalization.RENORM_MOMENTUM}
+                          "renorm_momentum": normalization.RENORM_MOMENTUM, "head": "mirrored"}
 
 
 class CheckpointError(ValueError):
@@ -57,10 +58,11 @@ def _describe_change(old, new, key):
     return f"{key}: {old!r} -> {new!r}"
 
 
-def make_checkpoint(model, optimizer=None, step=None, rng=None):
-    """Returns a ``tf.train.Checkpoint`` of the model and, when given, the optimizer, step variable and
-    ``tf.random.Generator``."""
-    parts = {"model": model, "optimizer": optimizer, "step": step, "rng": rng}
+def make_checkpoint(model, optimizer=None, step=None, rng=None, centres=None):
+    """Returns a ``tf.train.Checkpoint`` of the model and, when given, the optimizer, step variable,
+    ``tf.random.Generator`` and a sharded head's ``partial_fc.ShardedCentres`` (saved as ``centres``: each shard
+    writes its class range of one [C, D] tensor, so any replica count restores it)."""
+    parts = {"model": model, "optimizer": optimizer, "step": step, "rng": rng, "centres": centres}
     return tf.train.Checkpoint(**{k: v for k, v in parts.items() if v is not None})
 
 
@@ -101,6 +103,9 @@ def save_initial_checkpoint(model, config, workdir):
     optimizer = make_optimizer(config)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed))
+    centres = None   # a sharded head's fresh centres, as one shard: they restore into any number of replicas
+    if config.model.get("head", "mirrored") == "sharded":
+        centres = partial_fc.ShardedCentres.from_strategy(tf.distribute.get_strategy(), config)
+    checkpoint = make_checkpoint(model, optimizer, step, tf.random.Generator.from_seed(config.seed), centres)
     latest, _ = make_managers(checkpoint, workdir, config.keep_checkpoints)
     return latest.save(checkpoint_number=0)

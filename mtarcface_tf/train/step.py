@@ -41,16 +41,18 @@ def _triplet_terms(embedding, labels, loss_config):
     return terms
 
 
-def per_example_objective(model, outputs, targets, margin, loss_config):
+def per_example_objective(model, outputs, targets, margin, loss_config, block=None):
     """The per-example terms of the objective (one small function, the place to add other losses).
 
     Args:
-      model: the ``MTArcFace`` network (its ``arcface`` head owns the class centres).
+      model: the ``MTArcFace`` network (its ``arcface`` head owns the class centres, unless sharded).
       outputs: ``model(images)``: ``{"embedding": [B, D], "mask_logits": [B, 2] (optional)}``.
       targets: ``{"identity": int32 [B], "mask": int32 [B]}``.
       margin: float32 scalar, the ArcFace margin now (it may warm up).
       loss_config: ``config.loss`` (``type``, ``arcface_scale``, ``focal_gamma``, ``triplet_margin``,
         ``triplet_mining``).
+      block: with the sharded head (``config.model.head == "sharded"``), the replica's ``partial_fc.ShardBlock``
+        of this step; it gives the ArcFace terms instead of ``model.arcface``.
     Returns:
       dict of float32 [B]: ``arcface`` (the identity term: ArcFace CE with the margin, focal when
       ``focal_gamma`` > 0; with ``type == "triplet"`` the replica's triplet loss repeated on every example),
@@ -61,6 +63,8 @@ def per_example_objective(model, outputs, targets, margin, loss_config):
     labels = targets["identity"]
     if loss_config.type == "triplet":
         terms = _triplet_terms(embedding, labels, loss_config)
+    elif loss_config.type == "arcface" and block is not None:
+        terms = block.identity_terms(embedding, loss_config.arcface_scale, margin, loss_config.focal_gamma)
     elif loss_config.type == "arcface":
         logits = model.arcface(embedding, labels, s=loss_config.arcface_scale, m=margin)
         cos = cosine_logits(tf.stop_gradient(tf.cast(embedding, tf.float32)), tf.stop_gradient(model.arcface.kernel))
@@ -131,7 +135,12 @@ def _network_call(model, config, num_replicas):
     return tf.function(call, jit_compile=True) if use_xla(config) and num_replicas > 1 else call
 
 
-def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
+def _applied(update):
+    with tf.control_dependencies([update]):
+        return tf.constant(True)
+
+
+def make_train_step(model, optimizer, config, global_batch_size, num_replicas, centres=None):
     """Returns the per-replica training step ``train_step(images, targets, step) -> dict``.
 
     Args:
@@ -140,6 +149,8 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
       config: the full config (``loss``, ``grad_accum_steps``, ``jit_compile``, ``mixed_precision``).
       global_batch_size: images of one micro-batch over all replicas (``config.batch_size``).
       num_replicas: replicas in sync.
+      centres: the ``partial_fc.ShardedCentres`` of a sharded head (``config.model.head == "sharded"``), else None.
+        Its rows are updated by ``partial_fc`` (SGD with ``config.optimizer.momentum``), the rest by ``optimizer``.
     The returned function, run per replica (inside ``strategy.run``, or directly without a strategy), takes
       images: float [B, S, S, 3] normalized (with ``grad_accum_steps`` k > 1: [k, B, S, S, 3], k micro-batches);
       targets: ``{"identity": int32 [B], "mask": int32 [B]}`` (with k > 1: [k, B]);
@@ -150,20 +161,28 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
     ``mask_accuracy``, ``lr`` (the rate of this update) and ``finite`` (1.0 when the update was applied).
     """
     accum = int(config.grad_accum_steps)
+    if centres is not None and accum > 1:
+        raise ValueError("config.model.head='sharded' takes config.grad_accum_steps=1 (each step samples its own "
+                         "classes); raise config.batch_size instead")
     has_mask = model.has_mask_head
     stat_names = _STATS + (_TRIPLET_STATS if config.loss.type == "triplet" else ())
     scale_loss = getattr(optimizer, "scale_loss", None) if config.mixed_precision == "mixed_float16" else None
 
     network = _network_call(model, config, num_replicas)
 
-    def gradients(images, targets, margin):
-        """Per-replica gradients of one micro-batch (divided by ``accum``) and its summed statistics [5]."""
-        variables = model.trainable_variables
+    def gradients(images, targets, margin, block=None):
+        """Per-replica gradients of one micro-batch (divided by ``accum``) and its summed statistics [5]; with a
+        sharded head's ``block`` the last gradient is that of its rows."""
+        variables = model.trainable_variables + ([block.rows] if block is not None else [])
         with tf.GradientTape() as tape:
+            if block is not None:
+                tape.watch(block.rows)
             outputs = network(images)
-            terms = per_example_objective(model, outputs, targets, margin, config.loss)
+            terms = per_example_objective(model, outputs, targets, margin, config.loss, block)
             arcface = tf.nn.compute_average_loss(terms["arcface"], global_batch_size=global_batch_size)
-            reg = tf.nn.scale_regularization_loss(tf.add_n([tf.cast(l, tf.float32) for l in model.losses]))
+            reg = tf.nn.scale_regularization_loss(tf.add_n([tf.cast(term, tf.float32) for term in model.losses]))
+            if block is not None:
+                reg += tf.stop_gradient(block.reg_loss(config.model.weight_decay))
             loss = arcface + reg
             mask = tf.constant(0.0)
             if has_mask:
@@ -181,14 +200,17 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
         ] + [tf.reduce_sum(terms[name]) / global_batch_size for name in stat_names[len(_STATS):]]) / accum
         return grads, stats
 
-    if use_xla(config) and num_replicas == 1:
+    if use_xla(config) and num_replicas == 1 and centres is None:
         gradients = tf.function(gradients, jit_compile=True)
 
     def train_step(images, targets, step):
         margin = margin_at(step, config.loss.arcface_margin, config.loss.margin_warmup_steps)
         lr = current_learning_rate(optimizer)
+        block = None
+        if centres is not None:
+            block = centres.block(targets["identity"], step, config.loss.get("partial_fc_rate", 1.0), config.seed)
         if accum == 1:
-            grads, stats = gradients(images, targets, margin)
+            grads, stats = gradients(images, targets, margin, block)
         else:
             grads, stats = None, None
             for i in range(accum):  # unrolled: collectives may not run inside a while loop on every strategy
@@ -201,6 +223,11 @@ def make_train_step(model, optimizer, config, global_batch_size, num_replicas):
         mask_term = tf.math.log1p(metrics["mask_loss"]) if has_mask else 0.0
         metrics["loss"] = metrics["arcface_loss"] + mask_term + metrics["reg_loss"]
         finite = tf.math.is_finite(metrics["loss"])
+        if block is not None:
+            row_grad = grads.pop()
+            tf.cond(finite, lambda: _applied(block.apply(row_grad, lr, config.optimizer.momentum,
+                                                         config.model.weight_decay)),
+                    lambda: tf.constant(False))
         _apply_if(finite, optimizer, grads, model.trainable_variables)
         metrics["lr"] = lr
         metrics["finite"] = tf.cast(finite, tf.float32)

@@ -14,9 +14,9 @@ import tensorflow as tf
 from mtarcface_tf.data import pipeline, records, synthetic
 from mtarcface_tf.eval.registry import build_evaluators
 from mtarcface_tf.export.embedder import make_embed_fn
-from mtarcface_tf.model.build import build_mtarcface
+from mtarcface_tf.model.build import HEADS, build_mtarcface
 from mtarcface_tf.train import checkpoints as ckpt_lib
-from mtarcface_tf.train import logging_utils
+from mtarcface_tf.train import logging_utils, partial_fc
 from mtarcface_tf.train import strategy as strategy_lib
 from mtarcface_tf.train.schedules import make_optimizer
 from mtarcface_tf.train.step import make_distributed_step, make_train_step
@@ -50,6 +50,31 @@ def _check_config(config):
     if config.data.mask_placement not in pipeline.MASK_PLACEMENTS:
         raise TrainingError(f"config.data.mask_placement={config.data.mask_placement!r}: choose one of "
                             f"{', '.join(pipeline.MASK_PLACEMENTS)}")
+    _check_head(config)
+
+
+def _check_head(config):
+    head = config.model.get("head", "mirrored")
+    if head not in HEADS:
+        raise TrainingError(f"config.model.head={head!r}: choose one of {', '.join(HEADS)}")
+    rate = config.loss.get("partial_fc_rate", 1.0)
+    if not 0.0 < rate <= 1.0:
+        raise TrainingError(f"config.loss.partial_fc_rate={rate}: must be in (0, 1] (1 = the full softmax)")
+    if head == "mirrored":
+        if rate != 1.0:
+            raise TrainingError("config.loss.partial_fc_rate < 1 samples the classes of the sharded head; set "
+                                "--config.model.head=sharded or the rate to 1")
+        return
+    # The sharded head's own SGD update, its per-step sampling and its exact softmax fix these.
+    needs = {"config.loss.type": (config.loss.type, "arcface"), "config.optimizer.name": (config.optimizer.name, "sgd"),
+             "config.grad_accum_steps": (config.grad_accum_steps, 1)}
+    for name, (value, wanted) in needs.items():
+        if value != wanted:
+            raise TrainingError(f"config.model.head='sharded' needs {name}={wanted!r} (got {value!r}); change it "
+                                f"or use --config.model.head=mirrored")
+    if config.mixed_precision == "mixed_float16":
+        raise TrainingError("config.model.head='sharded' does not scale losses for float16; use "
+                            "config.mixed_precision='mixed_bfloat16' or ''")
 
 
 def declared_evaluators(config, extra_bins=()):
@@ -166,9 +191,12 @@ class _Run:
         with strategy.scope():
             self.model = build_mtarcface(config.num_classes, config)
             self.optimizer.build(self.model.trainable_variables)
+        self.centres = None   # the sharded head's centres, outside the scope: one shard per device, not mirrored
+        if config.model.get("head", "mirrored") == "sharded":
+            self.centres = partial_fc.ShardedCentres.from_strategy(strategy, config)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.rng = tf.random.Generator.from_seed(config.seed)
-        self.checkpoint = ckpt_lib.make_checkpoint(self.model, self.optimizer, self.step, self.rng)
+        self.checkpoint = ckpt_lib.make_checkpoint(self.model, self.optimizer, self.step, self.rng, self.centres)
         self.latest, self.best = ckpt_lib.make_managers(self.checkpoint, self.out_dir, config.keep_checkpoints)
         self.summaries = logging_utils.Summaries(os.path.join(workdir, TB_DIR) if self.chief else None)
         self.best_value = -np.inf
@@ -228,7 +256,7 @@ class _Run:
 
 def _train_loop(run, dataset, corrupt_counter):
     config = run.config
-    train_step = make_train_step(run.model, run.optimizer, config, config.batch_size, run.replicas)
+    train_step = make_train_step(run.model, run.optimizer, config, config.batch_size, run.replicas, run.centres)
     distributed_step = make_distributed_step(run.strategy, train_step)
     start = int(run.step.numpy())
     progress = logging_utils.Progress(config.num_steps, config.batch_size * config.grad_accum_steps,
