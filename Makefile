@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench figures
+.PHONY: demo test bench figures rehearse
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): setup.py
 
 demo: $(STAMP)
 	$(PY) tools/demo.py $(ARGS)
+
+# The paper's whole run at reduced scale, timed and extrapolated (docs/paper_run.md).
+rehearse: $(STAMP)
+	$(PY) tools/rehearse.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q tests $(ARGS)
