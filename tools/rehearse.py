@@ -7,7 +7,7 @@ agedb_30.bin) from SynthFaces, then runs each stage of the real run as docs/pape
 landmarks, train configs/paper.py (only steps, batch and data paths overridden), evaluate clean / masked / mixed,
 export SavedModel and ONNX, enroll and identify masked people. Prints each stage's time and throughput here and the
 same stage extrapolated to the full run on this machine and, on paper, on 1 and 8 H100/H200-class GPUs, with the GPU
-memory per replica the paper's batch needs. About 10 minutes on 2 idle CPU cores.
+memory per replica the paper's batch needs; docs/paper_run.md gives the measured duration.
 """
 import os
 import sys
