@@ -57,7 +57,7 @@ FULL_RUN = dict(crops=5_800_000, identities=85_742, steps=300_000, batch_size=51
 GPU = dict(name="H100/H200", peak_flops=989e12, utilisation=0.20, memory_gib=80)
 GPU_COUNTS = (1, 8)
 PROBE_FRACTION = 8               # the probe holds the first 1/8 of the identities
-EVAL_FORWARD_PASSES = 4          # clean and masked images, each with its mirror (flip test)
+EVAL_FORWARD_PASSES = 6          # the evaluator embeds each variant (clean, masked, mixed) with its mirror
 # State kept per trainable parameter in a training step: the weight, its gradient, SGD's momentum (float32).
 STATE_COPIES = 3
 LOGIT_COPIES = 3                 # cosines, scaled logits, their gradient: [batch, classes] each

@@ -34,7 +34,7 @@ def test_extrapolation_to_the_full_run():
     # 300k steps of 512 at 4 img/s, plus 30 evaluations (every 10k steps) of 38,000 images at 19 img/s
     assert full["train"]["here_seconds"] == pytest.approx(153_600_000 / 4.0 + 30 * 2_000.0)
     assert full["evaluate"]["here_seconds"] == pytest.approx(2_000.0)
-    one_eval = 4 * 38_000 * 1e10 / (989e12 * 0.2)
+    one_eval = 6 * 38_000 * 1e10 / (989e12 * 0.2)
     assert full["evaluate"]["gpu_seconds"][8] == pytest.approx(one_eval)       # evaluation runs on one device
     assert full["train"]["gpu_seconds"][1] == pytest.approx(153_600_000 * 3e10 / (989e12 * 0.2) + 30 * one_eval)
     assert full["train"]["gpu_seconds"][8] == pytest.approx(153_600_000 * 3e10 / (8 * 989e12 * 0.2) + 30 * one_eval)
