@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench figures
+.PHONY: demo test test-slow lint bench figures rehearse
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): setup.py
 
 demo: $(STAMP)
 	$(PY) tools/demo.py $(ARGS)
+
+# The paper's whole run at reduced scale, timed and extrapolated (docs/paper_run.md).
+rehearse: $(STAMP)
+	$(PY) tools/rehearse.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m "not slow" tests $(ARGS)

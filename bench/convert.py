@@ -40,19 +40,9 @@ def _jpegs(count, seed=0):
 def make_rec(rec_path, num_images, per_identity, distinct):
     """Writes an insightface-style .rec/.idx (header, images, identity records); returns the identity count."""
     jpegs = _jpegs(distinct)
-    identities = -(-num_images // per_identity)
-    first_identity = num_images + 1
-
-    def records():
-        yield 0, recordio.pack_payload([first_identity, first_identity + identities], b"")
-        for key in range(1, num_images + 1):
-            yield key, recordio.pack_payload(float((key - 1) // per_identity), jpegs[key % distinct])
-        for i in range(identities):
-            start = 1 + i * per_identity
-            yield first_identity + i, recordio.pack_payload([start, min(start + per_identity, num_images + 1)], b"")
-
-    recordio.write_recordio(rec_path, os.path.splitext(rec_path)[0] + ".idx", records())
-    return identities
+    labels = np.arange(num_images) // per_identity
+    images = (jpegs[key % distinct] for key in range(1, num_images + 1))
+    return recordio.write_training_set(rec_path, labels, images)[1]
 
 
 def main(argv):

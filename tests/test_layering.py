@@ -1,7 +1,7 @@
 """Imports run one way: every module of the package (and the configs) imports only its own layer or layers below.
 
 The order (WORKSPACE.md, "Layout"): atomic / images / faces / results / progress / search -> data -> model ->
-configs -> export -> eval -> train -> inference -> demo. Every import statement counts, including those inside
+configs -> export -> eval -> train -> inference -> demo, rehearsal. Every import statement counts, including those inside
 functions.
 """
 import ast
@@ -13,7 +13,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "mtarcface_tf"
 # Lower rank = lower layer. A module may import its own layer and any layer of lower rank, nothing above.
 LAYERS = {"": 0, "atomic": 0, "images": 0, "faces": 0, "results": 0, "progress": 0, "quiet": 0, "search": 0,
-          "data": 1, "model": 2, "configs": 3, "export": 4, "eval": 5, "train": 6, "inference": 7, "demo": 8}
+          "data": 1, "model": 2, "configs": 3, "export": 4, "eval": 5, "train": 6, "inference": 7, "demo": 8,
+          "rehearsal": 8}
 
 
 def _modules():

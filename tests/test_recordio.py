@@ -83,6 +83,26 @@ def test_writer_splits_magic_like_dmlc(tmp_path, insightface_rec):
     assert recordio.pack_payload(IMAGE_LABELS[1], IMAGES[1]) == payloads[2]
 
 
+def test_training_set_writer_packs_as_insightface(tmp_path, insightface_rec):
+    """write_training_set gives, record for record, the hand-built insightface layout (ids aside: it sets id = key,
+    as insightface's face2rec does), split records included; property says identities,height,width."""
+    rec, _ = insightface_rec
+    ours = tmp_path / "ours" / "train.rec"
+    ours.parent.mkdir()
+    assert recordio.write_training_set(str(ours), [int(label) for label in IMAGE_LABELS], IMAGES) == (3, 2)
+    assert (tmp_path / "ours" / "train.idx").is_file()
+    with RecordIOReader(str(rec)) as expected, RecordIOReader(str(ours)) as written:
+        assert written.header == expected.header
+        for key in range(6):
+            (flag, label, image), want = written.read_record(key), expected.read_record(key)
+            assert (flag, image) == (want[0], want[2]) and np.array_equal(label, want[1])
+            assert struct.unpack_from("<IfQQ", written._payload_at(written._offset_of(key), key))[2] == key
+    recordio.write_property(str(ours.parent), 85742, 112)
+    assert (ours.parent / "property").read_text() == "85742,112,112\n"
+    with pytest.raises(ValueError, match="non-decreasing"):
+        recordio.write_training_set(str(tmp_path / "bad.rec"), [1, 0], IMAGES[:2])
+
+
 def test_split_across_several_magics_round_trips(tmp_path):
     image = MAGIC_BYTES * 3 + b"end" + MAGIC_BYTES
     recordio.write_recordio(str(tmp_path / "a.rec"), None, [(0, recordio.pack_payload(7.0, image))])

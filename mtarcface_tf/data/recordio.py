@@ -23,6 +23,7 @@ _HEAD = struct.Struct("<II")
 _IR_HEADER = struct.Struct("<IfQQ")
 _LENGTH_MASK = (1 << 29) - 1
 _READ_BUFFER = 1 << 20
+PROPERTY_FILE = "property"  # insightface: "identities,height,width" beside train.rec
 
 
 class RecordIOError(Exception):
@@ -88,6 +89,42 @@ def write_recordio(rec_path, idx_path, records):
         if idx_path is not None:
             write_text(idx_path, "".join(index_lines))
     return count
+
+
+def write_training_set(rec_path, labels, images):
+    """Writes a training set as insightface packs MS1MV2 (``faces_emore/train.rec`` + ``train.idx``).
+
+    Record 0 is the header (label ``[N + 1, N + 1 + K]``, no image); records 1..N are the images (label: the
+    identity as a float, id: the key); records N + 1 .. N + K describe the identities (label ``[first key, end
+    key)`` of each one's images). Args: ``labels`` int [N], identities 0..K-1 in non-decreasing order (each
+    present); ``images``: iterable of the N encoded images in the same order. The ``.idx`` goes beside the ``.rec``
+    (``default_idx_path``). Returns ``(N, K)``.
+    """
+    labels = np.asarray(labels, np.int64)
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    if np.any(np.diff(labels) < 0) or np.any(counts == 0):
+        raise ValueError("labels must be non-decreasing and cover every identity 0..K-1")
+    first_identity_key = len(labels) + 1
+    starts = 1 + np.concatenate([[0], np.cumsum(counts)])
+
+    def records():
+        yield 0, pack_payload([first_identity_key, first_identity_key + len(counts)], b"")
+        for key, (label, image) in enumerate(zip(labels, images), start=1):
+            yield key, pack_payload(float(label), image, record_id=key)
+        for identity in range(len(counts)):
+            key = first_identity_key + identity
+            yield key, pack_payload([starts[identity], starts[identity + 1]], b"", record_id=key)
+
+    write_recordio(rec_path, default_idx_path(rec_path), records())
+    return len(labels), len(counts)
+
+
+def write_property(folder, identities, image_size):
+    """Writes insightface's ``property`` file beside a training set: ``identities,height,width`` (one line)."""
+    path = os.path.join(folder, PROPERTY_FILE)
+    with open(path + ".tmp", "w", encoding="ascii") as f:
+        f.write(f"{int(identities)},{int(image_size)},{int(image_size)}\n")
+    os.replace(path + ".tmp", path)
 
 
 def _read_index(idx_path):
