@@ -142,7 +142,8 @@ def main(argv):
                            "rate": rate if head == "sharded" else 1.0, "computed": values, "measured": None}
                     total = values["state_bytes"] * replicas   # the virtual devices share this machine's memory
                     if FLAGS.measure and total <= FLAGS.ram_gb * 1e9 and values["gflops"] <= FLAGS.max_gflop:
-                        row["measured"] = {"seconds_per_step": round(_measure(tf, strategies[replicas], classes, rate, head), 4)}
+                        seconds = _measure(tf, strategies[replicas], classes, rate, head)
+                        row["measured"] = {"seconds_per_step": round(seconds, 4)}
                     print(f"{head:8s} C={classes:>9,d} N={replicas} rate={row['rate']:.1f} "
                           f"state/replica={values['state_bytes'] / 1e9:6.3f} GB "
                           f"sent/replica/step={values['sent_bytes'] / 1e6:9.2f} MB "

@@ -3,7 +3,7 @@
 Run (one machine, 8 GPUs; MirroredStrategy picks them up):
   python tools/train.py --config=configs/glint360k.py --workdir=runs/glint360k \
       --config.data.train=/data/glint360k_tfrecords \
-      --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
+      --config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
 (the TFRecords come from insightface's train.rec/train.idx: see docs/partial_fc.md).
 
 The recipe of arcface_torch's configs/glint360k_r50.py: 128 images per GPU x 8 = global batch 1024, SGD momentum
@@ -36,5 +36,5 @@ def get_config():
     config.loss.partial_fc_rate = 1.0
     config.optimizer.update(name="sgd", learning_rate=0.1, momentum=0.9, schedule="cosine", warmup_steps=0)
     config.checkpoint_every = 5000
-    config.eval.every = 20_000
+    config.evals.verification.every = 20_000
     return config

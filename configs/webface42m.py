@@ -3,7 +3,7 @@
 Run on one machine with 8 GPUs:
   python tools/train.py --config=configs/webface42m.py --workdir=runs/webface42m \
       --config.data.train=/data/webface42m_tfrecords \
-      --config.eval.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
+      --config.evals.verification.bins=/data/lfw.bin,/data/cfp_fp.bin,/data/agedb_30.bin
 On 2 machines of 8 GPUs: the same command on each with --config.strategy=multi_worker and TF_CONFIG naming both
 (see docs/partial_fc.md); keep the global batch (the per-GPU batch halves) or double it with the learning rate.
 (The TFRecords come from the WebFace42M release's RecordIO: see docs/partial_fc.md.)
@@ -38,5 +38,5 @@ def get_config():
     config.optimizer.update(name="sgd", learning_rate=0.4, momentum=0.9, schedule="cosine",
                             warmup_steps=IMAGES * WARMUP_EPOCHS // GLOBAL_BATCH)
     config.checkpoint_every = 5000
-    config.eval.every = 20_000
+    config.evals.verification.every = 20_000
     return config

@@ -19,7 +19,6 @@ from mtarcface_tf.atomic import atomic_open, write_text
 from mtarcface_tf.configs import demo as demo_configs
 from mtarcface_tf.data import preview
 from mtarcface_tf.data.ijb_synth import JPEG_QUALITY, loose_crop
-from mtarcface_tf.data.masked_pairs import VARIANTS
 from mtarcface_tf.data.masks import MaskAugmenter
 from mtarcface_tf.data.synthetic import GENERATOR_VERSION, TEMPLATE_SIZE, render_faces
 from mtarcface_tf.eval import report as report_lib

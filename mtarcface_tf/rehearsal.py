@@ -15,7 +15,8 @@ each (``_in_fresh_process``), since their converters fork workers.
 Extrapolation (``extrapolate``): conversion and landmarks run twice, on a probe (the first eighth of the
 identities) and on everything, and the full run's time is the fitted start-up + per-crop time x 5.8M crops;
 training uses the trainer's steady-state rate (its last progress window) for 153.6M images, plus one evaluation of
-the three full-size sets per ``config.eval.every`` steps; evaluation scales with images (38,000 at full size);
+the three full-size sets per ``config.evals.verification.every`` steps; evaluation scales with images (38,000 at
+full size);
 export and the application do not depend on the data set's size. The GPU columns are on paper: the training FLOPs
 per image (``model.flops``, forward x 3, the 85,742-class head included) over ``GPU["utilisation"]`` of the dense
 bf16 peak, divided by the GPU count; memory per replica is estimated from the activations (``gpu_memory``).
@@ -32,18 +33,16 @@ import numpy as np
 
 from mtarcface_tf.configs import paper
 from mtarcface_tf.data import bin_pairs, convert, recordio, synthetic
-from mtarcface_tf.data.image_codec import encode_jpeg
+from mtarcface_tf.images import encode_jpeg
 from mtarcface_tf.data.masks import MaskAugmenter
 from mtarcface_tf.eval.report import compare_table
-from mtarcface_tf.eval.run import evaluate_source
-from mtarcface_tf.export import onnx
-from mtarcface_tf.export.saved_model import export_saved_model, next_version_dir, read_report_threshold, training_data
+from mtarcface_tf.eval.run import evaluate_source, evals_config
+from mtarcface_tf.export.run import export_source
 from mtarcface_tf.faces.align import TEMPLATE_SIZE
 from mtarcface_tf.faces.detect import choose_detector
 from mtarcface_tf.inference import media
 from mtarcface_tf.model import flops
 from mtarcface_tf.model.build import build_mtarcface
-from mtarcface_tf.model.workdir import load_model
 from mtarcface_tf.results import save_result
 from mtarcface_tf.train import checkpoints as ckpt_lib
 from mtarcface_tf.train.trainer import train_and_evaluate
@@ -78,13 +77,13 @@ COMMANDS = {
                  "--output_dir=data/ms1mv2_landmarks --workers=2",
     "train": "python tools/train.py --config=configs/paper.py --workdir=runs/paper "
              "--config.data.train=data/ms1mv2_landmarks "
-             "--config.eval.bins=faces_emore/lfw.bin,faces_emore/cfp_fp.bin,faces_emore/agedb_30.bin",
+             "--config.evals.verification.bins=faces_emore/lfw.bin,faces_emore/cfp_fp.bin,faces_emore/agedb_30.bin",
     "evaluate": "python tools/evaluate.py --workdir=runs/paper "
                 "--bins=faces_emore/lfw.bin,faces_emore/cfp_fp.bin,faces_emore/agedb_30.bin --output_dir=reports/paper",
     "export": "python tools/export.py --workdir=runs/paper --export_dir=export --report=reports/paper/report.json "
               "--onnx",
-    "identify": "python tools/recognize.py enroll --model=export --gallery=people.npz --images=people/ && "
-                "python tools/recognize.py identify --model=export --gallery=people.npz --input=photos/ "
+    "identify": "python tools/recognize.py enroll --model=export --gallery=gallery --images=people/ && "
+                "python tools/recognize.py identify --model=export --gallery=gallery --input=photos/ "
                 "--output_dir=identified",
 }
 
@@ -120,7 +119,8 @@ def _faces(first_identity, identities, images, pose=None):
 
 
 def _write_rec(rec_path, faces, labels):
-    return recordio.write_training_set(rec_path, labels, (encode_jpeg(face, convert.DEFAULT_JPEG_QUALITY) for face in faces))
+    encoded = (encode_jpeg(face, convert.DEFAULT_JPEG_QUALITY) for face in faces)
+    return recordio.write_training_set(rec_path, labels, encoded)
 
 
 def write_faces_emore(folder, scale):
@@ -233,7 +233,7 @@ def paper_config(scale, train_path, bins):
     config.num_steps = scale.steps
     config.batch_size = scale.batch_size
     config.data.train = train_path
-    config.eval.bins = ",".join(bins)
+    config.evals.verification.bins = ",".join(bins)
     return config
 
 
@@ -247,35 +247,28 @@ def stage_train(config, workdir):
 
 def stage_evaluate(workdir, bins, output_dir):
     """Evaluates the workdir on the sets (clean / masked / mixed, flip test). Returns the figures and the report."""
-    (report, _), seconds = _timed(evaluate_source, workdir, output_dir, bins=list(bins.values()),
+    (report, _), seconds = _timed(evaluate_source, workdir, output_dir, evals_config(bins=list(bins.values())),
                                   model_name="MTArcFace")
     images = sum(len(bin_pairs.read_bin_raw(path)[1]) * 2 for path in bins.values())
     return dict(items=images, unit="images", seconds=seconds, rate=images / seconds,
                 report=os.path.join(output_dir, "report.json")), report
 
 
-def export_all(workdir, export_dir, report_path):
-    """What ``tools/export.py --onnx --report=REPORT`` does: the SavedModel, then the two ONNX files and their
-    parity with it. Returns dict(saved_model, onnx={kind: path}, min_cosine)."""
-    model, config = load_model(workdir)
-    version_dir = export_saved_model(model, next_version_dir(export_dir), threshold=read_report_threshold(report_path),
-                                     trained_on=training_data(config))
-    onnx.require_onnx()
-    paths = onnx.export_onnx(model, os.path.join(export_dir, "onnx", os.path.basename(version_dir)))
-    reference = onnx.saved_model_reference(version_dir)
-    cosine = min(onnx.onnx_parity(path, reference)["min_cosine"] for path in paths.values())
-    return dict(saved_model=version_dir, onnx=paths, min_cosine=cosine)
-
-
 def stage_export(workdir, export_dir, report_path):
-    exported, seconds = _timed(export_all, workdir, export_dir, report_path)
-    return dict(items=1, unit="model", seconds=seconds, rate=1 / seconds, **exported)
+    """Exports as ``tools/export.py --onnx --report=REPORT`` does (``export.run.export_source``): the SavedModel,
+    then the two ONNX files and their parity with it. Returns the figures (saved_model, min_cosine)."""
+    exported, seconds = _timed(export_source, workdir, export_dir, report=report_path, onnx=True,
+                               log=lambda line, error=False: None)
+    if exported["failed"]:
+        raise RuntimeError(f"rehearsal: export failed for {exported['failed']}")
+    return dict(items=1, unit="model", seconds=seconds, rate=1 / seconds, saved_model=exported["export_dir"],
+                min_cosine=exported["onnx_min_cosine"])
 
 
 def identify_people(export_dir, folder):
     """Enrolls ``folder/people`` and identifies ``folder/photos`` with the tool's default detector, as
     ``tools/recognize.py`` does. Returns dict(queries, identified (fraction), mask_detected (fraction))."""
-    gallery = os.path.join(folder, "people.npz")
+    gallery = os.path.join(folder, "gallery")
     status = media.run_command("enroll", [], export_dir, gallery=gallery, images=os.path.join(folder, "people"))
     out = os.path.join(folder, "identified")
     status = status or media.run_command("identify", [], export_dir, gallery=gallery,
@@ -325,7 +318,7 @@ def extrapolate(stages, costs):
     """Returns {stage: dict(full_items, here_seconds, gpu_seconds {count: s} or None)} for the full run."""
     eval_images = sum(FULL_RUN["sets"].values())
     eval_flops = EVAL_FORWARD_PASSES * eval_images * costs["forward_flops"]
-    evaluations = FULL_RUN["steps"] // paper.get_config().eval.every
+    evaluations = FULL_RUN["steps"] // paper.get_config().evals.verification.every
     out = {}
     for name in ("convert", "landmarks"):
         stage = stages[name]

@@ -204,7 +204,7 @@ def test_add_landmarks_with_a_detector_on_every_crop(tmp_path):
     assert manifest["notes"] == {convert.LandmarkJob.NO_FACE: 1} and manifest["landmarks_by"] == "CropDetector"
     assert set(detector.sides) == {448}                      # 112 padded to 224, upscaled x2
     found = read_landmarks(tmp_path / "out")
-    assert sum(np.isnan(l).all() for l in found) == 1
+    assert sum(np.isnan(points).all() for points in found) == 1
     for landmarks in found:
         if not np.isnan(landmarks).any():
             np.testing.assert_allclose(landmarks, FakeDetector.TEMPLATE, atol=1e-3)

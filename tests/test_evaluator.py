@@ -9,7 +9,6 @@ import cv2
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mtarcface_tf.configs import common
 from mtarcface_tf.eval import evaluator as evaluator_lib

@@ -1,8 +1,8 @@
 """Imports run one way: every module of the package (and the configs) imports only its own layer or layers below.
 
 The order (WORKSPACE.md, "Layout"): atomic / images / faces / results / progress / search -> data -> model ->
-configs -> export -> eval -> train -> inference -> demo, rehearsal. Every import statement counts, including those inside
-functions.
+configs -> export -> eval -> train -> inference -> demo, rehearsal. Every import statement counts, including those
+inside functions.
 """
 import ast
 import os

@@ -12,7 +12,8 @@ def test_result_rows_follow_the_csv_fields():
     rows = media.result_rows("a.png", 3, [RESULT, no_mask_head])
     assert [sorted(row) for row in rows] == [sorted(media.CSV_FIELDS)] * 2
     assert rows[0] == {"source": "a.png", "frame": 3, "face": 0, "identity": "ann", "similarity": 0.123457,
-                       "svm_identity": "", "svm_probability": "", "mask": "mask", "mask_probability": 0.9, "box": "1.0 2.2 30.0 40.5",
+                       "svm_identity": "", "svm_probability": "", "mask": "mask", "mask_probability": 0.9,
+                       "box": "1.0 2.2 30.0 40.5",
                        "note": "2 faces found; used the largest", "error": ""}
     assert rows[1]["face"] == 1 and rows[1]["mask"] == "unknown" and rows[1]["mask_probability"] == ""
 

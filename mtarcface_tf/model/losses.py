@@ -5,7 +5,8 @@ from mtarcface_tf.model.arcface import l2_normalize
 
 
 def sparse_cross_entropy(labels, logits):
-    """Returns the per-example softmax cross-entropy [B] of ``logits`` [B, C] (any float dtype) against int ``labels`` [B]."""
+    """Returns the per-example softmax cross-entropy [B] of ``logits`` [B, C] (any float dtype) against int
+    ``labels`` [B]."""
     logits = ops.cast(logits, "float32")
     log_probs = ops.log_softmax(logits, axis=-1)
     return -ops.take_along_axis(log_probs, ops.expand_dims(ops.cast(labels, "int32"), -1), axis=-1)[:, 0]

@@ -243,7 +243,8 @@ class Index:
         if vectors.shape != (len(ids), index.dim):
             raise SearchIndexError(f"index holds {vectors.shape} vectors for {len(ids)} ids")
         index.generation = int(meta["generation"])
-        index._vectors, index._ids, index._n = np.ascontiguousarray(vectors, index.dtype), ids.astype(np.int64), len(ids)
+        index._vectors, index._ids = np.ascontiguousarray(vectors, index.dtype), ids.astype(np.int64)
+        index._n = len(ids)
         index._row_of = dict(zip(index._ids.tolist(), range(index._n)))
         if len(index._row_of) != index._n:
             raise SearchIndexError("index holds repeated ids")

@@ -403,7 +403,8 @@ class GalleryStore:
             return list(values)
 
         return {"name": name, "embeddings": _normalize(embeddings), "sources": column("sources"),
-                    "hashes": column("hashes"), "masked": column("masked"), "mask_probability": column("mask_probability"),
+                    "hashes": column("hashes"), "masked": column("masked"),
+                    "mask_probability": column("mask_probability"),
                     "detection_scores": column("detection_scores")}
 
     def _write_person(self, person, generation):
