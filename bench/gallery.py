@@ -249,7 +249,8 @@ def main(argv):
     rng = np.random.default_rng(FLAGS.seed)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gallery-bench-")
     figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, "backend": FLAGS.backend,
-               "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank, "ann_threshold": FLAGS.ann_threshold, "threads": FLAGS.threads,
+               "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank, "ann_threshold": FLAGS.ann_threshold,
+               "threads": FLAGS.threads,
                "centre_cosine": FLAGS.centre_cosine, "centre_cosine_std": FLAGS.centre_cosine_std}
     probe_pairs = samples(np.repeat(draw_centres(2000, rng), 2, axis=0), rng)
     genuine = np.sum(probe_pairs[0::2] * probe_pairs[1::2], axis=1)

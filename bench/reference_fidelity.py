@@ -6,7 +6,8 @@
 The reference network is re-created in tf_keras (Keras 2) by tests/support/tfkeras_reference.py in a subprocess,
 randomised, given renorm statistics by a few training-mode passes, and saved with save_weights of a
 train_model-shaped object (both networks, plus an older-form renorm checkpoint). Each is imported, evaluated on a
-.bin of SynthFaces and exported; the figures compare with what the reference computes on the same faces fed as BGR (its evaluation.py).
+.bin of SynthFaces and exported; the figures compare with what the reference computes on the same faces fed as
+BGR (its evaluation.py).
 Prints human lines, then one JSON line, saved as docs/results/reference_fidelity.json.
 """
 import json

@@ -10,7 +10,8 @@ Two GPUs with MirroredStrategy, global batch 512, SGD momentum 0.9, lr 0.0015 (x
 them (config.data.mask_placement="landmarks"; records need the landmarks feature: add it once with
 `python tools/convert.py --source=tfrecord --add_landmarks --input=/data/ms1mv2_tfrecords
 --output_dir=/data/ms1mv2_landmarks`: O-Net on the template's face box, RetinaFace where it is unsure; records without
-it get template-placed masks). Should reach about LFW 99.7 / CFP-FP 94 / AgeDB-30 96.5 on clean pairs and ~99.8% mask-usage accuracy (the paper's figures).
+it get template-placed masks). Should reach about LFW 99.7 / CFP-FP 94 / AgeDB-30 96.5 on clean pairs and ~99.8%
+mask-usage accuracy (the paper's figures).
 The network is the reference's resnet_batchRenorm.py (config.model.norm='batch_renorm'): both of its training
 scripts build it and its published MS1M models B and C were trained with it.
 """
