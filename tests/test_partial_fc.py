@@ -254,7 +254,7 @@ def test_checkpoint_of_four_replicas_resumes_on_two_and_one(tmp_path):
 def test_trainer_resumes_a_sharded_run_and_exports_the_backbone(tmp_path):
     """One replica (the default strategy): the sharded head trains, checkpoints its centres, resumes, and the
     workdir loads for export (the centres are not part of the exported network)."""
-    from _train_helpers import tiny_config, write_tiny_records
+    from tests.support.tiny import tiny_config, write_tiny_records
 
     from mtarcface_tf.model.workdir import load_model
     from mtarcface_tf.train.trainer import train_model
