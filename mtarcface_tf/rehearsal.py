@@ -256,13 +256,13 @@ def stage_evaluate(workdir, bins, output_dir):
 
 def stage_export(workdir, export_dir, report_path):
     """Exports as ``tools/export.py --onnx --report=REPORT`` does (``export.run.export_source``): the SavedModel,
-    then the two ONNX files and their parity with it. Returns the figures (saved_model, min_cosine)."""
+    then the two ONNX files and their parity with it. Returns the figures (saved_model, onnx, min_cosine)."""
     exported, seconds = _timed(export_source, workdir, export_dir, report=report_path, onnx=True,
                                log=lambda line, error=False: None)
     if exported["failed"]:
         raise RuntimeError(f"rehearsal: export failed for {exported['failed']}")
     return dict(items=1, unit="model", seconds=seconds, rate=1 / seconds, saved_model=exported["export_dir"],
-                min_cosine=exported["onnx_min_cosine"])
+                onnx=exported["onnx"], min_cosine=exported["onnx_min_cosine"])
 
 
 def identify_people(export_dir, folder):

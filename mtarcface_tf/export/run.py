@@ -43,8 +43,8 @@ def _export_tflite(model, version_dir, export_dir, log):
 
 
 def _export_onnx(model, version_dir, export_dir, log):
-    """Writes the ONNX models and prints their parity with the SavedModel. Returns the smallest cosine between
-    their embeddings and the SavedModel's (float), or None when they could not be written."""
+    """Writes the ONNX models and prints their parity with the SavedModel. Returns ``(paths {kind: path}, the
+    smallest cosine between their embeddings and the SavedModel's)``, or None when they could not be written."""
     from mtarcface_tf.export import onnx  # pylint: disable=import-outside-toplevel
 
     folder = os.path.join(export_dir, "onnx", os.path.basename(version_dir))
@@ -66,7 +66,7 @@ def _export_onnx(model, version_dir, export_dir, log):
         log(f"note: input {size}x{size}; insightface's model_zoo only routes {onnx.INSIGHTFACE_SIZE}x"
             f"{onnx.INSIGHTFACE_SIZE} models to ArcFaceONNX (load this one with onnxruntime directly)")
     log(json.dumps({"export_dir": version_dir, "onnx_dir": folder}))
-    return min(cosines)
+    return paths, min(cosines)
 
 
 def export_source(source, export_dir, report=None, tflite=False, onnx=False, log=None):
@@ -82,7 +82,8 @@ def export_source(source, export_dir, report=None, tflite=False, onnx=False, log
 
     Returns:
       dict: ``export_dir`` (the SavedModel's folder), ``threshold`` (dict or None), ``failed`` (list of the
-      formats that could not be written), ``onnx_min_cosine`` (ONNX's parity with the SavedModel, or None).
+      formats that could not be written), ``onnx`` ({kind: path} of the ONNX files, or None) and
+      ``onnx_min_cosine`` (their parity with the SavedModel, or None).
 
     Raises:
       ExportError, ModelLoadError (a ValueError), OSError: nothing was exported (the message names the fix).
@@ -105,10 +106,12 @@ def export_source(source, export_dir, report=None, tflite=False, onnx=False, log
     failed = []
     if tflite and not _export_tflite(model, version_dir, export_dir, log):
         failed.append("tflite")
-    onnx_cosine = _export_onnx(model, version_dir, export_dir, log) if onnx else None
-    if onnx and onnx_cosine is None:
+    written = _export_onnx(model, version_dir, export_dir, log) if onnx else None
+    if onnx and written is None:
         failed.append("onnx")
-    return {"export_dir": version_dir, "threshold": threshold, "failed": failed, "onnx_min_cosine": onnx_cosine}
+    onnx_paths, onnx_cosine = written or (None, None)
+    return {"export_dir": version_dir, "threshold": threshold, "failed": failed, "onnx": onnx_paths,
+            "onnx_min_cosine": onnx_cosine}
 
 
 def _print(line, error=False):
