@@ -104,15 +104,6 @@ def test_table_takes_the_larger_fpr_when_both_neighbours_are_equally_near(negati
     assert list(ijb.tar_at_far(labels, scores)["tar"].values()) == ref.tpr_fpr_row(labels, scores)
 
 
-def _projection_embed(size=112, dim=8, seed=0):
-    weights = np.random.default_rng(seed).normal(size=(size * size * 3, dim)).astype(np.float32) / size
-
-    def embed(faces):
-        faces = np.asarray(faces)
-        return (faces.reshape(len(faces), -1).astype(np.float32) / 255.0) @ weights
-
-    return embed
-
 
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory):
@@ -165,7 +156,7 @@ def _reference_protocols(root, embed, seed):
 
 def test_evaluator_equals_the_transcription_end_to_end(synth_set):
     root, _ = synth_set
-    embed = _projection_embed()
+    embed = tiny.projection_embed()
     evaluator = ijb.IJBEvaluator(root, "IJBC", masked=True, batch_size=8, seed=1)
     metrics = dict(evaluator.run(embed))
     expected = _reference_protocols(root, embed, seed=1)

@@ -94,17 +94,6 @@ def test_exact_and_ann_search_agree_within_a_tenth_of_a_point(backend):
     assert 0.05 < exact["closed"]["top"][1] < 0.95
 
 
-def _projection_embed(size=112, dim=8, seed=0, seen=None):
-    weights = np.random.default_rng(seed).normal(size=(size * size * 3, dim)).astype(np.float32) / size
-
-    def embed(faces):
-        faces = np.asarray(faces)
-        if seen is not None:
-            seen.append(faces.copy())
-        return (faces.reshape(len(faces), -1).astype(np.float32) / 255.0) @ weights
-
-    return embed
-
 
 @pytest.fixture(scope="module")
 def synth_set(tmp_path_factory):
@@ -142,8 +131,8 @@ def test_evaluator_equals_the_transcription_and_masks_only_the_probes(synth_set)
     root, _ = synth_set
     seen = []
     evaluator = ijb_1n.IJB1NEvaluator(root, "IJBC", masked=True, batch_size=64, seed=2)
-    metrics = dict(evaluator.run(_projection_embed(seen=seen)))
-    expected = _reference_1n(root, _projection_embed(), seed=2)
+    metrics = dict(evaluator.run(tiny.projection_embed(seen=seen)))
+    expected = _reference_1n(root, tiny.projection_embed(), seed=2)
     for protocol in ("clean", "masked"):
         closed = evaluator.results["IJBC"]["protocols"][protocol]["closed"]
         assert [closed["top"][r] for r in (1, 5, 10)] == [expected[protocol][f"top{r}"] for r in (1, 5, 10)]

@@ -13,7 +13,7 @@ from mtarcface_tf.data.masked_pairs import mask_labels_for, masked_variants
 from mtarcface_tf.eval import embeddings as embeddings_lib
 from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS
 from mtarcface_tf.eval import mask_usage, verification
-from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.export.embedder import as_embed_fn
 
 DEFAULT_VARIANTS = PAPER_VARIANTS
 MASK_METRICS = ("accuracy", "precision", "recall", "f1")
@@ -134,7 +134,7 @@ class VerificationEvaluator:
         """Scores ``embed_fn`` on every set and variant; yields ``(name, float)`` and fills ``self.results``.
 
         Args:
-          embed_fn: an ``EmbedFn`` from ``export.embedder.make_embed_fn`` (a Keras model is wrapped automatically).
+          embed_fn: what ``export.embedder.as_embed_fn`` accepts (an ``EmbedFn``, a Keras model, a path).
 
         Yields:
           ``("SET/VARIANT/METRIC[-flip]", value)`` for accuracy, accuracy_std and tar@far=F, then
@@ -143,8 +143,7 @@ class VerificationEvaluator:
         ``self.results[SET]`` = dict(``path``, ``pairs``, ``variants`` = {variant: dict(``plain``, ``flip``:
         ``verification.evaluate`` dicts or None, ``issame``, ``mask_prob``, ``mask_labels``)}, ``mask_usage``).
         """
-        if not hasattr(embed_fn, "input_size"):
-            embed_fn = make_embed_fn(embed_fn)
+        embed_fn = as_embed_fn(embed_fn)
         self.results = {}
         for path in self.bins:
             name = set_name(path)

@@ -18,14 +18,13 @@ Masked protocol: every face of the probe (second) template of a pair is masked a
 import bisect
 import os
 
-import keras
 import numpy as np
 from sklearn.metrics import auc
 from sklearn.preprocessing import normalize
 
 from mtarcface_tf.data.masked_pairs import MASK_BATCH, mask_all
 from mtarcface_tf.eval.embeddings import embed_with_flip
-from mtarcface_tf.export.embedder import make_embed_fn
+from mtarcface_tf.export.embedder import as_embed_fn
 from mtarcface_tf.faces.align import TEMPLATE_SIZE, AlignmentError, align_face
 from mtarcface_tf.images import ImageReadError, read_image_rgb
 from mtarcface_tf.progress import progress_bar
@@ -390,9 +389,8 @@ class IJBEvaluator:
         self.results = {}
         if not self.root:
             return
-        if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
-            embed_fn = make_embed_fn(embed_fn)
-        size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))
+        embed_fn = as_embed_fn(embed_fn)
+        size = embed_fn.input_size
         meta = read_ijb(self.root, self.name)
         everyone = np.arange(len(meta["images"]))
         clean = face_features(embed_fn, self.root, meta, everyone, self.batch_size, self.flip, None, size)

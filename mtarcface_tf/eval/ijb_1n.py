@@ -29,13 +29,11 @@ import csv
 import math
 import os
 
-import keras
 import numpy as np
 
 from mtarcface_tf.data.ijb_synth import GALLERY_PARTS
 from mtarcface_tf.eval import ijb
-from mtarcface_tf.export.embedder import make_embed_fn
-from mtarcface_tf.faces.align import TEMPLATE_SIZE
+from mtarcface_tf.export.embedder import as_embed_fn
 
 RANKS = (1, 5, 10)
 FPIRS = (0.01, 0.1)
@@ -339,9 +337,8 @@ class IJB1NEvaluator:
         self.results = {}
         if not self.root:
             return
-        if isinstance(embed_fn, (keras.Model, str, os.PathLike)):
-            embed_fn = make_embed_fn(embed_fn)
-        size = int(getattr(embed_fn, "input_size", TEMPLATE_SIZE))
+        embed_fn = as_embed_fn(embed_fn)
+        size = embed_fn.input_size
         meta = ijb.read_faces(self.root, self.name)
         lists = read_lists(self.root, self.name)
         gallery_faces, probe_faces = used_faces(meta, lists)

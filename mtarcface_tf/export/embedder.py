@@ -54,6 +54,29 @@ class EmbedFn:
                 None if mask_prob is None else np.asarray(mask_prob, np.float32))
 
 
+def as_embed_fn(source):
+    """Returns an ``EmbedFn`` for anything an evaluator accepts.
+
+    Args:
+      source: an ``EmbedFn`` (or any callable with an ``input_size``), returned as is; a Keras model or a path,
+        loaded with ``make_embed_fn``; or a bare callable ``uint8 [B, S, S, 3] -> embeddings [B, D]`` (or
+        ``(embeddings, mask_prob)``), taken to expect ``DEFAULT_INPUT_SIZE`` faces.
+
+    Raises:
+      ModelLoadError for a source that is none of these.
+    """
+    if hasattr(source, "input_size"):
+        return source
+    if callable(source) and not isinstance(source, keras.Model):
+        return EmbedFn(lambda images: _with_mask_prob(source(images)), DEFAULT_INPUT_SIZE,
+                       getattr(source, "__name__", type(source).__name__))
+    return make_embed_fn(source)
+
+
+def _with_mask_prob(output):
+    return output if isinstance(output, tuple) else (output, None)
+
+
 def l2_normalize(embeddings):
     """Returns float32 [N, D] rows scaled to unit L2 norm; all-zero rows stay zero (never NaN)."""
     embeddings = np.asarray(embeddings, np.float32)

@@ -101,6 +101,21 @@ def random_faces(count, size=32, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
 
 
+def projection_embed(size=112, dim=8, seed=0, seen=None):
+    """Returns a model-free embed function: uint8 [B, size, size, 3] -> float32 [B, dim], a fixed random linear
+    projection of the pixels (deterministic, so two calls agree; faces alike give alike embeddings). ``seen``, a
+    list, receives a copy of every batch it is called on."""
+    weights = np.random.default_rng(seed).normal(size=(size * size * 3, dim)).astype(np.float32) / size
+
+    def embed(faces):
+        faces = np.asarray(faces)
+        if seen is not None:
+            seen.append(faces.copy())
+        return (faces.reshape(len(faces), -1).astype(np.float32) / 255.0) @ weights
+
+    return embed
+
+
 def keras_reference(model, images):
     """The test's own reference of the export's outputs, computed in numpy from the Keras model: dict ``embedding``
     (L2-normalized) and, with a mask head, ``mask_prob`` (softmax of the mask logits).
