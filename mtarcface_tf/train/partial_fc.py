@@ -30,6 +30,14 @@ Design choices, and why:
   as the mirrored head's L2 loss gives it: ``g += 2 * weight_decay * w``), only on the rows that took part in the
   step, momentum included (Partial FC's original rule: an unsampled centre does not move). The Keras optimizer
   would all-reduce them and keep its slots for every row.
+* Multi-worker (MultiWorkerMirroredStrategy): each worker creates only its own replicas' shards, on its own devices,
+  and the collectives above run across workers unchanged (tested: 2 workers of one replica equal one process of 2
+  replicas). One fix was needed: a worker with a single replica hands ``all_gather``'s merge call a bare tensor
+  whose device is the gather's destination, and a tf.function input has none, so every gathered value passes
+  through ``tf.identity`` (which takes the replica's device scope). The replica id is static there too.
+* Multi-worker checkpoints: each worker's checkpoint holds only what it has, and only the chief's lands in the
+  workdir, so before saving every worker enters ``ShardedCentres.collected``: the shards are all-gathered in
+  chunks and the chief saves the other workers' slices along with its own (see ``collected`` for the memory).
 * Shards split C as evenly as possible (sizes differ by at most one) instead of padding C to a multiple of N, and
   each is saved as the slice ``[start, stop)`` of one ``[C, D]`` checkpoint tensor: a checkpoint written with any
   N restores into any other N (TensorFlow reads the requested slices), and holds no padding.
