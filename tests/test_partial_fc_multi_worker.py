@@ -27,6 +27,7 @@ _SCRIPT = textwrap.dedent("""
     from tests.test_train_step import _config
     from mtarcface_tf.model import build_mtarcface
     from mtarcface_tf.train import checkpoints as ckpt_lib
+    from mtarcface_tf.train import partial_fc
     from mtarcface_tf.train.partial_fc import ShardedCentres
     from mtarcface_tf.train.schedules import make_optimizer
     from mtarcface_tf.train.step import make_distributed_step, make_train_step
@@ -73,6 +74,9 @@ _SCRIPT = textwrap.dedent("""
         chief = is_chief(strategy)
         manager, _ = ckpt_lib.make_managers(ckpt_lib.make_checkpoint(model, centres=centres),
                                             checkpoint_dir if chief else tempfile.mkdtemp(), 1)
+        # 2 rows of each shard per gather (2 replicas x 2 tables x 2 rows x 16 floats): shards of 5 and 6 rows take
+        # 3 chunks, the last one partial.
+        partial_fc.COLLECT_CHUNK_BYTES = 2 * 2 * 2 * 16 * 4
         with centres.collected(strategy, keep=chief):
             manager.save(checkpoint_number=STEPS)
     else:
