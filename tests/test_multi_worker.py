@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.support import processes
-from tests.support.tiny import write_tiny_records
+from tests.support.tiny import tiny_config, write_tiny_records
 
 
 
@@ -48,7 +48,8 @@ def _free_ports(count):
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["mirrored", "sharded"])
 def test_two_workers_hold_identical_weights(head, tmp_path):
-    """With the sharded head each worker holds half the centres; the chief's checkpoint holds all of them."""
+    """With the sharded head each worker holds half the centres; the chief's checkpoint holds all of them, and the
+    trainer resumes it on one replica."""
     data_dir = write_tiny_records(tmp_path / "records", shards=2)
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
@@ -83,3 +84,10 @@ def test_two_workers_hold_identical_weights(head, tmp_path):
         for name in names:
             table = reader.get_tensor(name)
             assert table.shape == (4, 16) and np.abs(table).min() > 0, (name, table)
+        # The trainer resumes that checkpoint on one replica (both shards restored into one) and goes on.
+        from mtarcface_tf.train.trainer import train_model
+        config = tiny_config(data_dir, steps=4, batch_size=8)
+        config.model.head = "sharded"
+        config.optimizer.update(name="sgd", learning_rate=0.05, momentum=0.9)
+        _, results = train_model(config, str(workdir))
+        assert results["step"] == 4 and np.isfinite(results["loss"])
