@@ -105,35 +105,41 @@ def _relative(got, expected):
     return np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-30)
 
 
+# The float32 floor these bounds sit on, measured by running the mirrored head a second time with its classes
+# relabelled (kernel columns and labels permuted: the same mathematics, another summation order) and comparing it with
+# the first run as the sharded head is compared below. On 1, 2 and 4 replicas that relabelled mirrored run differs
+# from the original by: total loss <= 5e-6; loss terms 1.7e-5 (the ArcFace term at step 5 on 1 replica, ~0.16 by
+# then); whole-backbone gradient 2e-6 and single variables up to 6.7e-5 (a BN gamma's or beta's gradient is a sum
+# with cancellation); whole backbone after 5 steps 7.8e-7 and single variables up to 1.1e-4 (a BN beta starts at 0:
+# its error is that of 5 small updates); centres 3.5e-8. The sharded head measured within the same figures (1.5e-5,
+# 6.3e-5, 1.1e-4, 3.4e-8 at the worst), so a per-term or per-variable 1e-5 is below what float32 gives even the
+# mirrored head against itself; the whole-backbone and loss bounds are the issue's 1e-5, the centres' 1e-6.
+TERM_TOLERANCE, VARIABLE_GRADIENT_TOLERANCE, VARIABLE_WEIGHT_TOLERANCE = 5e-5, 1e-4, 3e-4
+
+
 @pytest.mark.parametrize("devices", [1, 2, 4])
 def test_rate_one_equals_the_mirrored_head(devices, tmp_path):
     """Loss, first-step backbone gradients (SGD deltas) and, after 5 SGD-momentum steps, the backbone weights and
-    the gathered centres: all within 1e-5 relative of the mirrored head on the same replicas."""
+    the gathered centres: within 1e-5 relative of the mirrored head on the same replicas (the centres within 1e-6)."""
     out = _run(_EXACT, devices, tmp_path)
     mirrored, sharded = out["mirrored"], out["sharded"]
-    # Every step's loss within 1e-5; its terms within 1e-5 on the first step, 1e-4 later (the ArcFace term falls to
-    # ~0.16 by the fifth step, where the backbones' rounding differences show at ~1.5e-5 relative).
+    # Every step's loss within 1e-5; its terms within 1e-5 on the first step, TERM_TOLERANCE later.
     for step, (a, b) in enumerate(zip(sharded["loss"], mirrored["loss"])):
         for name, x, y in zip(("loss", "arcface", "reg", "mask"), a, b):
-            tolerance = 1e-5 if step == 0 or name == "loss" else 1e-4
+            tolerance = 1e-5 if step == 0 or name == "loss" else TERM_TOLERANCE
             assert abs(x - y) <= tolerance * abs(y), (step, name, x, y)
     # A variable whose gradient cancels to ~0 (a BN beta feeding the next BN) holds summation-order noise: skip those.
     rms = [np.sqrt(np.mean(np.square(delta))) for delta in mirrored["delta"]]
     moved = [i for i, value in enumerate(rms) if value > 1e-3 * max(rms)]
     assert len(moved) >= 0.7 * len(rms), (len(moved), len(rms))
-    # The whole backbone's gradient within 1e-5; each variable's within 1e-4 (a BN gamma's gradient is a sum with
-    # cancellation, where summation-order rounding shows at ~1e-5).
     assert _relative(np.concatenate(sharded["delta"]), np.concatenate(mirrored["delta"])) < 1e-5
     errors = {i: _relative(sharded["delta"][i], mirrored["delta"][i]) for i in moved}
-    assert max(errors.values()) < 1e-4, errors
-    # After 5 steps: the whole backbone within 1e-5; each variable within 1e-3 (a BN beta starts at 0, so its
-    # relative error is that of its 5 small updates, where summation-order rounding compounds: ~1e-4 measured).
+    assert max(errors.values()) < VARIABLE_GRADIENT_TOLERANCE, errors
     assert _relative(np.concatenate(sharded["weights"]), np.concatenate(mirrored["weights"])) < 1e-5
     errors = {i: _relative(sharded["weights"][i], mirrored["weights"][i]) for i in moved}
-    assert max(errors.values()) < 1e-3, errors
+    assert max(errors.values()) < VARIABLE_WEIGHT_TOLERANCE, errors
     assert np.shape(sharded["centres"]) == (10, 16)
-    assert _relative(sharded["centres"], mirrored["centres"]) < 1e-5
-
+    assert _relative(sharded["centres"], mirrored["centres"]) < 1e-6
 
 
 _SAMPLED = _PRELUDE + textwrap.dedent("""

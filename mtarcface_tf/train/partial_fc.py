@@ -30,22 +30,34 @@ Design choices, and why:
   as the mirrored head's L2 loss gives it: ``g += 2 * weight_decay * w``), only on the rows that took part in the
   step, momentum included (Partial FC's original rule: an unsampled centre does not move). The Keras optimizer
   would all-reduce them and keep its slots for every row.
+* Multi-worker (MultiWorkerMirroredStrategy): each worker creates only its own replicas' shards, on its own devices,
+  and the collectives above run across workers unchanged (tested: 2 workers of one replica equal one process of 2
+  replicas). One fix was needed: a worker with a single replica hands ``all_gather``'s merge call a bare tensor
+  whose device is the gather's destination, and a tf.function input has none, so every gathered value passes
+  through ``tf.identity`` (which takes the replica's device scope). The replica id is static there too.
+* Multi-worker checkpoints: each worker's checkpoint holds only what it has, and only the chief's lands in the
+  workdir, so before saving every worker enters ``ShardedCentres.collected``: the shards are all-gathered in
+  chunks and the chief saves the other workers' slices along with its own (see ``collected`` for the memory).
 * Shards split C as evenly as possible (sizes differ by at most one) instead of padding C to a multiple of N, and
   each is saved as the slice ``[start, stop)`` of one ``[C, D]`` checkpoint tensor: a checkpoint written with any
   N restores into any other N (TensorFlow reads the requested slices), and holds no padding.
 """
+import contextlib
 import itertools
 import math
 
 import tensorflow as tf
 # The slice saveables tf.__internal__.distribute.ShardedVariable uses (no public equivalent).
-from tensorflow.python.training.saving import saveable_object_util
+from tensorflow.python.training.saving import saveable_object, saveable_object_util
 
 from mtarcface_tf.model.arcface import cosine_logits, margin_logits
 from mtarcface_tf.model.losses import identity_loss_from_log_prob
 
 CENTRES_KEY = "centres"
 MOMENTUM_KEY = "momentum"
+# Rows of each replica's shard gathered per collective when a multi-worker checkpoint collects the shards: bounds the
+# device memory of the gather (N replicas x 2 tables x rows x D floats) to about this many bytes per replica.
+COLLECT_CHUNK_BYTES = 64 << 20
 
 
 def class_ranges(num_classes, num_shards):
@@ -66,7 +78,10 @@ def sample_size(rate, shard_size):
 def _all_gather(value, num_replicas):
     if num_replicas == 1:
         return value
-    return tf.distribute.get_replica_context().all_gather(value, axis=0)
+    # A worker with one replica passes a bare tensor to all_gather's merge_call, whose destination is the tensor's
+    # device: a tf.function input (e.g. int32 labels, which tf.cast passes through) has none. The identity takes
+    # the replica's device scope.
+    return tf.distribute.get_replica_context().all_gather(tf.identity(value), axis=0)
 
 
 def _all_reduce_sum(value, num_replicas):
@@ -122,6 +137,7 @@ class ShardedCentres(tf.__internal__.tracking.Trackable):
                 centres = tf.Variable(init, trainable=False, name=f"centres_{start}_{stop}")
                 momentum = tf.Variable(tf.zeros_like(init), trainable=False, name=f"momentum_{start}_{stop}")
             self._shards[replica] = (centres, momentum)
+        self._collected = {}   # other workers' shards, {replica: (centres, momentum)} on the CPU, while saving
 
     @classmethod
     def from_strategy(cls, strategy, config):
@@ -144,6 +160,52 @@ class ShardedCentres(tf.__internal__.tracking.Trackable):
         one worker)."""
         return tf.concat([self._shards[r][0] for r in self.local_replicas], axis=0).numpy()
 
+    @contextlib.contextmanager
+    def collected(self, strategy, keep):
+        """Context for saving a multi-worker run: every worker calls it at the same point (it runs collectives);
+        inside, a worker with ``keep`` True (the chief) also checkpoints every other worker's shards, so its
+        checkpoint holds all C rows of ``centres`` and ``momentum`` and resumes on any number of workers and
+        replicas. A no-op when this worker holds every shard.
+
+        Why gathered to the chief rather than written by each worker: the workers then need no shared filesystem to
+        save, and the checkpoint is one ordinary TensorFlow checkpoint. The cost: inside the context the chief holds
+        the other workers' shards in host memory (2 x their classes x D x 4 bytes: 4.2 GB at C = 2,059,906, D = 512 on
+        2 workers), and
+        each chunk is all-gathered to every replica (``COLLECT_CHUNK_BYTES`` per replica at a time).
+        """
+        if len(self._shards) < self.num_replicas:
+            self._collect(strategy, keep)
+        try:
+            yield self
+        finally:
+            self._collected = {}
+
+    def _collect(self, strategy, keep):
+        largest = max(stop - start for start, stop in self.ranges)
+        rows = max(1, min(largest, COLLECT_CHUNK_BYTES // (2 * self.num_replicas * self.embedding_size * 4)))
+
+        def chunk(first):
+            replica = _replica_id()
+            start, stop = self.ranges[replica]
+            index = tf.minimum(tf.range(first, first + rows), stop - start - 1)   # the last chunk repeats a row
+            part = tf.stack([tf.gather(table, index) for table in self._shards[replica]])
+            return _all_gather(part[None], self.num_replicas)                           # [N, 2, rows, D]
+
+        gather = tf.function(lambda first: strategy.run(chunk, args=(first,)))
+        pieces = {r: [] for r in range(self.num_replicas) if r not in self._shards}
+        for first in range(0, largest, rows):
+            gathered = strategy.experimental_local_results(gather(tf.constant(first)))[0]
+            if not keep:
+                continue
+            with tf.device("/cpu:0"):
+                for replica, parts in pieces.items():
+                    start, stop = self.ranges[replica]
+                    if first < stop - start:
+                        parts.append(tf.identity(gathered[replica, :, :min(rows, stop - start - first)]))
+        if keep:
+            with tf.device("/cpu:0"):
+                self._collected = {r: tf.unstack(tf.concat(parts, axis=1)) for r, parts in pieces.items()}
+
     def _slice_spec(self, replica):
         start, stop = self.ranges[replica]
         return f"{self.num_classes} {self.embedding_size} {start},{stop - start}:0,{self.embedding_size}"
@@ -153,8 +215,10 @@ class ShardedCentres(tf.__internal__.tracking.Trackable):
         # _serialize_to_tensors path restores only one slice per key in TF 2.21.)
         def factory(index):
             def saveables(name):
-                return [saveable_object_util.ResourceVariableSaveable(self._shards[r][index], self._slice_spec(r), name)
-                        for r in self.local_replicas]
+                own = [saveable_object_util.ResourceVariableSaveable(self._shards[r][index], self._slice_spec(r), name)
+                       for r in self.local_replicas]
+                return own + [_CollectedSlice(tables[index], self._slice_spec(r), name)
+                              for r, tables in sorted(self._collected.items())]
             return saveables
 
         return {key: factory(i) for i, key in enumerate((CENTRES_KEY, MOMENTUM_KEY))}
@@ -188,6 +252,18 @@ class ShardedCentres(tf.__internal__.tracking.Trackable):
         index = tf.sort(tf.math.top_k(noise, count).indices)
         target = tf.where(owned, tf.searchsorted(index, local), -1)
         return ShardBlock(self, replica, tf.gather(centres, index), index, target)
+
+
+class _CollectedSlice(saveable_object.SaveableObject):
+    """Saves another worker's shard (a tensor collected by ``ShardedCentres.collected``) as its slice; never
+    restored into (restoring fills only this worker's own shards)."""
+
+    def __init__(self, tensor, slice_spec, name):
+        super().__init__(tensor, [saveable_object.SaveSpec(tensor, slice_spec, name)], name)
+
+    def restore(self, restored_tensors, restored_shapes):
+        del restored_tensors, restored_shapes
+        return tf.no_op()
 
 
 class ShardBlock:

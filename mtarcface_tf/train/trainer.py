@@ -222,9 +222,16 @@ class _Run:
         step = int(self.step.numpy())
         if self.latest.latest_checkpoint and self.latest.latest_checkpoint.endswith(f"-{step}"):
             return
-        path = self.latest.save(checkpoint_number=step)
+        path = self._save(self.latest, step)
         if self.chief:
             log.info("saved %s", path)
+
+    def _save(self, manager, step):
+        """Saves through ``manager``; on several workers a sharded head's shards are first collected to the chief,
+        whose checkpoint then holds all of them. Returns the path."""
+        collected = self.centres.collected(self.strategy, keep=self.chief) if self.centres else contextlib.nullcontext()
+        with collected:
+            return manager.save(checkpoint_number=step)
 
     def evaluate(self, final=False):
         """Runs the evaluators due at this step (every one when ``final``); logs and writes their metrics, keeps the
@@ -241,7 +248,7 @@ class _Run:
         score = _eval_summary(results)
         if score is not None and score > self.best_value:
             self.best_value = score
-            self.best.save(checkpoint_number=step)
+            self._save(self.best, step)
             log.info("best so far (verification accuracy %.4f) saved in %s", score, self.best.directory)
         return results
 
