@@ -243,9 +243,9 @@ class LandmarkJob:
 
     def _landmarks(self, crops, stats, items):
         """Returns float32 [N, 5, 2] landmarks of same-size RGB crops (NaN rows where none were found)."""
-        if isinstance(self.detector, str):
-            self.detector = make_detector(self.detector)
         if self.method == "detector" or crops[0].shape[0] != crops[0].shape[1]:
+            if isinstance(self.detector, str):
+                self.detector = make_detector(self.detector)
             found = [landmarks_on_aligned_crop(self.detector, crop) for crop in crops]
             return np.stack([np.full((5, 2), np.nan, np.float32) if f is None else f for f in found])
         size = crops[0].shape[0]
@@ -362,8 +362,9 @@ def add_landmarks(input_path, output_dir, name, detector="retinaface", method=DE
         raise ConversionError(str(err)) from None
     detector_name = detector if isinstance(detector, str) else type(detector).__name__
     landmarks_by = f"onet+{detector_name}" if method == "onet" else detector_name
+    # The workers run TensorFlow (O-Net, the detector): spawned, so that a caller that already ran it cannot hang them.
     return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
-                          extra={"landmarks_by": landmarks_by}, **kwargs)
+                          extra={"landmarks_by": landmarks_by}, start_method="spawn", **kwargs)
 
 
 def ready_detector(name=None):
