@@ -96,7 +96,7 @@ def time_stage(crops, count, workers):
     here, does not survive a fork.
     """
     from mtarcface_tf.data import convert, shards
-    from mtarcface_tf.data.image_codec import encode_jpeg
+    from mtarcface_tf.images import encode_jpeg
     encoded = [encode_jpeg(crop, convert.DEFAULT_JPEG_QUALITY) for crop in crops]
     with tempfile.TemporaryDirectory() as folder:
         with shards.ShardedRecordWriter(os.path.join(folder, "src"), "train", num_shards=workers) as writer:

@@ -1,5 +1,5 @@
-"""Landmarks of aligned crops: O-Net on the fixed box against SynthFaces' true landmarks, the resampling against
-tf.image.crop_and_resize, the fallback detector where O-Net is unsure, and the resumable add_landmarks stage."""
+"""Landmarks of aligned crops: O-Net on the fixed box against SynthFaces' true landmarks, the refined pass against
+the geometry of moved crops, the fallback detector where O-Net is unsure, and the resumable add_landmarks stage."""
 import os
 import signal
 import subprocess
@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mtarcface_tf.data import convert, records, shards, synthetic
 from mtarcface_tf.faces.align import ARCFACE_TEMPLATE
-from mtarcface_tf.faces.crop_landmarks import CropLandmarker, resample_matrix
+from mtarcface_tf.faces.crop_landmarks import CropLandmarker
 from mtarcface_tf.faces.detect import CROP_PADDING, Face
 
 POSE = dict(rotation=8.0, scale=0.05, shift=3.0, yaw=20.0)   # bench/crop_landmarks.py's SynthFaces pose
@@ -27,15 +27,6 @@ def synth():
 
 def mean_error(found, truth):
     return float(np.linalg.norm(found - truth, axis=-1).mean())
-
-
-@pytest.mark.parametrize("box", [(0.18, 0.12, 0.93, 0.87), (-0.1, 0.05, 1.2, 0.9)])
-def test_resample_matrix_matches_crop_and_resize(box):
-    images = np.random.default_rng(0).uniform(-1, 1, (2, 40, 40, 3)).astype(np.float32)
-    y1, x1, y2, x2 = box
-    expected = tf.image.crop_and_resize(images, [box, box], [0, 1], (16, 16)).numpy()
-    found = np.einsum("ij,bjkc,lk->bilc", resample_matrix(y1, y2, 40, 16), images, resample_matrix(x1, x2, 40, 16))
-    np.testing.assert_allclose(found, expected, atol=1e-5)
 
 
 def test_onet_finds_synthfaces_landmarks(synth):
@@ -83,12 +74,20 @@ def test_passes_that_disagree_go_to_the_fallback(synth):
     disagreement = np.linalg.norm(refined - first, axis=-1).mean(axis=-1)
     threshold = float(np.median(disagreement))
     result = CropLandmarker(min_confidence=0.0, fallback=TemplateDetector(), batch_size=16,
-                            max_disagreement=threshold)(images)
+                            max_disagreement=threshold, min_box_move=0.0)(images)
     np.testing.assert_array_equal(result.fallback, disagreement > threshold)
     np.testing.assert_allclose(result.landmarks[~result.fallback], refined[~result.fallback], atol=1e-4)
     fallback = result.landmarks[result.fallback]
     np.testing.assert_allclose(fallback, np.broadcast_to(TEMPLATE, fallback.shape), atol=1e-3)
     np.testing.assert_allclose(result.confidence, confidence)
+    # Crops whose box would move less than min_box_move keep the fixed-box pass (and cannot disagree).
+    move = landmarker.box_move(first)
+    keep = move < np.median(move)
+    result = CropLandmarker(min_confidence=0.0, fallback=TemplateDetector(), batch_size=16,
+                            max_disagreement=threshold, min_box_move=float(np.median(move)))(images)
+    np.testing.assert_allclose(result.landmarks[keep], first[keep], atol=1e-4)
+    np.testing.assert_allclose(result.landmarks[~keep & ~result.fallback], refined[~keep & ~result.fallback], atol=1e-4)
+    assert not result.fallback[keep].any()
 
 
 class TemplateDetector:
