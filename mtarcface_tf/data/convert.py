@@ -30,6 +30,7 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: stored as t
 # How add_landmarks finds the landmarks of aligned crops (see LandmarkJob): O-Net on the template's box, or a detector.
 LANDMARK_METHODS = ("onet", "detector")
 DEFAULT_LANDMARK_METHOD = "onet"
+WORKER_THREADS = 1           # TensorFlow threads of each add_landmarks worker process (LandmarkJob.start_worker)
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,13 @@ class LandmarkJob:
 
     def __getstate__(self):
         return {**self.__dict__, "_landmarkers": {}}
+
+    def start_worker(self):
+        """Runs first in each (spawned) worker process: TensorFlow gets WORKER_THREADS threads, since the workers
+        already share the cores between them (more threads per worker spin on a busy machine: bench/crop_landmarks.py
+        measures crops per CPU-second)."""
+        tf.config.threading.set_intra_op_parallelism_threads(WORKER_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(WORKER_THREADS)
 
     def _items(self, start, stop):
         """Yields ``(item name, serialized record)`` for global record indices [start, stop)."""

@@ -128,6 +128,8 @@ _WORKER_STATE = {}
 
 
 def _init_worker(job, shared_counter):
+    if hasattr(job, "start_worker"):
+        job.start_worker()
     _WORKER_STATE["job"], _WORKER_STATE["counter"] = job, _Counter(shared_counter)
 
 
@@ -196,7 +198,8 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
 
     Args:
       job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items,
-        ``job.write(start, stop, writer, counter)``).
+        ``job.write(start, stop, writer, counter)``, and optionally ``job.start_worker()``, run first in each worker
+        process).
       output_dir, name: shards ``output_dir/NAME-0000i-of-000NN.tfrecord`` and ``NAME.manifest.json``.
       source: what was converted (recorded in the manifest and checked on resume).
       num_shards: 0 picks ``auto_num_shards``.

@@ -113,22 +113,19 @@ class CropLandmarker:
                 _, landmarks, face = onet((patches - _PIXEL_MEAN) / _PIXEL_SCALE)
                 return landmarks, face[:, 1]
 
-            self._predict = tf.function(predict)
+            spec = [tf.TensorSpec([None, self.crop_size, self.crop_size, 3], tf.uint8), tf.TensorSpec([None, 4])]
+            self._predict = tf.function(predict, input_signature=spec)   # one trace for every batch size
         return self._predict
 
     def _batched(self, function, *arrays):
-        """Runs ``function`` over ``arrays`` (same length N) in batches of ``batch_size`` (the last one padded, so
-        one shape is traced); returns (outputs float32 [N, 10], face probability float32 [N])."""
+        """Runs ``function`` over ``arrays`` (same length N) in batches of at most ``batch_size``; returns (outputs
+        float32 [N, 10], face probability float32 [N])."""
         outputs, confidence = [np.zeros((0, 10), np.float32)], [np.zeros((0,), np.float32)]
-        count = len(arrays[0])
-        for start in range(0, count, self.batch_size):
-            batch = [a[start:start + self.batch_size] for a in arrays]
-            padding = self.batch_size - len(batch[0])
-            batch = [np.concatenate([b, np.zeros((padding,) + b.shape[1:], b.dtype)]) for b in batch]
-            landmarks, face = function(*batch)
+        for start in range(0, len(arrays[0]), self.batch_size):
+            landmarks, face = function(*[a[start:start + self.batch_size] for a in arrays])
             outputs.append(landmarks.numpy())
             confidence.append(face.numpy())
-        return np.concatenate(outputs)[:count], np.concatenate(confidence)[:count]
+        return np.concatenate(outputs), np.concatenate(confidence)
 
     def _to_crop(self, outputs):
         """float32 [N, 10] O-Net outputs (fractions of ``self.box``) -> float64 [N, 5, 2] pixels of the crop, as the
