@@ -12,9 +12,10 @@ largest error (pixels of the crop), mean distance to RetinaFace-on-the-crop's la
 crop at a time for the detectors, batches for O-Net). Then the whole stage (``convert.add_landmarks``: read,
 decode, landmarks, write) on ``--stage_crops`` JPEG records (the real-photo crops repeated, else SynthFaces) with
 2 worker processes, in a fresh process as the tool runs it: crops/s, and crops per CPU-second of all its processes
-(the figure that holds on a shared machine), whole and at the margin (the same on ``workers x BATCH_SIZE`` records
-subtracted: worker start-up, which MS1MV2's 5.8M crops make negligible, left out). O-Net alone, one pass: crops per
-CPU-second.
+(the figure that holds on a shared machine, start-up included); then, in that process, one worker's steady state
+(``LandmarkJob.write`` after a warm-up, as a worker runs it: start-up, which MS1MV2's 5.8M crops make negligible,
+left out), crops per CPU-second, and twice that as the projection for 2 idle cores. O-Net alone, one pass: crops
+per CPU-second.
 Prints human lines, then ONE JSON line (saved as docs/results/crop_landmarks.json).
 """
 import os
@@ -39,6 +40,7 @@ flags.DEFINE_float("onet_seconds", 5.0, "Seconds each O-Net-alone timing runs.")
 
 POSE = {"rotation": 8.0, "scale": 0.05, "shift": 3.0, "yaw": 20.0}
 SIZE = 112
+WARM_UP_CROPS = 512   # records a worker's steady-state timing runs first, untimed
 
 
 def errors(found, truth):
@@ -110,6 +112,31 @@ def time_stage(crops, count, workers):
     return json.loads(lines[-1])
 
 
+class _Uncounted:
+    """A progress counter that counts nothing (``LandmarkJob.write`` outside the engine)."""
+
+    def add(self, n=1):
+        del n
+
+    def flush(self):
+        pass
+
+
+def steady_worker_rate(folder):
+    """One worker's steady state: ``LandmarkJob.write`` in this process with the workers' TensorFlow threads, timed
+    after a warm-up shard (start-up left out): crops per CPU-second."""
+    import tensorflow as tf
+    from mtarcface_tf.data import convert
+    tf.config.threading.set_intra_op_parallelism_threads(convert.WORKER_THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(convert.WORKER_THREADS)
+    job = convert.LandmarkJob(os.path.join(folder, "src"), "retinaface")
+    with tf.io.TFRecordWriter(os.path.join(folder, "steady.tfrecord")) as writer:
+        job.write(0, WARM_UP_CROPS, writer, _Uncounted())
+        start = time.process_time()
+        job.write(0, len(job), writer, _Uncounted())
+        return round(len(job) / (time.process_time() - start))
+
+
 def run_stage(folder, workers):
     """``add_landmarks`` on ``folder``/src into ``folder``/out, timed: returns its figures (this process and its
     workers' CPU time)."""
@@ -125,7 +152,8 @@ def run_stage(folder, workers):
             "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 2),
             "crops_per_cpu_s": round(manifest["images"] / cpu),
             "sent_to_fallback": manifest["notes"].get(convert.LandmarkJob.FALLBACK, 0),
-            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0)}
+            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0),
+            "one_worker_steady_crops_per_cpu_s": steady_worker_rate(folder)}
 
 
 def compare(sets, retinaface, mtcnn):
@@ -178,12 +206,9 @@ def main(argv):
                   f"{result['p90_error_px']} px, to RetinaFace-on-crop "
                   f"{result['mean_distance_to_retinaface_on_crop_px']} px, {result['ms_per_crop']} ms/crop")
     stage_crops = sets["real_photos"][0] if "real_photos" in sets else faces
-    whole = time_stage(stage_crops, FLAGS.stage_crops, FLAGS.workers)
-    start_up = time_stage(stage_crops, FLAGS.workers * crop_landmarks.BATCH_SIZE, FLAGS.workers)
-    marginal = round((whole["records"] - start_up["records"]) / (whole["cpu_seconds"] - start_up["cpu_seconds"]))
-    figures["stage"] = dict(whole, crops_from="real_photos" if "real_photos" in sets else "synthfaces",
-                            start_up_run=start_up, marginal_crops_per_cpu_s=marginal,
-                            projected_crops_per_s_on_2_idle_cores=2 * marginal)
+    stage = time_stage(stage_crops, FLAGS.stage_crops, FLAGS.workers)
+    figures["stage"] = dict(stage, crops_from="real_photos" if "real_photos" in sets else "synthfaces",
+                            projected_crops_per_s_on_2_idle_cores=2 * stage["one_worker_steady_crops_per_cpu_s"])
     print(f"add_landmarks stage: {figures['stage']}")
     per_cpu, per_s = onet_cpu_rate(sets.get("real_photos", sets["synthfaces"])[0])
     figures["onet_alone_one_pass"] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
