@@ -1,6 +1,6 @@
 """Benchmark: the five landmarks of 112x112 aligned crops (``tools/convert.py --source=tfrecord --add_landmarks``):
-the fast path (MTCNN's O-Net on the template's box, RetinaFace where O-Net is unsure) against RetinaFace and MTCNN
-run as detectors on every crop.
+the fast path (MTCNN's O-Net on the template's box, refined on a box fitted to its first answer, RetinaFace where
+O-Net is unsure) against the fixed box alone, and RetinaFace and MTCNN run as detectors on every crop.
 
   python bench/crop_landmarks.py [--synthetic=60] [--photos=../shared/data/realfaces-dev] [--stage_crops=8192]
 
@@ -12,7 +12,10 @@ largest error (pixels of the crop), mean distance to RetinaFace-on-the-crop's la
 crop at a time for the detectors, batches for O-Net). Then the whole stage (``convert.add_landmarks``: read,
 decode, landmarks, write) on ``--stage_crops`` JPEG records (the real-photo crops repeated, else SynthFaces) with
 2 worker processes, in a fresh process as the tool runs it: crops/s, and crops per CPU-second of all its processes
-(the figure that holds on a shared machine). O-Net alone: crops per CPU-second, TensorFlow graph and XLA.
+(the figure that holds on a shared machine, start-up included); then, in that process, one worker's steady state
+(``LandmarkJob.write`` after a warm-up, as a worker runs it: start-up, which MS1MV2's 5.8M crops make negligible,
+left out), crops per CPU-second, and twice that as the projection for 2 idle cores. O-Net alone, one pass: crops
+per CPU-second.
 Prints human lines, then ONE JSON line (saved as docs/results/crop_landmarks.json).
 """
 import os
@@ -37,6 +40,7 @@ flags.DEFINE_float("onet_seconds", 5.0, "Seconds each O-Net-alone timing runs.")
 
 POSE = {"rotation": 8.0, "scale": 0.05, "shift": 3.0, "yaw": 20.0}
 SIZE = 112
+WARM_UP_CROPS = 512   # records a worker's steady-state timing runs first, untimed
 
 
 def errors(found, truth):
@@ -76,10 +80,11 @@ def by_landmarker(landmarker, crops):
     return result.landmarks, float(result.fallback.mean()), time.perf_counter() - start
 
 
-def onet_cpu_rate(jit_compile, crops):
-    """O-Net alone, batches of 256: (crops per CPU-second of this process, crops per second)."""
+def onet_cpu_rate(crops):
+    """O-Net alone on the fixed box, batches of BATCH_SIZE: (crops per CPU-second of this process, crops per
+    second)."""
     from mtarcface_tf.faces.crop_landmarks import CropLandmarker
-    landmarker = CropLandmarker(fallback=None, jit_compile=jit_compile)
+    landmarker = CropLandmarker(fallback=None)
     batch = np.resize(crops, (landmarker.batch_size,) + crops.shape[1:])
     landmarker.onet(batch)
     done, start, wall = 0, time.process_time(), time.perf_counter()
@@ -92,11 +97,10 @@ def onet_cpu_rate(jit_compile, crops):
 def time_stage(crops, count, workers):
     """Times ``add_landmarks`` (fast path) on ``count`` JPEG records made of ``crops``; returns its figures.
 
-    The stage runs in a fresh process (``--stage_input``): its workers are forked, and TensorFlow, already running
-    here, does not survive a fork.
+    The stage runs in a fresh process (``--stage_input``), as the tool runs it.
     """
     from mtarcface_tf.data import convert, shards
-    from mtarcface_tf.data.image_codec import encode_jpeg
+    from mtarcface_tf.images import encode_jpeg
     encoded = [encode_jpeg(crop, convert.DEFAULT_JPEG_QUALITY) for crop in crops]
     with tempfile.TemporaryDirectory() as folder:
         with shards.ShardedRecordWriter(os.path.join(folder, "src"), "train", num_shards=workers) as writer:
@@ -106,6 +110,31 @@ def time_stage(crops, count, workers):
         command = [sys.executable, os.path.abspath(__file__), f"--stage_input={folder}", f"--workers={workers}"]
         lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     return json.loads(lines[-1])
+
+
+class _Uncounted:
+    """A progress counter that counts nothing (``LandmarkJob.write`` outside the engine)."""
+
+    def add(self, n=1):
+        del n
+
+    def flush(self):
+        pass
+
+
+def steady_worker_rate(folder):
+    """One worker's steady state: ``LandmarkJob.write`` in this process with the workers' TensorFlow threads, timed
+    after a warm-up shard (start-up left out): crops per CPU-second."""
+    import tensorflow as tf
+    from mtarcface_tf.data import convert
+    tf.config.threading.set_intra_op_parallelism_threads(convert.WORKER_THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(convert.WORKER_THREADS)
+    job = convert.LandmarkJob(os.path.join(folder, "src"), "retinaface")
+    with tf.io.TFRecordWriter(os.path.join(folder, "steady.tfrecord")) as writer:
+        job.write(0, WARM_UP_CROPS, writer, _Uncounted())
+        start = time.process_time()
+        job.write(0, len(job), writer, _Uncounted())
+        return round(len(job) / (time.process_time() - start))
 
 
 def run_stage(folder, workers):
@@ -120,16 +149,18 @@ def run_stage(folder, workers):
     cpu = sum((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) for before, after in
               zip(usage, [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]))
     return {"records": manifest["images"], "workers": workers, "seconds": round(seconds, 1),
-            "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 1),
+            "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 2),
             "crops_per_cpu_s": round(manifest["images"] / cpu),
             "sent_to_fallback": manifest["notes"].get(convert.LandmarkJob.FALLBACK, 0),
-            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0)}
+            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0),
+            "one_worker_steady_crops_per_cpu_s": steady_worker_rate(folder)}
 
 
 def compare(sets, retinaface, mtcnn):
     """Runs every method on every set ``{name: (crops, truth)}``; returns ``{method: {set: figures}}``."""
     from mtarcface_tf.faces.crop_landmarks import CropLandmarker
-    figures = {"onet_fast_path": {}, "onet_without_fallback": {}, "retinaface": {}, "mtcnn": {}}
+    figures = {"onet_fast_path": {}, "onet_without_fallback": {}, "onet_fixed_box_fast_path": {}, "retinaface": {},
+               "mtcnn": {}}
     for name, (crops, truth) in sets.items():
         reference, seconds = by_detector(retinaface, crops)
         figures["retinaface"][name] = summary(reference, truth, seconds, reference)
@@ -140,6 +171,10 @@ def compare(sets, retinaface, mtcnn):
         found, share, seconds = by_landmarker(CropLandmarker(fallback=retinaface, batch_size=len(crops)),
                                               crops)
         figures["onet_fast_path"][name] = dict(summary(found, truth, seconds, reference), sent_to_fallback=share)
+        found, share, seconds = by_landmarker(CropLandmarker(fallback=retinaface, batch_size=len(crops),
+                                                             refine=False), crops)
+        figures["onet_fixed_box_fast_path"][name] = dict(summary(found, truth, seconds, reference),
+                                                         sent_to_fallback=share)
     return figures
 
 
@@ -160,24 +195,24 @@ def main(argv):
         crops, truth, _ = preview.faces_from_photos(FLAGS.photos, 10_000, SIZE, retinaface)
         sets["real_photos"] = (crops, truth)
     figures = {"synthetic_pose": POSE, "onet_box": list(crop_landmarks.ONET_BOX),
-               "min_confidence": crop_landmarks.MIN_CONFIDENCE, "cpu_count": os.cpu_count()}
+               "min_confidence": crop_landmarks.MIN_CONFIDENCE,
+               "max_pass_disagreement": crop_landmarks.MAX_PASS_DISAGREEMENT,
+               "min_box_move": crop_landmarks.MIN_BOX_MOVE, "cpu_count": os.cpu_count()}
     figures.update(compare(sets, retinaface, mtcnn))
-    for method in ("onet_fast_path", "onet_without_fallback", "retinaface", "mtcnn"):
+    for method in ("onet_fast_path", "onet_without_fallback", "onet_fixed_box_fast_path", "retinaface", "mtcnn"):
         for name, result in figures[method].items():
             print(f"{method:22s} {name:11s}: no landmarks on {result['no_face']} of {result['crops']} crops "
                   f"({result['faces_lost']} lost), error mean {result['mean_error_px']} px, p90 "
                   f"{result['p90_error_px']} px, to RetinaFace-on-crop "
                   f"{result['mean_distance_to_retinaface_on_crop_px']} px, {result['ms_per_crop']} ms/crop")
     stage_crops = sets["real_photos"][0] if "real_photos" in sets else faces
-    figures["stage"] = dict(time_stage(stage_crops, FLAGS.stage_crops, FLAGS.workers),
-                            crops_from="real_photos" if "real_photos" in sets else "synthfaces")
+    stage = time_stage(stage_crops, FLAGS.stage_crops, FLAGS.workers)
+    figures["stage"] = dict(stage, crops_from="real_photos" if "real_photos" in sets else "synthfaces",
+                            projected_crops_per_s_on_2_idle_cores=2 * stage["one_worker_steady_crops_per_cpu_s"])
     print(f"add_landmarks stage: {figures['stage']}")
-    crops = sets.get("real_photos", sets["synthfaces"])[0]
-    for jit in (False, True):
-        per_cpu, per_s = onet_cpu_rate(jit, crops)
-        key = f"onet_alone_{'xla' if jit else 'graph'}"
-        figures[key] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
-        print(f"O-Net alone, {'XLA' if jit else 'graph'}: {per_cpu} crops per CPU-second ({per_s}/s)")
+    per_cpu, per_s = onet_cpu_rate(sets.get("real_photos", sets["synthfaces"])[0])
+    figures["onet_alone_one_pass"] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
+    print(f"O-Net alone, one pass: {per_cpu} crops per CPU-second ({per_s}/s)")
     report_result("crop_landmarks", figures)
 
 

@@ -30,6 +30,7 @@ _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")   # JPEG, PNG: stored as t
 # How add_landmarks finds the landmarks of aligned crops (see LandmarkJob): O-Net on the template's box, or a detector.
 LANDMARK_METHODS = ("onet", "detector")
 DEFAULT_LANDMARK_METHOD = "onet"
+WORKER_THREADS = 1           # TensorFlow threads of each add_landmarks worker process (LandmarkJob.start_worker)
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,13 @@ class LandmarkJob:
     def __getstate__(self):
         return {**self.__dict__, "_landmarkers": {}}
 
+    def start_worker(self):
+        """Runs first in each (spawned) worker process: TensorFlow gets WORKER_THREADS threads, since the workers
+        already share the cores between them (more threads per worker spin on a busy machine: bench/crop_landmarks.py
+        measures crops per CPU-second)."""
+        tf.config.threading.set_intra_op_parallelism_threads(WORKER_THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(WORKER_THREADS)
+
     def _items(self, start, stop):
         """Yields ``(item name, serialized record)`` for global record indices [start, stop)."""
         first = 0
@@ -243,9 +251,9 @@ class LandmarkJob:
 
     def _landmarks(self, crops, stats, items):
         """Returns float32 [N, 5, 2] landmarks of same-size RGB crops (NaN rows where none were found)."""
-        if isinstance(self.detector, str):
-            self.detector = make_detector(self.detector)
         if self.method == "detector" or crops[0].shape[0] != crops[0].shape[1]:
+            if isinstance(self.detector, str):
+                self.detector = make_detector(self.detector)
             found = [landmarks_on_aligned_crop(self.detector, crop) for crop in crops]
             return np.stack([np.full((5, 2), np.nan, np.float32) if f is None else f for f in found])
         size = crops[0].shape[0]
@@ -362,8 +370,9 @@ def add_landmarks(input_path, output_dir, name, detector="retinaface", method=DE
         raise ConversionError(str(err)) from None
     detector_name = detector if isinstance(detector, str) else type(detector).__name__
     landmarks_by = f"onet+{detector_name}" if method == "onet" else detector_name
+    # The workers run TensorFlow (O-Net, the detector): spawned, so that a caller that already ran it cannot hang them.
     return run_conversion(job, output_dir, name, source=os.path.abspath(input_path),
-                          extra={"landmarks_by": landmarks_by}, **kwargs)
+                          extra={"landmarks_by": landmarks_by}, start_method="spawn", **kwargs)
 
 
 def ready_detector(name=None):

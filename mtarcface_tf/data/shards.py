@@ -123,11 +123,13 @@ def _write_shard(job, task, counter):
     return index, dataclasses.asdict(stats)
 
 
-# Set in each worker process by the pool initializer (inherited through fork, so the job is not pickled per task).
+# Set in each worker process by the pool initializer (the job is handed over once per worker, not per task).
 _WORKER_STATE = {}
 
 
 def _init_worker(job, shared_counter):
+    if hasattr(job, "start_worker"):
+        job.start_worker()
     _WORKER_STATE["job"], _WORKER_STATE["counter"] = job, _Counter(shared_counter)
 
 
@@ -168,9 +170,10 @@ def _save_progress(output_dir, name, plan, done):
                json.dumps({"plan": plan, "done": {str(i): s for i, s in sorted(done.items())}}))
 
 
-def _run_pending(job, tasks, workers, bar, on_done):
-    """Writes ``tasks`` with ``workers`` processes (in this process when 1), updating ``bar``."""
-    context = multiprocessing.get_context("fork")
+def _run_pending(job, tasks, workers, bar, on_done, start_method):
+    """Writes ``tasks`` with ``workers`` processes started by ``start_method`` (in this process when 1), updating
+    ``bar``."""
+    context = multiprocessing.get_context(start_method)
     shared = context.Value("q", 0)
     if workers <= 1 or len(tasks) <= 1:
         counter = _Counter(shared)
@@ -190,12 +193,13 @@ def _run_pending(job, tasks, workers, bar, on_done):
 
 
 def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resume=False, command="",
-                   extra=None, side_files=None, progress=True):
+                   extra=None, side_files=None, progress=True, start_method="fork"):
     """Writes all items of ``job`` into ``num_shards`` TFRecord shards and the manifest; returns the manifest.
 
     Args:
       job: e.g. convert's RecordIOJob, FolderJob or BinJob (``len(job)`` items,
-        ``job.write(start, stop, writer, counter)``).
+        ``job.write(start, stop, writer, counter)``, and optionally ``job.start_worker()``, run first in each worker
+        process).
       output_dir, name: shards ``output_dir/NAME-0000i-of-000NN.tfrecord`` and ``NAME.manifest.json``.
       source: what was converted (recorded in the manifest and checked on resume).
       num_shards: 0 picks ``auto_num_shards``.
@@ -205,6 +209,9 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
       extra: more manifest entries.
       side_files: ``{file name: text}`` written into ``output_dir`` just before the manifest.
       progress: show progress (images/s, ETA; a bar on a terminal, plain lines in a log).
+      start_method: how worker processes start (``multiprocessing`` context name). "fork" is cheap but unsafe for
+        jobs that run TensorFlow ops when this process already has (its thread pools do not survive a fork and
+        the workers hang); such jobs use "spawn" (the job is then pickled to each worker).
     Raises ConversionError when the output already holds this data set (see the module docstring).
     """
     num_items = len(job)
@@ -224,7 +231,7 @@ def run_conversion(job, output_dir, name, source, num_shards=0, workers=1, resum
     initial = sum(b - a for i, (a, b) in enumerate(shard_ranges(num_items, num_shards)) if i in done)
     with progress_bar(total=num_items, initial=initial, unit="img", desc=f"convert {name}", disable=not progress,
               smoothing=0.1) as bar:
-        _run_pending(job, tasks, workers, bar, on_done)
+        _run_pending(job, tasks, workers, bar, on_done, start_method)
     manifest = _manifest(done, paths, source, command, extra)
     for file_name, text in (side_files or {}).items():
         write_text(os.path.join(output_dir, file_name), text)
