@@ -174,6 +174,7 @@ def test_add_landmarks_fast_path_resumes(tmp_path, synth, monkeypatch):
     np.testing.assert_allclose(found[faces], expected[faces], atol=1e-3)
 
 
+@pytest.mark.slow   # slow tier (a multi-process or XLA run of over half a minute on 2 idle cores)
 def test_add_landmarks_workers_after_tensorflow_ran(tmp_path, synth):
     """Workers started by a process that already ran TensorFlow finish (forked ones hang: its thread pools do not
     survive a fork) and write what one in-process worker writes. Run in a child process, killed if it hangs."""

@@ -117,7 +117,8 @@ def _relative(got, expected):
 TERM_TOLERANCE, VARIABLE_GRADIENT_TOLERANCE, VARIABLE_WEIGHT_TOLERANCE = 5e-5, 1e-4, 3e-4
 
 
-@pytest.mark.parametrize("devices", [1, 2, 4])
+# 4 replicas on 2 cores take minutes: the slow tier.
+@pytest.mark.parametrize("devices", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
 def test_rate_one_equals_the_mirrored_head(devices, tmp_path):
     """Loss, first-step backbone gradients (SGD deltas) and, after 5 SGD-momentum steps, the backbone weights and
     the gathered centres: within 1e-5 relative of the mirrored head on the same replicas (the centres within 1e-6)."""
@@ -257,6 +258,7 @@ def test_checkpoint_of_four_replicas_resumes_on_two_and_one(tmp_path):
     assert [d[-5:] for d in out["2"]["devices"]] == ["CPU:0", "CPU:1"]
 
 
+@pytest.mark.slow   # slow tier (a multi-process or XLA run of over half a minute on 2 idle cores)
 def test_trainer_resumes_a_sharded_run_and_exports_the_backbone(tmp_path):
     """One replica (the default strategy): the sharded head trains, checkpoints its centres, resumes, and the
     workdir loads for export (the centres are not part of the exported network)."""

@@ -19,6 +19,9 @@ from mtarcface_tf.inference.recognizer import FaceRecognizer, NoFaceError
 from mtarcface_tf.search.store import GalleryStore
 from tests.support import processes, tiny
 
+# The slow tier: a dozen runs of tools/recognize.py, each a fresh process importing TensorFlow.
+pytestmark = pytest.mark.slow
+
 SIZE = 32
 TOOL = os.path.join(processes.REPO, "tools", "recognize.py")
 SYNTHFACES = {"train": "", "source": "synthfaces", "synthfaces": True}

@@ -6,6 +6,7 @@ import textwrap
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mtarcface_tf.configs import common
@@ -278,6 +279,7 @@ _XLA_REPLICAS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # slow tier (a multi-process or XLA run of over half a minute on 2 idle cores)
 def test_xla_on_two_replicas_gives_the_uncompiled_updates(tmp_path):
     """MirroredStrategy on 2 virtual CPUs: with jit_compile the network's forward and backward run under XLA (the
     objective's all-reduce outside) and one SGD step moves every variable (BN statistics included) as without."""

@@ -145,6 +145,7 @@ def _tool(config_file, workdir, *overrides):
             f"--workdir={workdir}", *overrides], env
 
 
+@pytest.mark.slow   # slow tier (a multi-process or XLA run of over half a minute on 2 idle cores)
 def test_resume_after_kill_9_continues_step_and_schedule(data_dir, tmp_path):
     config_file = tmp_path / "cfg.py"
     config_file.write_text(
