@@ -342,12 +342,12 @@ class _FaissPQFastScan:
         import faiss  # pylint: disable=import-outside-toplevel
 
         self._faiss, self.dim = faiss, dim
-        if threads:
-            faiss.omp_set_num_threads(int(threads))
+        self.threads = int(threads or faiss.omp_get_max_threads())
         self.index = None
 
     def build(self, ids, vectors):
         faiss = self._faiss
+        faiss.omp_set_num_threads(self.threads)
         codes = max(c for c in range(1, self.dim // PQ_DIMS_PER_CODE + 1) if self.dim % c == 0)
         quantizer = faiss.IndexPQFastScan(self.dim, codes, 4, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).permutation(len(ids))[:PQ_TRAIN_POINTS]
@@ -365,6 +365,9 @@ class _FaissPQFastScan:
         self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
 
     def candidates(self, queries, count):
+        # one query scans in well under a millisecond: splitting it over OpenMP threads only adds their start-up and,
+        # on shared cores, spin-waits that cost tens of ms; batches are split by query
+        self._faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
         _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
         return ids
 
