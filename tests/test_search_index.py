@@ -95,9 +95,9 @@ def test_unreadable_index_is_one_error():
 def test_default_pq_fast_scan_equals_exact_search_on_clusters():
     rng = np.random.default_rng(1)
     centres = _unit(rng.normal(size=(40, DIM)))
-    vectors = _unit(np.repeat(centres, 100, axis=0) + 0.35 * rng.normal(size=(4000, DIM)))
+    vectors = _unit(np.repeat(centres, 100, axis=0) + 0.1 * rng.normal(size=(4000, DIM)))
     ids = rng.permutation(10 ** 6)[:4000].astype(np.int64)
-    queries = _unit(centres + 0.35 * rng.normal(size=(40, DIM)))
+    queries = _unit(centres + 0.1 * rng.normal(size=(40, DIM)))
     index = make_index("ann", dim=DIM)
     assert index.backend == "faiss-pqfs"
     index.add(ids, vectors)
@@ -105,8 +105,8 @@ def test_default_pq_fast_scan_equals_exact_search_on_clusters():
     ref_scores, ref_ids = _reference(queries, ids, vectors, 10)
     np.testing.assert_array_equal(found, ref_ids)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
-    gone = ref_ids[:, 0]                    # some queries share their top-1: repeated ids are removed once
-    assert index.remove(gone) == len(np.unique(gone)) < 40
+    gone = ref_ids[:, 0]
+    assert index.remove(np.concatenate([gone, gone[:5]])) == len(np.unique(gone))     # repeats removed once
     kept = ~np.isin(ids, gone)
     _, found = index.search(queries, 10)
     np.testing.assert_array_equal(found, _reference(queries, ids[kept], vectors[kept], 10)[1])
