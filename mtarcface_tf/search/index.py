@@ -19,8 +19,8 @@ DEFAULT_ANN_THRESHOLD = 50_000     # entries above which kind="auto" searches th
 DEFAULT_BACKEND = "faiss-pqfs"     # chosen on recall, latency, RAM and build time at 1M: see docs/gallery.md
 DEFAULT_NPROBE = 128               # IVF lists visited per query ("faiss-ivf", "faiss-ivfpq")
 DEFAULT_RERANK = 10                # ANN candidates per wanted result, re-scored exactly
-MIN_CANDIDATES = 300               # ANN candidates re-scored per query at least (k=1 needs a margin too)
-PQ_DIMS_PER_CODE = 4               # "faiss-pqfs": vector dimensions per 4-bit code (D=512: 128 codes, 64 bytes)
+MIN_CANDIDATES = 500               # ANN candidates re-scored per query at least (k=1 needs a margin too)
+PQ_DIMS_PER_CODE = 2               # "faiss-pqfs": vector dimensions per 4-bit code (D=512: 256 codes, 128 bytes)
 PQ_TRAIN_POINTS = 16_384           # "faiss-pqfs": codebook training sample (16 centroids per sub-space)
 PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per centroid
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
