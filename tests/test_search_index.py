@@ -66,7 +66,7 @@ def test_padding_removal_and_bad_input(data):
         index.search(np.ones((1, 3), np.float32), 1)
 
 
-@pytest.mark.parametrize("backend", ["faiss-ivf", "usearch"])
+@pytest.mark.parametrize("backend", ["faiss-pqfs", "faiss-ivf", "usearch"])
 def test_ann_recall_rerank_removal_and_persistence(data, backend):
     ids, vectors, queries = data
     index = make_index("auto", dim=DIM, ann_threshold=1000, backend=backend, nprobe=64)
@@ -90,3 +90,38 @@ def test_ann_recall_rerank_removal_and_persistence(data, backend):
 def test_unreadable_index_is_one_error():
     with pytest.raises(SearchIndexError, match="unreadable index"):
         Index.load(io.BytesIO(b"PK\x03\x04 truncated"))
+
+
+def test_default_pq_fast_scan_equals_exact_search_on_clusters():
+    rng = np.random.default_rng(1)
+    centres = _unit(rng.normal(size=(40, DIM)))
+    vectors = _unit(np.repeat(centres, 100, axis=0) + 0.1 * rng.normal(size=(4000, DIM)))
+    ids = rng.permutation(10 ** 6)[:4000].astype(np.int64)
+    queries = _unit(centres + 0.1 * rng.normal(size=(40, DIM)))
+    index = make_index("ann", dim=DIM)
+    assert index.backend == "faiss-pqfs"
+    index.add(ids, vectors)
+    scores, found = index.search(queries, 10)
+    ref_scores, ref_ids = _reference(queries, ids, vectors, 10)
+    np.testing.assert_array_equal(found, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+    gone = ref_ids[:, 0]
+    assert index.remove(np.concatenate([gone, gone[:5]])) == len(np.unique(gone))     # repeats removed once
+    kept = ~np.isin(ids, gone)
+    _, found = index.search(queries, 10)
+    np.testing.assert_array_equal(found, _reference(queries, ids[kept], vectors[kept], 10)[1])
+    buffer = io.BytesIO()
+    index.save(buffer)
+    buffer.seek(0)
+    loaded = Index.load(buffer)
+    assert loaded.backend == "faiss-pqfs" and loaded._ann.count() == 4000 - len(np.unique(gone))
+    np.testing.assert_array_equal(loaded.search(queries, 10)[1], found)
+
+
+def test_pq_fast_scan_trains_on_a_tiny_gallery():
+    rng = np.random.default_rng(2)
+    vectors = _unit(rng.normal(size=(3, DIM)))
+    index = make_index("ann", dim=DIM)
+    index.add(np.arange(3), vectors)
+    _, found = index.search(vectors, 3)
+    np.testing.assert_array_equal(found[:, 0], np.arange(3))

@@ -3,9 +3,10 @@
 ``make_index`` returns an :class:`Index`; every kind answers ``search(queries, k) -> (scores, ids)`` with cosine
 similarities (descending) and the caller's int64 ids, padded with ``-inf`` / ``-1`` when fewer than ``k`` entries
 exist. The exact search keeps one contiguous matrix and does a BLAS matmul per block of gallery rows over the whole
-batch of queries with ``argpartition`` for the top-k. The ANN search (faiss IVF with 8-bit scalar codes by default,
-usearch HNSW as the measured alternative, see docs/gallery.md) proposes ``k * rerank`` candidates per query, which
-are re-scored exactly from the same matrix, so its scores are exact cosines and only its recall is approximate.
+batch of queries with ``argpartition`` for the top-k. The ANN search (by default faiss's 4-bit product quantization
+scanned with SIMD "fast scan" over every entry; faiss IVF and usearch HNSW as the measured alternatives, see
+docs/gallery.md) proposes ``max(k * rerank, MIN_CANDIDATES)`` candidates per query, which are re-scored exactly from
+the same matrix, so its scores are exact cosines and only its recall is approximate.
 No TensorFlow, no model: numpy, faiss, usearch.
 """
 import json
@@ -15,8 +16,13 @@ import numpy as np
 
 # Defaults (the application's live in configs/common.py, ``gallery.*``, and are passed in).
 DEFAULT_ANN_THRESHOLD = 50_000     # entries above which kind="auto" searches through the ANN index
-DEFAULT_NPROBE = 128               # IVF lists visited per query (recall over speed: see docs/gallery.md)
+DEFAULT_BACKEND = "faiss-pqfs"     # chosen on recall, latency, RAM and build time at 1M: see docs/gallery.md
+DEFAULT_NPROBE = 128               # IVF lists visited per query ("faiss-ivf", "faiss-ivfpq")
 DEFAULT_RERANK = 10                # ANN candidates per wanted result, re-scored exactly
+MIN_CANDIDATES = 500               # ANN candidates re-scored per query at least (k=1 needs a margin too)
+PQ_DIMS_PER_CODE = 2               # "faiss-pqfs": vector dimensions per 4-bit code (D=512: 256 codes, 128 bytes)
+PQ_TRAIN_POINTS = 16_384           # "faiss-pqfs": codebook training sample (16 centroids per sub-space)
+PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per centroid
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
 RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training
 LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
@@ -25,7 +31,7 @@ HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_SEARCH = 128
 FORMAT = "mtarcface-index-1"
 KINDS = ("auto", "exact", "ann")
-BACKENDS = ("faiss-ivf", "faiss-ivfpq", "usearch")
+BACKENDS = ("faiss-pqfs", "faiss-ivf", "faiss-ivfpq", "usearch")
 
 
 class SearchIndexError(ValueError):
@@ -49,7 +55,7 @@ class Index:
     """
 
     def __init__(self, kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD,
-                 backend="faiss-ivf", nprobe=DEFAULT_NPROBE, rerank=DEFAULT_RERANK, pq_bytes=64,
+                 backend=DEFAULT_BACKEND, nprobe=DEFAULT_NPROBE, rerank=DEFAULT_RERANK, pq_bytes=64,
                  block_rows=DEFAULT_BLOCK_ROWS, threads=None):
         if kind not in KINDS:
             raise SearchIndexError(f"index kind must be one of {KINDS}, got {kind!r}.")
@@ -116,9 +122,10 @@ class Index:
             self._build_ann()
 
     def remove(self, ids):
-        """Removes the entries ``ids`` (int64 [n]); ids not held are ignored. Returns how many were removed (int)."""
+        """Removes the entries ``ids`` (int64 [n]); ids not held are ignored, repeats count once. Returns how many
+        were removed (int)."""
         ids = _as_ids(ids)
-        present = [int(i) for i in ids if int(i) in self._row_of]
+        present = [i for i in dict.fromkeys(ids.tolist()) if i in self._row_of]    # repeats removed once
         for entry_id in present:    # swap-remove: the last row moves into the hole, so rows stay contiguous
             row, last = self._row_of.pop(entry_id), self._n - 1
             if row != last:
@@ -168,7 +175,8 @@ class Index:
         if self.uses_ann() and self._n and not exact:
             if self._ann is None:
                 self._build_ann()
-            return self._rerank(queries, self._ann.candidates(queries, k * self.rerank), k)
+            count = min(self._n, max(k * self.rerank, MIN_CANDIDATES))
+            return self._rerank(queries, self._ann.candidates(queries, count), k)
         return self._exact(queries, k)
 
     def _exact(self, queries, k):
@@ -325,6 +333,57 @@ class _FaissIVF:
         return int(self.serialize().nbytes)
 
 
+class _FaissPQFastScan:
+    """faiss 4-bit product quantization over inner product, every entry scanned with SIMD look-up tables ("fast
+    scan"; no partitioning, so no entry is out of reach of a query: see docs/gallery.md), ids through an IndexIDMap:
+    native add_with_ids / remove_ids, so it stays incremental."""
+
+    def __init__(self, dim, threads):
+        import faiss  # pylint: disable=import-outside-toplevel
+
+        self._faiss, self.dim = faiss, dim
+        self.threads = int(threads or faiss.omp_get_max_threads())
+        self.index = None
+
+    def build(self, ids, vectors):
+        faiss = self._faiss
+        faiss.omp_set_num_threads(self.threads)
+        codes = max(c for c in range(1, self.dim // PQ_DIMS_PER_CODE + 1) if self.dim % c == 0)
+        quantizer = faiss.IndexPQFastScan(self.dim, codes, 4, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).permutation(len(ids))[:PQ_TRAIN_POINTS]
+        # k-means needs more points than its 16 centroids: a tiny gallery's vectors are repeated
+        quantizer.train(np.resize(np.asarray(vectors, np.float32)[np.sort(sample)],
+                                  (max(len(sample), PQ_MIN_TRAIN_POINTS), self.dim)))
+        self.index = faiss.IndexIDMap(quantizer)
+        self._quantizer = quantizer   # the id map does not own it: keep it alive as long as the map
+        self.add(ids, vectors)
+
+    def add(self, ids, vectors):
+        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids):
+        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
+
+    def candidates(self, queries, count):
+        # one query scans in well under a millisecond: splitting it over OpenMP threads only adds their start-up and,
+        # on shared cores, spin-waits that cost tens of ms; batches are split by query
+        self._faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
+        _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
+        return ids
+
+    def count(self):
+        return int(self.index.ntotal)
+
+    def serialize(self):
+        return self._faiss.serialize_index(self.index)
+
+    def deserialize(self, data):
+        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
+
+    def memory_bytes(self):
+        return int(self.serialize().nbytes)
+
+
 class _USearchHNSW:
     """usearch HNSW over inner product with float16 vectors in the graph (add / remove are native)."""
 
@@ -376,6 +435,8 @@ def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=64, threads=N
     ``serialize() -> uint8 [n]``, ``deserialize``, ``memory_bytes()``."""
     if backend == "usearch":
         return _USearchHNSW(dim, threads)
+    if backend == "faiss-pqfs":
+        return _FaissPQFastScan(dim, threads)
     return _FaissIVF(dim, nprobe, pq_bytes, threads, product_quantized=backend == "faiss-ivfpq")
 
 
@@ -388,7 +449,8 @@ def make_index(kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_
       dim: vector size D.
       dtype: storage of the vector matrix, "float32" or "float16" (half the RAM; scores are computed in float32).
       ann_threshold: entry count above which "auto" uses the ANN.
-      **options: ``backend`` ("faiss-ivf" default | "faiss-ivfpq" | "usearch"), ``nprobe``, ``rerank``
-        (candidates per wanted result), ``pq_bytes``, ``block_rows``, ``threads``.
+      **options: ``backend`` ("faiss-pqfs" default | "faiss-ivf" | "faiss-ivfpq" | "usearch"), ``nprobe`` (IVF
+        only), ``rerank`` (candidates per wanted result, at least MIN_CANDIDATES), ``pq_bytes`` ("faiss-ivfpq"),
+        ``block_rows``, ``threads``.
     """
     return Index(kind=kind, dim=dim, dtype=dtype, ann_threshold=ann_threshold, **options)
