@@ -144,6 +144,7 @@ def _tool(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow   # slow tier: tools/evaluate.py in a fresh process (the evaluator itself is tested above)
 def test_tool_on_saved_model_and_user_errors(tmp_path):
     bin_path = _write_bin(str(tmp_path / "lfw.bin"), pairs=20)
     export_saved_model(_tiny_model(), str(tmp_path / "sm"))

@@ -36,6 +36,7 @@ np.savez(folder + "/outputs.npz", **out)
 """
 
 
+# The tests of tools/export.py's output are the slow tier (tests/test_onnx.py runs the tool in the fast one).
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Exports a tiny model through tools/export.py --tflite from a saved workdir; returns a dict of paths/objects."""
@@ -60,6 +61,7 @@ def exported(tmp_path_factory):
             "saved_model_cli": processes.finish(show)}
 
 
+@pytest.mark.slow
 def test_tool_writes_next_version_with_metadata(exported):
     assert os.path.isfile(os.path.join(exported["dir"], "saved_model.pb"))
     assert not [name for name in os.listdir(exported["root"] / "export") if name.startswith(".")]  # no temp dirs
@@ -68,6 +70,7 @@ def test_tool_writes_next_version_with_metadata(exported):
     assert metadata["recommended_threshold"]["cosine_similarity"] == pytest.approx(0.42)
 
 
+@pytest.mark.slow
 def test_fresh_process_round_trip_matches_keras(exported):
     result = exported["round_trip"]
     assert result.returncode == 0, result.stderr[-2000:]
@@ -81,6 +84,7 @@ def test_fresh_process_round_trip_matches_keras(exported):
     np.testing.assert_allclose(np.linalg.norm(out["uint8_embedding"], axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_both_signatures(exported):
     result = exported["saved_model_cli"]
     assert result.returncode == 0, result.stderr[-2000:]
@@ -90,6 +94,7 @@ def test_saved_model_cli_lists_both_signatures(exported):
     assert "outputs['embedding']" in text and "outputs['mask_prob']" in text
 
 
+@pytest.mark.slow
 def test_class_centres_are_not_exported(exported):
     shapes = [tuple(shape) for _, shape in tf.train.list_variables(os.path.join(exported["dir"], "variables",
                                                                                  "variables"))]
@@ -99,6 +104,7 @@ def test_class_centres_are_not_exported(exported):
     assert sum(1 for shape in shapes if shape) >= len(exported["model"].backbone.weights)
 
 
+@pytest.mark.slow
 def test_wrong_shape_and_dtype_are_rejected(exported):
     signature = tf.saved_model.load(exported["dir"]).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="not compatible with expected shape"):
@@ -111,6 +117,7 @@ def test_wrong_shape_and_dtype_are_rejected(exported):
         rest.rest_instances_to_inputs({"instances": [], "inputs": []}, signature)
 
 
+@pytest.mark.slow
 def test_rest_columnar_inputs_and_predictions_format(exported):
     signature = tf.saved_model.load(exported["dir"]).signatures["serve_jpeg"]
     png = base64.b64encode(tf.io.encode_png(exported["images"][0]).numpy()).decode()
@@ -121,6 +128,7 @@ def test_rest_columnar_inputs_and_predictions_format(exported):
     np.testing.assert_allclose(reply["predictions"][0]["embedding"], exported["reference"]["embedding"][0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tflite_parity(exported):
     assert "TFLite dynamic_int8" in exported["stdout"]
     folder = exported["root"] / "export" / "tflite" / "2"

@@ -194,6 +194,7 @@ def test_missing_meta_file_is_one_clear_error(tmp_path):
         ijb.read_ijb(tmp_path, "IJBB")
 
 
+@pytest.mark.slow   # slow tier: tools/evaluate.py in a fresh process (the evaluator itself is tested above)
 def test_evaluate_tool_prints_clean_and_masked_tar_equal_to_the_transcription(synth_set, tmp_path):
     root, _ = synth_set
     model, config = tiny.build_tiny_model(input_size=112)

@@ -179,6 +179,7 @@ def test_probe_subject_in_no_gallery_and_missing_lists_are_refused(synth_set, tm
         ijb_1n.read_lists(copy, "IJBC")
 
 
+@pytest.mark.slow   # slow tier: tools/evaluate.py in a fresh process (the evaluator itself is tested above)
 def test_evaluate_tool_reports_1n_and_a_bad_list_in_one_line(synth_set, tmp_path):
     root, _ = synth_set
     model, config = tiny.build_tiny_model(input_size=112)
