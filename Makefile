@@ -23,11 +23,11 @@ rehearse: $(STAMP)
 	$(PY) tools/rehearse.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m "not slow" tests $(ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal -q -m "not slow" tests $(ARGS)
 
 # pytest's exit code 5 ("no tests ran") is not a failure here: ARGS (e.g. -k NAME) may select no slow test.
 test-slow: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m slow tests $(ARGS) || test $$? -eq 5
+	$(PY) -m pytest -n 2 --dist worksteal -q -m slow tests $(ARGS) || test $$? -eq 5
 
 # Every figure README.md and docs/*.md cite, re-measured at the current commit (about 105 minutes on 2 idle cores;
 # ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.

@@ -204,6 +204,7 @@ def test_paper_config_runs_its_real_code_path(data_dir, tmp_path):
     assert json.load(open(tmp_path / "paper" / "config.json"))["num_classes"] == 85742
 
 
+@pytest.mark.slow   # slow tier: a training process signalled mid-run
 def test_sigterm_saves_the_current_step_and_exits_cleanly(data_dir, tmp_path):
     config_file = tmp_path / "cfg.py"
     config_file.write_text(
