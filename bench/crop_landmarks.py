@@ -2,7 +2,7 @@
 the fast path (MTCNN's O-Net on the template's box, refined on a box fitted to its first answer, RetinaFace where
 O-Net is unsure) against the fixed box alone, and RetinaFace and MTCNN run as detectors on every crop.
 
-  python bench/crop_landmarks.py [--synthetic=60] [--photos=../shared/data/realfaces-dev] [--stage_crops=8192]
+  python bench/crop_landmarks.py [--synthetic=60] [--photos=../shared/data/realfaces-dev] [--stage_crops=32768]
 
 Two sets: SynthFaces aligned crops with the generator's pose (yaw +-20 deg), compared with the exact landmarks; and
 aligned crops of real photographs (RetinaFace on the whole photo, aligned to the template), compared with
@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("synthetic", 60, "SynthFaces crops.")
 flags.DEFINE_string("photos", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                            "realfaces-dev"), "Folder of real photographs (skipped when absent).")
-flags.DEFINE_integer("stage_crops", 8192, "Records the whole add_landmarks stage is timed on.")
+flags.DEFINE_integer("stage_crops", 32768, "Records the whole add_landmarks stage is timed on.")
 flags.DEFINE_integer("workers", 2, "Worker processes of the timed stage.")
 flags.DEFINE_string("stage_input", None, "Internal: time add_landmarks on this folder's records, print JSON.")
 flags.DEFINE_float("onet_seconds", 5.0, "Seconds each O-Net-alone timing runs.")
