@@ -281,7 +281,30 @@ def _top_k(scores, k):
     return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
-class _FaissIVF:
+class _FaissBackend:
+    """What the faiss backends share: an ``index`` with native add_with_ids / remove_ids (so it stays incremental)
+    and faiss' own serialization. Subclasses set ``_faiss`` and define ``build`` and ``candidates``."""
+
+    def add(self, ids, vectors):
+        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+
+    def remove(self, ids):
+        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
+
+    def count(self):
+        return int(self.index.ntotal)
+
+    def serialize(self):
+        return self._faiss.serialize_index(self.index)
+
+    def deserialize(self, data):
+        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
+
+    def memory_bytes(self):
+        return int(self.serialize().nbytes)
+
+
+class _FaissIVF(_FaissBackend):
     """faiss IVF over inner product with 8-bit scalar codes ("faiss-ivf") or product quantization
     ("faiss-ivfpq", for galleries past RAM): native add_with_ids / remove_ids, so it stays incremental."""
 
@@ -309,31 +332,13 @@ class _FaissIVF:
         self.index = index
         self.add(ids, vectors)
 
-    def add(self, ids, vectors):
-        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
-
-    def remove(self, ids):
-        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
-
     def candidates(self, queries, count):
         self.index.nprobe = self.nprobe
         _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
         return ids
 
-    def count(self):
-        return int(self.index.ntotal)
 
-    def serialize(self):
-        return self._faiss.serialize_index(self.index)
-
-    def deserialize(self, data):
-        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
-
-    def memory_bytes(self):
-        return int(self.serialize().nbytes)
-
-
-class _FaissPQFastScan:
+class _FaissPQFastScan(_FaissBackend):
     """faiss 4-bit product quantization over inner product, every entry scanned with SIMD look-up tables ("fast
     scan"; no partitioning, so no entry is out of reach of a query: see docs/gallery.md), ids through an IndexIDMap:
     native add_with_ids / remove_ids, so it stays incremental."""
@@ -358,30 +363,12 @@ class _FaissPQFastScan:
         self._quantizer = quantizer   # the id map does not own it: keep it alive as long as the map
         self.add(ids, vectors)
 
-    def add(self, ids, vectors):
-        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
-
-    def remove(self, ids):
-        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
-
     def candidates(self, queries, count):
         # one query scans in well under a millisecond: splitting it over OpenMP threads only adds their start-up and,
         # on shared cores, spin-waits that cost tens of ms; batches are split by query
         self._faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
         _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
         return ids
-
-    def count(self):
-        return int(self.index.ntotal)
-
-    def serialize(self):
-        return self._faiss.serialize_index(self.index)
-
-    def deserialize(self, data):
-        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
-
-    def memory_bytes(self):
-        return int(self.serialize().nbytes)
 
 
 class _USearchHNSW:
