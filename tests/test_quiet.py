@@ -52,3 +52,34 @@ def test_a_tool_run_shows_no_tensorflow_log_line_unless_asked(tmp_path):
     assert "SynthFaces" in quiet_run                     # the tool's own progress stays
     # The same run with --verbosity=0 shows TensorFlow's lines: the check above can see them.
     assert LOOKS_LIKE_TF.search(_make_synthfaces(tmp_path / "loud", "--verbosity=0"))
+
+
+def _imported_before_quiet(path):
+    """Returns the modules (list of str) a tool imports at module level before it calls quiet_tensorflow(), and
+    whether it calls it at all (bool)."""
+    import ast
+    with open(path, encoding="utf-8") as handle:
+        body = ast.parse(handle.read()).body
+    imported = []
+    for node in body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                getattr(node.value.func, "id", "") == "quiet_tensorflow":
+            return imported, True
+        if isinstance(node, ast.ImportFrom):
+            imported.append(node.module)
+        elif isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+    return imported, False
+
+
+def test_every_tool_quiets_tensorflow_before_importing_anything_else_of_the_project():
+    # Spawned workers import the tool's module again, so its own call (not its caller's) keeps them quiet too.
+    tools = sorted(os.path.join(ROOT, "tools", name) for name in os.listdir(os.path.join(ROOT, "tools"))
+                   if name.endswith(".py"))
+    assert tools
+    for path in tools:
+        imported, called = _imported_before_quiet(path)
+        assert called, f"{path}: never calls quiet_tensorflow() at module level"
+        others = [name for name in imported
+                  if name != "mtarcface_tf.quiet" and name.split(".")[0] not in sys.stdlib_module_names]
+        assert not others, f"{path}: imports {others} before quiet_tensorflow()"

@@ -12,7 +12,11 @@ memory per replica the paper's batch needs; docs/paper_run.md gives the measured
 import os
 import sys
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off, here and in the spawned workers that import this module again
+
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/rehearsal", "Where everything goes; must not exist or be empty.")
@@ -27,7 +31,6 @@ flags.DEFINE_string("save_result", "", "Also keep the figures as docs/results/NA
 
 def main(argv):
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from mtarcface_tf.data.shards import ConversionError
     from mtarcface_tf.rehearsal import Scale, run_rehearsal
     from mtarcface_tf.train.trainer import TrainingError
