@@ -14,6 +14,7 @@ are skipped unless given: ``--photos=FOLDER`` (photographs with faces, for the d
 ``--scipy18_python=PATH`` (a Python with scipy 1.8.1: see docs/checks/scipy18_interp.py).
 """
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ flags.DEFINE_bool("allow_dirty", False, "Run with uncommitted changes (the files
 flags.DEFINE_string("photos", None, "Folder of photographs with faces, for the detector figures (skipped without).")
 flags.DEFINE_string("scipy18_python", None, "Python with scipy 1.8.1 for docs/checks/scipy18_interp.py.")
 
+SCRATCH = "/tmp/figures"   # the runs' outputs; emptied first, so that no run resumes an earlier one (timings)
 PY = "python"   # replaced by this interpreter when run; the commands read as README prints them
 # (result name, command, expected minutes on 2 idle CPU cores, the flag it needs: None, "photos" or "scipy18_python")
 RUNS = [
@@ -52,6 +54,21 @@ RUNS = [
     ("reference_fidelity", "python bench/reference_fidelity.py", 6, None),
     ("reference_fidelity_small", "python bench/reference_fidelity.py --small", 1, None),
     ("detect", "python bench/detect.py", 1, None),
+    ("ijb_1n", "python bench/ijb_1n.py --workdirs=ArcFace=/tmp/figures/demo/arcface,"
+     "MTArcFace=/tmp/figures/demo/mtarcface", 4, None),   # the models of the demo run of the same invocation
+    ("gallery", "python bench/gallery.py --sizes=10000,100000 --probes=256 --exact_probes=64 --batch_people=20000 "
+     "--save_result=gallery", 6, None),
+    ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
+     "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
+     "--save_result=gallery_1m", 10, None),
+    ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
+    ("partial_fc_n1", "python bench/partial_fc.py --replicas=1 --max_gflop=12 --steps=2 --result=partial_fc_n1", 2,
+     None),
+    ("partial_fc_n2", "python bench/partial_fc.py --replicas=2 --max_gflop=12 --steps=2 --result=partial_fc_n2", 2,
+     None),
+    ("partial_fc_n4", "python bench/partial_fc.py --replicas=4 --max_gflop=12 --steps=2 --result=partial_fc_n4", 3,
+     None),
+    ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 30, None),
     ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 2, "photos"),
     ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 2, "photos"),
     ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18_python"),
@@ -88,9 +105,10 @@ def command_line(command, needs):
 
 
 def run_all(runs):
-    """Runs each (name, command, minutes, needs) in the repository root, one after the other; returns the list of
-    (name, "done" | "skipped: ..." | "failed: ...", seconds)."""
+    """Empties ``SCRATCH``, then runs each (name, command, minutes, needs) in the repository root, one after the
+    other; returns the list of (name, "done" | "skipped: ..." | "failed: ...", seconds)."""
     outcome = []
+    shutil.rmtree(SCRATCH, ignore_errors=True)
     for name, command, minutes, needs in runs:
         line = command_line(command, needs)
         if line is None:
