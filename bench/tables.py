@@ -152,6 +152,47 @@ def mask_placement_table(results_dir=RESULTS):
     return "\n".join(lines + ["", source(record)])
 
 
+def _ijb_1n_row(label, values, extra=()):
+    return f"| {label} | " + " | ".join([_pct(value) for value in values] + list(extra)) + " |"
+
+
+def ijb_1n_scale_table(results_dir=RESULTS):
+    """IJB 1:N at IJB-C's size on random features: exact against each ANN backend, and the transcription's time."""
+    record = load("ijb_1n", results_dir)
+    f = record["figures"]["protocol_scale"]
+    def columns(rates):
+        return rates["top"]["1"], rates["tpir"]["1e-02"], rates["fnir"]["G1"]["1e-02"]
+    lines = [f"| search ({f['ann_probes']:,} probes) | top-1 | TPIR@FPIR=1e-2 | G1 FNIR@FPIR=1e-2 | "
+             "largest difference from exact, points |", "|---|---|---|---|---|",
+             _ijb_1n_row("exact", columns(f["exact"]), ["–"])]
+    for backend, rates in f["ann"].items():
+        lines.append(_ijb_1n_row(f"ANN {backend}", columns(rates), [f"{rates['max_points']:.2f}"]))
+    lines += ["", f"All {f['probes']:,} probes, closed set: the loop transcription {f['transcription_s']:.1f} s, the "
+                  f"store's exact index {f['exact_closed_set_s']:.1f} s ({f['speedup']}×), figures "
+                  f"{_same(f['identical'])}.", "", source(record)]
+    return "\n".join(lines)
+
+
+def ijb_1n_models_table(results_dir=RESULTS):
+    """IJB 1:N of the demo's two models on the synthetic IJB-C set, clean and masked probes."""
+    record = load("ijb_1n", results_dir)
+    f = record["figures"]["synthetic_set"]
+    def columns(rates):
+        return (rates["top"]["1"], rates["top"]["5"], rates["tpir"]["1e-02"], rates["tpir"]["1e-01"],
+                rates["fnir"]["G1"]["1e-02"], rates["fnir"]["G1"]["1e-01"], rates["fnir"]["G2"]["1e-02"],
+                rates["fnir"]["G2"]["1e-01"])
+    lines = ["| model | probes | top-1 | top-5 | TPIR@FPIR=1e-2 | TPIR@FPIR=1e-1 | G1 FNIR@1e-2 | G1 FNIR@1e-1 | "
+             "G2 FNIR@1e-2 | G2 FNIR@1e-1 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    ann = []
+    for model, by_probe in f["models"].items():
+        lines += [_ijb_1n_row(f"{model} | {probes}", columns(by_probe[probes])) for probes in ("clean", "masked")]
+        ann += list(by_probe.get("ann_max_points", {}).values())
+    lines += ["", f"{f['identities']} identities (seed {f['seed']}): {f['faces']} faces, {f['probes']} probe "
+                  f"templates; largest difference of an ANN backend from exact: {max(ann, default=0):.2f} points.",
+              "", source(record)]
+    return "\n".join(lines)
+
+
 def results_index(results_dir=RESULTS):
     """Every result file: what ran, at which revision, when, on what machine, under what load."""
     lines = ["| file | command | revision | date | machine | load |", "|---|---|---|---|---|---|"]
@@ -165,7 +206,8 @@ def results_index(results_dir=RESULTS):
 
 TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_runs_table,
           "quick_demo": quick_demo_table, "train_step": train_step_table, "measured": measured_table,
-          "mask_placement": mask_placement_table, "results_index": results_index}
+          "mask_placement": mask_placement_table, "ijb_1n_scale": ijb_1n_scale_table,
+          "ijb_1n_models": ijb_1n_models_table, "results_index": results_index}
 
 
 def pages(repo=REPO):
