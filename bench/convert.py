@@ -9,12 +9,16 @@ import platform
 import tempfile
 import time
 
-import cv2
-import numpy as np
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.data import convert, recordio
-from mtarcface_tf.results import report_result
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.data import convert, recordio  # noqa: E402
+from mtarcface_tf.results import report_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("records", 20_000, "Images in the synthetic .rec.")

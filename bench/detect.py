@@ -13,11 +13,15 @@ import os
 import statistics
 import time
 
-import cv2
-import numpy as np
-from absl import app, flags, logging
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.faces import detect
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from mtarcface_tf.faces import detect  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("images", None, "Folder of images to use instead of the built-in astronaut variants.")

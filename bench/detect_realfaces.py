@@ -18,13 +18,17 @@ import os
 import statistics
 import time
 
-import cv2
-import numpy as np
-from absl import app, flags, logging
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.data.masks import MaskAugmenter
-from mtarcface_tf.faces import align, detect
-from mtarcface_tf.results import report_result
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from mtarcface_tf.data.masks import MaskAugmenter  # noqa: E402
+from mtarcface_tf.faces import align, detect  # noqa: E402
+from mtarcface_tf.results import report_result  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS

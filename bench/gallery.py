@@ -22,13 +22,17 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.progress import progress_bar
-from mtarcface_tf.results import save_result
-from mtarcface_tf.search.index import BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, make_index
-from mtarcface_tf.search.store import GalleryStore
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.progress import progress_bar  # noqa: E402
+from mtarcface_tf.results import save_result  # noqa: E402
+from mtarcface_tf.search.index import BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, make_index  # noqa: E402
+from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
 flags.DEFINE_list("sizes", ["10000", "100000"], "Gallery sizes (people).")
 flags.DEFINE_integer("dim", 512, "Embedding size.")

@@ -9,8 +9,12 @@ eye centres untouched (alpha = 0), at the generator's exact landmarks.
 Prints human-readable lines, then ONE JSON line (saved as docs/results/mask_placement.json unless --quick).
 """
 
-import numpy as np
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("faces", 1000, "Faces rendered (one identity each).")

@@ -11,9 +11,13 @@ onnxruntime suffered more than TensorFlow (4x slower at batch 1 at a load averag
 import os
 import tempfile
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.results import median_seconds
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.results import median_seconds  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("quick", False, "Small network instead of the paper's LResNet-50.")

@@ -15,11 +15,12 @@ Two kinds of figure, each labelled in the output:
   python bench/partial_fc.py --measure=false --result=partial_fc_computed   # computed, every C, N and rate
   python bench/partial_fc.py --replicas=2 --result=partial_fc_n2              # and measured on 2 virtual devices
 """
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
 
 from absl import app, flags  # noqa: E402
 

@@ -18,12 +18,16 @@ Prints a line per run, then ONE JSON line, saved as docs/results/quick_demo.json
 import statistics
 import tempfile
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf import demo
-from mtarcface_tf.configs import demo as demo_configs
-from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS
-from mtarcface_tf.results import report_result
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf import demo  # noqa: E402
+from mtarcface_tf.configs import demo as demo_configs  # noqa: E402
+from mtarcface_tf.data.masked_pairs import PAPER_VARIANTS  # noqa: E402
+from mtarcface_tf.results import report_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("runs", 5, "Quick demo runs.")

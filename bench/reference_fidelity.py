@@ -16,8 +16,12 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
+
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("small", False, "Tiny network (units 1-2-1-1, width 1/8, 32x32, 16-d) instead of LResNet-50.")

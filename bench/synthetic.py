@@ -10,10 +10,14 @@ import platform
 import tempfile
 import time
 
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.data import synthetic
-from mtarcface_tf.results import report_result
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.data import synthetic  # noqa: E402
+from mtarcface_tf.results import report_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("faces", 4000, "Training faces generated end to end (identities x 20 images).")

@@ -9,12 +9,16 @@ Prints both timings and whether every number agrees, then ONE JSON line with
 """
 import time
 
-import numpy as np
-from absl import app, flags
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.eval import verification
-from mtarcface_tf.results import report_result
-from tests.support.verification_reference import loop_evaluate
+quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCFACE_TF_LOGS=1 bring them back)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.eval import verification  # noqa: E402
+from mtarcface_tf.results import report_result  # noqa: E402
+from tests.support.verification_reference import loop_evaluate  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("pairs", 6000, "Number of pairs (LFW has 6000).")
