@@ -170,8 +170,7 @@ class ShardedCentres(tf.__internal__.tracking.Trackable):
         Why gathered to the chief rather than written by each worker: the workers then need no shared filesystem to
         save, and the checkpoint is one ordinary TensorFlow checkpoint. The cost: inside the context the chief holds
         the other workers' shards in host memory (2 x their classes x D x 4 bytes: 4.2 GB at C = 2,059,906, D = 512 on
-        2 workers), and
-        each chunk is all-gathered to every replica (``COLLECT_CHUNK_BYTES`` per replica at a time).
+        2 workers), and each chunk is all-gathered to every replica (``COLLECT_CHUNK_BYTES`` per replica at a time).
         """
         if len(self._shards) < self.num_replicas:
             self._collect(strategy, keep)
