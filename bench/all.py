@@ -61,6 +61,8 @@ RUNS = [
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
      "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
      "--save_result=gallery_1m", 10, None),
+    ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
+     "--exact_probes=64 --save_result=gallery_libraries", 8, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
     ("partial_fc_n1", "python bench/partial_fc.py --replicas=1 --max_gflop=12 --steps=2 --result=partial_fc_n1", 2,
      None),
