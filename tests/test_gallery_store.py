@@ -44,6 +44,8 @@ def test_enrol_remove_rename_and_duplicates(tmp_path):
                              detection_scores=[0.99, 0.98, 0.97])
         again = store.enroll("bob", _vectors(1, 2), sources=["a2 copy", "b1"], hashes=["h2", "h9"])
         assert first["added"] == 3 and again["added"] == 1 and again["duplicates"] == [("a2 copy", "ann")]
+        # the duplicate is not part of bob's template: it is his one new image
+        np.testing.assert_allclose(store.templates()[1][1], _vectors(1, 2)[1], atol=1e-6)
         # the template is the renormalized mean of the person's images (independent: numpy on the inputs)
         mean = _vectors(0, 3).mean(axis=0)
         np.testing.assert_allclose(store.templates()[1][0], mean / np.linalg.norm(mean), atol=1e-6)
@@ -60,6 +62,20 @@ def test_enrol_remove_rename_and_duplicates(tmp_path):
         _consistent(store)
         with pytest.raises(StoreError, match="read-only"):
             store.enroll("cy", _vectors(2, 1))
+
+
+def test_incremental_index_equals_one_rebuilt_from_the_database(tmp_path):
+    # float16 blobs: the index must hold the stored (rounded) templates, not the float32 ones enrolment computed
+    queries = _vectors(9, 8)
+    with GalleryStore.open(tmp_path / "g", writable=True, dtype="float16") as store:
+        store.enroll("first", _vectors(99, 1))       # the first enrolment builds the index from the database
+        store.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 1 + i % 3)} for i in range(40)])
+        store.enroll("p3", _vectors(100, 2))
+        incremental = store.search(queries, 41)
+        store.rebuild_index()
+        rebuilt = store.search(queries, 41)
+    np.testing.assert_array_equal(incremental[1], rebuilt[1])
+    np.testing.assert_allclose(incremental[0], rebuilt[0], atol=1e-6)   # rows in another order: BLAS rounding
 
 
 def test_model_mismatch_is_refused_unless_forced(tmp_path):

@@ -358,6 +358,14 @@ class GalleryStore:
     def enroll_many(self, people):
         """Enrols several people (dicts of :meth:`enroll`'s arguments) in one transaction; returns their results."""
         prepared = [self._prepared(person) for person in people]
+        # normalized images and mean templates computed for the whole batch: per-person numpy calls dominated
+        # enrolling a million people
+        counts = np.array([len(person["embeddings"]) for person in prepared])
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        embeddings = _normalize(np.concatenate([person["embeddings"] for person in prepared]))
+        templates = _normalize(np.add.reduceat(embeddings, starts, axis=0) / counts[:, None])
+        for person, start, count, template in zip(prepared, starts, counts, templates):
+            person["embeddings"], person["template"] = embeddings[start:start + count], template
         if self.dim is None:
             self.dim = prepared[0]["embeddings"].shape[1]
         results = []
@@ -374,11 +382,14 @@ class GalleryStore:
         if self.index is None:
             self.rebuild_index()
             return results
-        changed = [result["person_id"] for result in results if result["added"]]
+        changed = [result for result in results if result["added"]]
         if changed:
-            self.index.remove(np.array(changed, np.int64))
-            templates = [self._template(person_id) for person_id in changed]
-            self.index.add(np.array(changed, np.int64), np.stack(templates))
+            ids = np.array([result["person_id"] for result in changed], np.int64)
+            self.index.remove(ids)
+            # the stored blobs, decoded: the index holds what a rebuild from the database would
+            self.index.add(ids, self._vectors([result.pop("template_blob") for result in changed]))
+        for result in results:
+            result.pop("template_blob", None)
         self.index.generation = self.generation
         self._dirty = True
         return results
@@ -402,13 +413,13 @@ class GalleryStore:
                 raise StoreError(f"{name}: {key} has {len(values)} entries for {count} embeddings.")
             return list(values)
 
-        return {"name": name, "embeddings": _normalize(embeddings), "sources": column("sources"),
+        return {"name": name, "embeddings": embeddings, "sources": column("sources"),
                     "hashes": column("hashes"), "masked": column("masked"),
                     "mask_probability": column("mask_probability"),
                     "detection_scores": column("detection_scores")}
 
     def _write_person(self, person, generation):
-        now, duplicates, rows = time.time(), [], []
+        now, duplicates, rows, kept = time.time(), [], [], []
         for i, embedding in enumerate(person["embeddings"]):
             digest = person["hashes"][i]
             if digest is not None:
@@ -417,6 +428,7 @@ class GalleryStore:
                 if owner is not None:
                     duplicates.append((person["sources"][i], owner[0]))
                     continue
+            kept.append(i)
             masked = person["masked"][i]
             rows.append((person["sources"][i], digest, now, None if masked is None else int(bool(masked)),
                          _float_or_none(person["mask_probability"][i]),
@@ -425,22 +437,20 @@ class GalleryStore:
         if not rows:
             return {"person_id": found[0] if found else None, "added": 0, "duplicates": duplicates}
         if found is None:
+            template = self._blob(person["template"] if len(kept) == len(person["embeddings"])
+                                  else _normalize(person["embeddings"][kept].mean(axis=0)))
             person_id = self._db.execute("INSERT INTO people(name, created, generation, template) VALUES (?,?,?,?)",
-                                         (person["name"], now, generation, b"")).lastrowid
+                                         (person["name"], now, generation, template)).lastrowid
         else:
             person_id = found[0]
         self._db.executemany("INSERT INTO images(person_id, source, sha256, enrolled, masked, mask_probability, "
                              "detection_score, embedding) VALUES (?,?,?,?,?,?,?,?)",
                              [(person_id, *row) for row in rows])
-        template = (self.person_embeddings(person_id).mean(axis=0) if found
-                    else person["embeddings"].mean(axis=0))
-        self._db.execute("UPDATE people SET template = ?, generation = ? WHERE id = ?",
-                         (self._blob(_normalize(template)), generation, person_id))
-        return {"person_id": person_id, "added": len(rows), "duplicates": duplicates}
-
-    def _template(self, person_id):
-        row = self._db.execute("SELECT template FROM people WHERE id = ?", (person_id,)).fetchone()
-        return self._vectors([row[0]])[0]
+        if found is not None:
+            template = self._blob(_normalize(self.person_embeddings(person_id).mean(axis=0)))
+            self._db.execute("UPDATE people SET template = ?, generation = ? WHERE id = ?",
+                             (template, generation, person_id))
+        return {"person_id": person_id, "added": len(rows), "duplicates": duplicates, "template_blob": template}
 
     def remove(self, name):
         """Removes ``name`` and its images (one transaction). Raises StoreError when nobody has that name."""
