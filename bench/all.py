@@ -56,6 +56,8 @@ RUNS = [
     ("detect", "python bench/detect.py", 1, None),
     ("ijb_1n", "python bench/ijb_1n.py --workdirs=ArcFace=/tmp/figures/demo/arcface,"
      "MTArcFace=/tmp/figures/demo/mtarcface", 4, None),   # the models of the demo run of the same invocation
+    ("gallery_real", "python bench/gallery.py --sizes= --real_model=/tmp/figures/demo/export --real_people=10000 "
+     "--probes=256 --save_result=gallery_real", 6, None),    # the demo run's MTArcFace export
     ("gallery", "python bench/gallery.py --sizes=10000,100000,1000000 --probes=256 --exact_probes=64 "
      "--batch_people=20000 --save_result=gallery", 20, None),
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "

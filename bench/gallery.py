@@ -29,6 +29,10 @@ quiet_tensorflow()  # first: TensorFlow's log lines off (--verbosity=0 or MTARCF
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from mtarcface_tf.configs import demo as demo_configs  # noqa: E402
+from mtarcface_tf.configs import demo_mtarcface  # noqa: E402
+from mtarcface_tf.data.synthetic import render_faces  # noqa: E402
+from mtarcface_tf.export.embedder import make_embed_fn  # noqa: E402
 from mtarcface_tf.progress import progress_bar  # noqa: E402
 from mtarcface_tf.results import save_result  # noqa: E402
 from mtarcface_tf.search.index import BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, make_index  # noqa: E402
@@ -54,6 +58,11 @@ flags.DEFINE_integer("compare_size", 0, "Gallery size for the ANN library compar
 flags.DEFINE_list("compare_backends", list(BACKENDS), "Libraries compared.")
 flags.DEFINE_integer("templates_size", 0, "People for mean-vs-max templates (0: skip).")
 flags.DEFINE_integer("images_per_person", 4, "Enrolment images per person for the templates comparison.")
+flags.DEFINE_string("real_model", None, "A trained model (export or workdir, e.g. the demo's runs/demo/export): its "
+                    "embeddings of SynthFaces people it never saw are searched like the synthetic ones, and the "
+                    "generator fitted to them alongside (a check of the synthetic embeddings).")
+flags.DEFINE_integer("real_people", 10_000, "People for --real_model (two images each: enrolment and mated probe).")
+flags.DEFINE_integer("real_chunk", 1000, "People rendered and embedded at a time for --real_model.")
 flags.DEFINE_integer("threads", 2, "Threads of the ANN library.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("work_dir", None, "Where galleries are written (default: a temporary folder, removed).")
@@ -68,19 +77,23 @@ def unit(rows):
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def spectrum():
-    return (np.arange(1, FLAGS.dim + 1) ** (-FLAGS.spectrum_decay / 2)).astype(np.float32)
+def spectrum(dim):
+    return (np.arange(1, dim + 1) ** (-FLAGS.spectrum_decay / 2)).astype(np.float32)
 
 
-def draw_centres(count, rng):
-    """float32 [count, dim] identity centres on the unit sphere with the --spectrum_decay spectrum."""
-    return unit(rng.normal(size=(count, FLAGS.dim)).astype(np.float32) * spectrum())
+def draw_centres(count, rng, dim=None):
+    """float32 [count, dim] identity centres on the unit sphere with the --spectrum_decay spectrum (dim: --dim)."""
+    dim = dim or FLAGS.dim
+    return unit(rng.normal(size=(count, dim)).astype(np.float32) * spectrum(dim))
 
 
-def samples(centres, rng):
-    """One embedding per centre row: a * centre + sqrt(1 - a^2) * (random unit direction orthogonal to it)."""
-    a = np.clip(rng.normal(FLAGS.centre_cosine, FLAGS.centre_cosine_std, (len(centres), 1)), 0.05, 0.999)
-    noise = unit(rng.normal(size=centres.shape).astype(np.float32) * spectrum())
+def samples(centres, rng, cosine=None, cosine_std=None):
+    """One embedding per centre row: a * centre + sqrt(1 - a^2) * (random unit direction orthogonal to it), a drawn
+    from N(cosine, cosine_std) (default: --centre_cosine, --centre_cosine_std)."""
+    mean = FLAGS.centre_cosine if cosine is None else cosine
+    std = FLAGS.centre_cosine_std if cosine_std is None else cosine_std
+    a = np.clip(rng.normal(mean, std, (len(centres), 1)), 0.05, 0.999)
+    noise = unit(rng.normal(size=centres.shape).astype(np.float32) * spectrum(centres.shape[1]))
     noise -= np.sum(noise * centres, axis=1, keepdims=True) * centres
     return unit(a * centres + np.sqrt(1 - a ** 2) * unit(noise))
 
@@ -239,6 +252,71 @@ def compare_libraries(rng):
     return {"people": size, "libraries": rows}
 
 
+def real_embeddings():
+    """--real_model's embeddings of SynthFaces people after the demo's training, evaluation and recognition
+    identities (its data settings): enrolment and mated probe float32 [--real_people, D], one image each, and
+    non-mated probes float32 [--probes, D] of people never enrolled."""
+    settings = demo_mtarcface.get_config().data.synthetic
+    embed = make_embed_fn(FLAGS.real_model)
+    first = settings.identities + settings.eval_identities + demo_configs.RECOGNITION["people"]
+
+    def embed_people(start, count, images):
+        out = []
+        for chunk in progress_bar(range(start, start + count, FLAGS.real_chunk), desc=f"embed {count} people"):
+            faces, _ = render_faces(min(FLAGS.real_chunk, start + count - chunk), images,
+                                    image_size=settings.image_size, seed=settings.seed, first_identity=chunk,
+                                    pose=dict(settings.pose), spread=settings.spread)
+            out.append(unit(embed(faces)[0]))
+        return np.concatenate(out)
+
+    pairs = embed_people(first, FLAGS.real_people, 2)
+    return pairs[0::2], pairs[1::2], embed_people(first + FLAGS.real_people, FLAGS.probes, 1)
+
+
+def identification(enrolled, probes, mated_ids):
+    """Exact rank-1 and TPIR, and the default ANN's recall and TPIR, of ``probes`` (the first len(mated_ids) mated
+    with enrolled rows ``mated_ids``, the rest non-mated) against ``enrolled`` float32 [P, D]."""
+    index = make_index("ann", dim=enrolled.shape[1], dtype="float32", backend=FLAGS.backend, nprobe=FLAGS.nprobe,
+                       rerank=FLAGS.rerank, threads=FLAGS.threads)
+    index.add(np.arange(len(enrolled), dtype=np.int64), enrolled)
+    exact_scores, exact_ids = index.search(probes, K, exact=True)
+    scores, ids = index.search(probes, K)
+    count = len(mated_ids)
+    return {"rank1_exact": float(np.mean(exact_ids[:count, 0] == mated_ids)),
+            "tpir_exact": tpir(exact_scores, exact_ids, mated_ids, count),
+            "tpir_ann": tpir(scores, ids, mated_ids, count), **recalls(ids, exact_ids, count)}
+
+
+def cosines(enrolled, mated):
+    """Genuine (a person's two images) and impostor (person i's enrolment, person i + 1's probe) cosine mean and
+    std."""
+    genuine, impostor = np.sum(enrolled * mated, axis=1), np.sum(enrolled[:-1] * mated[1:], axis=1)
+    return {"genuine_cosine_mean_std": [float(genuine.mean()), float(genuine.std())],
+            "impostor_cosine_mean_std": [float(impostor.mean()), float(impostor.std())]}
+
+
+def compare_real(rng):
+    """--real_model's embeddings against the generator fitted to them (same D, centre cosine from their genuine
+    cosines), both searched at --real_people: cosine statistics, exact rank-1 / TPIR, ANN recall / TPIR."""
+    enrolled, mated, non_mated = real_embeddings()
+    picks = np.sort(rng.choice(len(enrolled), FLAGS.probes, replace=False))
+    real = {**cosines(enrolled, mated),
+            **identification(enrolled, np.concatenate([mated[picks], non_mated]), picks)}
+    # two samples of one centre have a cosine of about a1 * a2: mean a^2, std about sqrt(2) * a * std(a)
+    mean, std = real["genuine_cosine_mean_std"]
+    cosine = float(np.sqrt(max(mean, 0.0025)))
+    cosine_std = float(std / (np.sqrt(2) * cosine))
+    centres = draw_centres(len(enrolled), rng, dim=enrolled.shape[1])
+    fitted_enrolled = samples(centres, rng, cosine, cosine_std)
+    fitted_mated = samples(centres, rng, cosine, cosine_std)
+    fitted_probes = np.concatenate([fitted_mated[picks], samples(draw_centres(FLAGS.probes, rng, enrolled.shape[1]),
+                                                                 rng, cosine, cosine_std)])
+    fitted = {"centre_cosine": cosine, "centre_cosine_std": cosine_std, **cosines(fitted_enrolled, fitted_mated),
+              **identification(fitted_enrolled, fitted_probes, picks)}
+    return {"model": FLAGS.real_model, "people": len(enrolled), "dim": int(enrolled.shape[1]), "real": real,
+            "fitted_generator": fitted}
+
+
 def compare_templates(rng):
     """Rank-1 TPIR at FPIR 0.01: one mean template per person against every image with max-over-images."""
     people, per = FLAGS.templates_size, FLAGS.images_per_person
@@ -276,6 +354,9 @@ def main(argv):
         print("templates", json.dumps(figures["templates"]), flush=True)
     if FLAGS.compare_size:
         figures["libraries"] = compare_libraries(rng)
+    if FLAGS.real_model:
+        figures["real_model"] = compare_real(rng)
+        print("real_model", json.dumps(figures["real_model"]), flush=True)
     figures["sizes"] = {}
     for size in [int(value) for value in FLAGS.sizes if int(value)]:
         figures["sizes"][str(size)] = run_size(size, rng, work_dir)

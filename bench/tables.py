@@ -193,6 +193,86 @@ def ijb_1n_models_table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
+def _ms(timing):
+    return f"{timing['p50_ms']:.1f} / {timing['p99_ms']:.1f}"
+
+
+def _recall(row, at=1):
+    parts = [row.get(f"{prefix}recall_at_{at}") for prefix in ("", "mated_", "non_mated_")]
+    return " / ".join("–" if value is None else f"{value:.3f}" for value in parts)
+
+
+def _gallery_row(label, rate, row):
+    ann = row.get("ann")
+    cells = [label, rate, f"{row['ann_build_seconds']:.1f}", f"{row['index_bytes'] / 2**20:,.0f} MiB",
+             f"{row['max_rss_gib']:.1f} GiB", _ms(row["exact"]), f"{row['exact']['batched_ms_per_query']:.1f}"]
+    if ann:
+        cells += [_ms(ann), f"{ann['batched_ms_per_query']:.1f}", f"{row['speedup_single']:.1f}x", _recall(row),
+                  f"{row['recall_at_10']:.3f}", f"{row['tpir_exact']:.3f} / {row['tpir_ann']:.3f}"]
+    else:
+        cells += ["exact below the ANN threshold", "", "", "", "", f"{row['tpir_exact']:.3f} / –"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def gallery_table(results_dir=RESULTS):
+    """1:N search through the gallery store (bench/gallery.py --sizes) and through the index alone (--index_only)."""
+    store, index_only = load("gallery", results_dir), load("gallery_1m", results_dir)
+    lines = ["| people | enrol people/s | ANN build s | index RAM | max RSS | exact p50 / p99 ms | exact ms/query (64) "
+             "| ANN p50 / p99 ms | ANN ms/query (64) | speed-up (p50) | recall@1 all / mated / non-mated | recall@10 "
+             "| TPIR exact / ANN |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in store["figures"]["sizes"].values():
+        lines.append(_gallery_row(f"{row['people']:,}", f"{row['enrol_people_per_s']:,.0f}", row))
+    for row in index_only["figures"].get("index_only", {}).values():
+        lines.append(_gallery_row(f"{row['people']:,} (index only)",
+                                  f"({row['index_add_people_per_s']:,.0f} index adds/s)", row))
+    backend = store["figures"]["backend"]
+    lines += ["", f"ANN backend `{backend}`, re-ranking {store['figures']['rerank']} candidates per result "
+                  f"(500 at least); {store['figures']['dtype']} blobs, {store['figures']['index_dtype']} index.", "",
+              source(store, index_only)]
+    return "\n".join(lines)
+
+
+def gallery_libraries_table(results_dir=RESULTS):
+    """The ANN libraries side by side on one synthetic gallery (bench/gallery.py --compare_size), and mean
+    templates against max over images (--templates_size)."""
+    records = [load(name, results_dir) for name in ("gallery_1m", "gallery_libraries")]
+    lines = ["| people | library | build s | ANN bytes | p50 / p99 ms | ms/query (64) | recall@1 all / mated / "
+             "non-mated | recall@10 all | remove 100 s |", "|---|---|---|---|---|---|---|---|---|"]
+    for record in records:
+        compared = record["figures"].get("libraries")
+        for library, row in (compared or {}).get("libraries", {}).items():
+            lines.append(f"| {compared['people']:,} | {library} | {row['build_seconds']:.1f} | "
+                         f"{row['ann_bytes'] / 1e6:.1f} MB | {_ms(row)} | {row['batched_ms_per_query']:.2f} | "
+                         f"{_recall(row)} | {row['recall_at_10']:.3f} | {row['remove_100_seconds']:.3f} |")
+    templates = records[1]["figures"].get("templates")
+    if templates:
+        lines += ["", f"Templates, {templates['people']:,} people with {templates['images_per_person']} images each: "
+                      f"one mean per person rank-1 {templates['mean']['rank1']:.3f}, TPIR@FPIR=0.01 "
+                      f"{templates['mean']['tpir_at_fpir_0.01']:.3f}; every image with max-over-images rank-1 "
+                      f"{templates['max_over_images']['rank1']:.3f}, TPIR "
+                      f"{templates['max_over_images']['tpir_at_fpir_0.01']:.3f}."]
+    return "\n".join(lines + ["", source(*records)])
+
+
+def gallery_real_table(results_dir=RESULTS):
+    """A trained model's embeddings against the generator fitted to them, searched alike (bench/gallery.py
+    --real_model)."""
+    record = load("gallery_real", results_dir)
+    f = record["figures"]["real_model"]
+    lines = ["| embeddings | genuine cosine | impostor cosine | exact rank-1 | exact TPIR@FPIR=0.01 | ANN TPIR | "
+             "ANN recall@1 all / mated / non-mated | ANN recall@10 |", "|---|---|---|---|---|---|---|---|"]
+    for label, row in (("the demo's MTArcFace", f["real"]),
+                       (f"generator fitted (centre cosine {f['fitted_generator']['centre_cosine']:.2f})",
+                        f["fitted_generator"])):
+        (gm, gs), (im, ist) = row["genuine_cosine_mean_std"], row["impostor_cosine_mean_std"]
+        lines.append(f"| {label} | {gm:.2f} ± {gs:.2f} | {im:.2f} ± {ist:.2f} | {row['rank1_exact']:.3f} | "
+                     f"{row['tpir_exact']:.3f} | {row['tpir_ann']:.3f} | {_recall(row)} | {row['recall_at_10']:.3f} |")
+    lines += ["", f"{f['people']:,} people of D = {f['dim']}, one enrolment and one probe image each; "
+                  f"{record['figures'].get('backend', 'the default')} backend forced on (kind=\"ann\").", "",
+              source(record)]
+    return "\n".join(lines)
+
+
 def results_index(results_dir=RESULTS):
     """Every result file: what ran, at which revision, when, on what machine, under what load."""
     lines = ["| file | command | revision | date | machine | load |", "|---|---|---|---|---|---|"]
@@ -207,7 +287,8 @@ def results_index(results_dir=RESULTS):
 TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_runs_table,
           "quick_demo": quick_demo_table, "train_step": train_step_table, "measured": measured_table,
           "mask_placement": mask_placement_table, "ijb_1n_scale": ijb_1n_scale_table,
-          "ijb_1n_models": ijb_1n_models_table, "results_index": results_index}
+          "ijb_1n_models": ijb_1n_models_table, "gallery": gallery_table, "gallery_libraries": gallery_libraries_table,
+          "gallery_real": gallery_real_table, "results_index": results_index}
 
 
 def pages(repo=REPO):
