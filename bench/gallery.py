@@ -34,7 +34,7 @@ from mtarcface_tf.configs import demo_mtarcface  # noqa: E402
 from mtarcface_tf.data.synthetic import render_faces  # noqa: E402
 from mtarcface_tf.export.embedder import make_embed_fn  # noqa: E402
 from mtarcface_tf.progress import progress_bar  # noqa: E402
-from mtarcface_tf.results import save_result  # noqa: E402
+from mtarcface_tf.results import report_result, save_result  # noqa: E402
 from mtarcface_tf.search.index import BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, make_index  # noqa: E402
 from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
@@ -370,7 +370,7 @@ def main(argv):
             save_result(FLAGS.save_result, figures)
     if not FLAGS.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
-    print(json.dumps(figures))
+    report_result(FLAGS.save_result, figures, save=bool(FLAGS.save_result))
 
 
 if __name__ == "__main__":
