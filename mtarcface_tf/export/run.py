@@ -62,9 +62,10 @@ def _export_onnx(model, version_dir, export_dir, log):
         log(f"ONNX {kind}: {path}, min cosine with the SavedModel {parity['min_cosine']:.6f}"
             + ("" if mask is None else f", max |diff| of mask_prob {mask:.2e}"))
     size = onnx.input_size(paths["insightface"])
-    if size != onnx.INSIGHTFACE_SIZE:
-        log(f"note: input {size}x{size}; insightface's model_zoo only routes {onnx.INSIGHTFACE_SIZE}x"
-            f"{onnx.INSIGHTFACE_SIZE} models to ArcFaceONNX (load this one with onnxruntime directly)")
+    if not onnx.routes_to_recognition(size):
+        log(f"note: input {size}x{size}; insightface's model_zoo routes square inputs of "
+            f"{onnx.INSIGHTFACE_MIN_SIZE} or more, multiples of {onnx.INSIGHTFACE_SIZE_STEP} (not "
+            f"{onnx.INSIGHTFACE_LANDMARK_SIZE}), to ArcFaceONNX (load this one with onnxruntime directly)")
     log(json.dumps({"export_dir": version_dir, "onnx_dir": folder}))
     return paths, min(cosines)
 
