@@ -39,32 +39,32 @@ RUNS = [
     ("demo", "python tools/demo.py --output_dir=/tmp/figures/demo --save_result=demo", 8, None),
     ("demo_runs", "python bench/quick_demo.py --full --runs=3", 24, None),
     ("baselines", "python tools/demo.py --all_baselines --output_dir=/tmp/figures/baselines --save_result=baselines",
-     20, None),
-    ("quick_demo", "python bench/quick_demo.py", 10, None),
-    ("quick_demo_40", "python bench/quick_demo.py --steps=40", 8, None),
+     15, None),
+    ("quick_demo", "python bench/quick_demo.py", 13, None),
+    ("quick_demo_40", "python bench/quick_demo.py --steps=40", 11, None),
     ("train_step", "python bench/train_step.py", 6, None),
-    ("pipeline", "python bench/pipeline.py", 4, None),
+    ("pipeline", "python bench/pipeline.py", 2, None),
     ("convert", "python bench/convert.py", 1, None),
     ("synthetic", "python bench/synthetic.py", 1, None),
     ("verification", "python bench/verification.py", 1, None),
-    ("inference", "python bench/inference.py", 3, None),
-    ("onnx", "python bench/onnx_latency.py", 4, None),
+    ("inference", "python bench/inference.py", 1, None),
+    ("onnx", "python bench/onnx_latency.py", 2, None),
     ("ijb", "python bench/ijb.py", 1, None),
     ("mask_placement", "python bench/mask_placement.py", 1, None),
-    ("reference_fidelity", "python bench/reference_fidelity.py", 6, None),
+    ("reference_fidelity", "python bench/reference_fidelity.py", 2, None),
     ("reference_fidelity_small", "python bench/reference_fidelity.py --small", 1, None),
     ("detect", "python bench/detect.py", 1, None),
     ("ijb_1n", "python bench/ijb_1n.py --workdirs=ArcFace=/tmp/figures/demo/arcface,"
      "MTArcFace=/tmp/figures/demo/mtarcface", 4, None),   # the models of the demo run of the same invocation
     ("gallery_real", "python bench/gallery.py --sizes= --real_model=/tmp/figures/demo/export --real_people=10000 "
-     "--probes=256 --save_result=gallery_real", 6, None),    # the demo run's MTArcFace export
+     "--probes=256 --save_result=gallery_real", 3, None),    # the demo run's MTArcFace export
     ("gallery", "python bench/gallery.py --sizes=10000,100000,1000000 --probes=256 --exact_probes=64 "
-     "--batch_people=20000 --save_result=gallery", 20, None),
+     "--batch_people=20000 --save_result=gallery", 5, None),
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
      "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
-     "--save_result=gallery_1m", 10, None),
+     "--save_result=gallery_1m", 3, None),
     ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
-     "--exact_probes=64 --save_result=gallery_libraries", 8, None),
+     "--exact_probes=64 --save_result=gallery_libraries", 2, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
     ("partial_fc_n1", "python bench/partial_fc.py --replicas=1 --max_gflop=12 --steps=2 --result=partial_fc_n1", 2,
      None),
@@ -72,8 +72,8 @@ RUNS = [
      None),
     ("partial_fc_n4", "python bench/partial_fc.py --replicas=4 --max_gflop=12 --steps=2 --result=partial_fc_n4", 3,
      None),
-    ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 30, None),
-    ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 2, "photos"),
+    ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 8, None),
+    ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 3, "photos"),
     ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 2, "photos"),
     ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18_python"),
 ]
