@@ -36,12 +36,12 @@ SCRATCH = "/tmp/figures"   # the runs' outputs; emptied first, so that no run re
 PY = "python"   # replaced by this interpreter when run; the commands read as README prints them
 # (result name, command, expected minutes on 2 idle CPU cores, the flag it needs: None, "photos" or "scipy18_python")
 RUNS = [
-    ("demo", "python tools/demo.py --output_dir=/tmp/figures/demo --save_result=demo", 8, None),
-    ("demo_runs", "python bench/quick_demo.py --full --runs=3", 24, None),
+    ("demo", "python tools/demo.py --output_dir=/tmp/figures/demo --save_result=demo", 6, None),
+    ("demo_runs", "python bench/quick_demo.py --full --runs=3", 19, None),
     ("baselines", "python tools/demo.py --all_baselines --output_dir=/tmp/figures/baselines --save_result=baselines",
-     15, None),
-    ("quick_demo", "python bench/quick_demo.py", 13, None),
-    ("quick_demo_40", "python bench/quick_demo.py --steps=40", 11, None),
+     13, None),
+    ("quick_demo", "python bench/quick_demo.py", 12, None),
+    ("quick_demo_40", "python bench/quick_demo.py --steps=40", 10, None),
     ("train_step", "python bench/train_step.py", 6, None),
     ("pipeline", "python bench/pipeline.py", 2, None),
     ("convert", "python bench/convert.py", 1, None),
@@ -72,8 +72,8 @@ RUNS = [
      None),
     ("partial_fc_n4", "python bench/partial_fc.py --replicas=4 --max_gflop=12 --steps=2 --result=partial_fc_n4", 3,
      None),
-    ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 8, None),
-    ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 3, "photos"),
+    ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 9, None),
+    ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 4, "photos"),
     ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 2, "photos"),
     ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18_python"),
 ]

@@ -81,16 +81,17 @@ def demo_runs_table(results_dir=RESULTS, name="demo_runs"):
 
 
 def quick_demo_table(results_dir=RESULTS):
-    """The quick demo's margin (the claim tests/test_demo.py relies on) over its runs."""
-    record = load("quick_demo", results_dir)
-    figures = record["figures"]
-    margins = [run["margin"] for run in figures["runs"]]
-    sd = figures.get("stdev_margin")
-    return "\n".join([
-        "| quick demo steps | runs | ArcFace's drop minus MTArcFace's, points: min | mean | sd | max |",
-        "|---|---|---|---|---|---|",
-        f"| {figures['steps']} | {len(margins)} | {_pct(min(margins))} | {_pct(figures['mean_margin'])} | "
-        f"{_pct(sd)} | {_pct(max(margins))} |", "", source(record)])
+    """The quick demo's margin (ArcFace's drop under masks minus MTArcFace's) over its seeded runs, at 80 and at 40
+    steps."""
+    records = [load(name, results_dir) for name in ("quick_demo", "quick_demo_40")]
+    lines = ["| quick demo steps | runs | ArcFace's drop minus MTArcFace's, points: min | mean | sd | max |",
+             "|---|---|---|---|---|---|"]
+    for record in records:
+        figures = record["figures"]
+        margins = [run["margin"] for run in figures["runs"]]
+        lines.append(f"| {figures['steps']} | {len(margins)} | {_pct(min(margins))} | "
+                     f"{_pct(figures['mean_margin'])} | {_pct(figures.get('stdev_margin'))} | {_pct(max(margins))} |")
+    return "\n".join(lines + ["", source(*records)])
 
 
 def train_step_table(results_dir=RESULTS):
@@ -273,6 +274,82 @@ def gallery_real_table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
+def crop_landmarks_table(results_dir=RESULTS):
+    """Landmarks of aligned crops (bench/crop_landmarks.py): each method's accuracy on real-photo and posed SynthFaces
+    crops, and the add_landmarks stage's throughput."""
+    record = load("crop_landmarks", results_dir)
+    f = record["figures"]
+    methods = [("onet_fast_path", "O-Net refined, fallback RetinaFace (default)"),
+               ("onet_fixed_box_fast_path", "O-Net fixed box, fallback RetinaFace"),
+               ("onet_without_fallback", "O-Net refined, no fallback"), ("retinaface", "RetinaFace on each crop"),
+               ("mtcnn", "MTCNN on each crop")]
+    lines = ["| method | set (crops) | no landmarks (lost vs RetinaFace) | error mean / p90 / max px | "
+             "to RetinaFace on the crop px | ms per crop |", "|---|---|---|---|---|---|"]
+    for key, label in methods:
+        for name, title in (("real_photos", "real photos"), ("synthfaces", "SynthFaces")):
+            row = f[key].get(name)
+            if not row:
+                continue
+            sent = row.get("sent_to_fallback")
+            ms = f"{row['ms_per_crop']:.2f}" + ("" if sent is None else f" ({100 * sent:.0f}% to fallback)")
+            lines.append(f"| {label} | {title} ({row['crops']}) | {row['no_face']} ({row['faces_lost']}) | "
+                         f"{row['mean_error_px']:.2f} / {row['p90_error_px']:.2f} / {row['max_error_px']:.2f} | "
+                         f"{row['mean_distance_to_retinaface_on_crop_px']:.2f} | {ms} |")
+    stage, crops = f["stage"], load("rehearsal", results_dir)["figures"]["full_run"]["crops"]
+    steady, onet = stage["one_worker_steady_crops_per_cpu_s"], f["onet_alone_one_pass"]["crops_per_cpu_s"]
+    projected = stage["projected_crops_per_s_on_2_idle_cores"]
+    records = {"real_photos": "real-photo"}.get(stage["crops_from"], stage["crops_from"])
+    lines += ["", f"The whole stage (`add_landmarks`, {stage['workers']} spawned workers, {stage['records']:,} JPEG "
+                  f"records of the {records} crops, start-up included): {stage['seconds']:.1f} s = "
+                  f"**{stage['crops_per_s']:,} crops/s**, {stage['crops_per_cpu_s']:,} crops per CPU-second; one "
+                  f"worker's steady state {steady:,} crops per CPU-second; O-Net alone, one pass, {onet:,} crops per "
+                  f"CPU-second. At the stage's rate MS1MV2's {crops / 1e6:.1f}M crops take about "
+                  f"{crops / stage['crops_per_s'] / 60:.0f} minutes; at the workers' steady rate (start-up amortised, "
+                  f"{projected:,} crops/s) about {crops / projected / 60:.0f}.", "", source(record)]
+    return "\n".join(lines)
+
+
+def rehearsal_table(results_dir=RESULTS):
+    """The rehearsal of the paper path (tools/rehearse.py): each stage's time and throughput here and extrapolated to
+    the full run, as the tool printed it."""
+    record = load("rehearsal", results_dir)
+    stage_table = record["figures"]["table"][:record["figures"]["table"].index("")]
+    return "\n".join(stage_table + ["", f"The whole rehearsal took {record['figures']['seconds'] / 60:.1f} minutes.",
+                                     "", source(record)])
+
+
+def _seconds(value):
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
+def partial_fc_table(results_dir=RESULTS):
+    """The Partial FC head step measured on N virtual CPU devices (bench/partial_fc.py --replicas=N): seconds per
+    step of the sharded head at sampling rates 1.0 / 0.3 / 0.1 and of the mirrored head, for every C and N with a
+    measured cell."""
+    records = [load(f"partial_fc_n{n}", results_dir) for n in (1, 2, 4)]
+    columns = [("sharded", 1.0), ("sharded", 0.3), ("sharded", 0.1), ("mirrored", 1.0)]
+    lines = ["| C | N | sharded 1.0 | sharded 0.3 | sharded 0.1 | mirrored |", "|---:|---:|---:|---:|---:|---:|"]
+    cells = {}
+    for record in records:
+        for row in record["figures"]["rows"]:
+            cells[(row["classes"], row["replicas"], row["head"], row["rate"])] = row
+    ratio = None
+    for classes, replicas in sorted({key[:2] for key in cells}):
+        rows = [cells.get((classes, replicas) + column) for column in columns]
+        if not any(row and row["measured"] for row in rows):
+            continue
+        text = [("–" if row is None else _seconds(row["measured"]["seconds_per_step"]) if row["measured"]
+                 else f"– ({row['computed']['gflops']:.0f} GFLOP)") for row in rows]
+        lines.append(f"| {classes:,} | {replicas} | " + " | ".join(text) + " |")
+        if rows[0] and rows[0]["measured"] and rows[3] and rows[3]["measured"]:
+            sharded, mirrored = (row["measured"]["seconds_per_step"] for row in (rows[0], rows[3]))
+            ratio = (classes, replicas, sharded / mirrored)
+    if ratio:
+        lines += ["", f"At C = {ratio[0]:,} on {ratio[1]} devices the sharded head's step takes {100 * ratio[2]:.0f}% "
+                      "of the mirrored head's."]
+    return "\n".join(lines + ["", source(*records)])
+
+
 def results_index(results_dir=RESULTS):
     """Every result file: what ran, at which revision, when, on what machine, under what load."""
     lines = ["| file | command | revision | date | machine | load |", "|---|---|---|---|---|---|"]
@@ -288,6 +365,8 @@ TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_ru
           "quick_demo": quick_demo_table, "train_step": train_step_table, "measured": measured_table,
           "mask_placement": mask_placement_table, "ijb_1n_scale": ijb_1n_scale_table,
           "ijb_1n_models": ijb_1n_models_table, "gallery": gallery_table, "gallery_libraries": gallery_libraries_table,
+          "partial_fc": partial_fc_table, "crop_landmarks": crop_landmarks_table,
+          "rehearsal": rehearsal_table,
           "gallery_real": gallery_real_table, "results_index": results_index}
 
 
