@@ -13,6 +13,9 @@ from tests.support import processes, tiny
 
 SIZE = 32
 
+# Fresh-process tool runs: the slow tier (the libraries behind them are tested in the fast one).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

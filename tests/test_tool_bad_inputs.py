@@ -8,6 +8,9 @@ import pytest
 from mtarcface_tf.data.bin_pairs import save_bin
 from tests.support import processes, tiny
 
+# Fresh-process tool runs: the slow tier (the libraries behind them are tested in the fast one).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
