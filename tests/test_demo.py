@@ -56,6 +56,7 @@ def _check_demo_outputs(out, stdout):
         assert 0 <= model["clean"]["accuracy"] <= 1 and -2 <= demo.mask_accuracy_drop(model) <= 2
 
 
+@pytest.mark.slow   # a minute; the fast tier keeps the demo's parts (tests of each stage's library)
 def test_tiny_demo_runs_the_whole_path_in_process(tmp_path, monkeypatch, capsys):
     # The demo's every stage on a few images and two steps per model, one after the other in this process; the
     # claim that masks cost MTArcFace less than ArcFace is bench/quick_demo.py's (a distribution, not a test).

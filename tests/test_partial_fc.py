@@ -117,8 +117,9 @@ def _relative(got, expected):
 TERM_TOLERANCE, VARIABLE_GRADIENT_TOLERANCE, VARIABLE_WEIGHT_TOLERANCE = 5e-5, 1e-4, 3e-4
 
 
-# 4 replicas on 2 cores take minutes: the slow tier.
-@pytest.mark.parametrize("devices", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
+# 4 replicas on 2 cores take minutes, and 1 replica is the 2-replica case's simpler cousin: the slow tier.
+@pytest.mark.parametrize("devices", [pytest.param(1, marks=pytest.mark.slow), 2,
+                                     pytest.param(4, marks=pytest.mark.slow)])
 def test_rate_one_equals_the_mirrored_head(devices, tmp_path):
     """Loss, first-step backbone gradients (SGD deltas) and, after 5 SGD-momentum steps, the backbone weights and
     the gathered centres: within 1e-5 relative of the mirrored head on the same replicas (the centres within 1e-6)."""
@@ -249,6 +250,7 @@ _RESHARD = _PRELUDE + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # half a minute; tests/test_partial_fc_multi_worker.py restores 2-worker saves on 2 and 4 replicas
 def test_checkpoint_of_four_replicas_resumes_on_two_and_one(tmp_path):
     out = _run(_RESHARD, 4, tmp_path, tmp_path)
     assert out["ranges4"] == [[0, 2], [2, 5], [5, 8], [8, 11]]
