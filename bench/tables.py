@@ -357,7 +357,7 @@ def results_index(results_dir=RESULTS):
         r = load(os.path.basename(path)[:-5], results_dir)
         lines.append(f"| [{r['name']}.json]({os.path.relpath(path, os.path.join(REPO, 'docs'))}) | "
                      f"`{r['command']}` | {r['git_revision']} | {r['date']} | {r['machine']} | "
-                     f"{r['load_average_1min']} |")
+                     f"{'–' if r['load_average_1min'] is None else r['load_average_1min']} |")
     return "\n".join(lines)
 
 
