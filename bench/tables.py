@@ -298,9 +298,9 @@ def crop_landmarks_table(results_dir=RESULTS):
     stage, crops = f["stage"], load("rehearsal", results_dir)["figures"]["full_run"]["crops"]
     steady, onet = stage["one_worker_steady_crops_per_cpu_s"], f["onet_alone_one_pass"]["crops_per_cpu_s"]
     projected = stage["projected_crops_per_s_on_2_idle_cores"]
-    records = {"real_photos": "real-photo"}.get(stage["crops_from"], stage["crops_from"])
+    crops_from = {"real_photos": "real-photo"}.get(stage["crops_from"], stage["crops_from"])
     lines += ["", f"The whole stage (`add_landmarks`, {stage['workers']} spawned workers, {stage['records']:,} JPEG "
-                  f"records of the {records} crops, start-up included): {stage['seconds']:.1f} s = "
+                  f"records of the {crops_from} crops, start-up included): {stage['seconds']:.1f} s = "
                   f"**{stage['crops_per_s']:,} crops/s**, {stage['crops_per_cpu_s']:,} crops per CPU-second; one "
                   f"worker's steady state {steady:,} crops per CPU-second; O-Net alone, one pass, {onet:,} crops per "
                   f"CPU-second. At the stage's rate MS1MV2's {crops / 1e6:.1f}M crops take about "
