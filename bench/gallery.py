@@ -121,20 +121,35 @@ def enrol(store, size, rng):
     return seconds, np.concatenate(kept), picks + 1   # person ids are 1-based insertion order
 
 
-def latencies(search, queries):
-    """(p50, p99) ms of one query at a time, and ms per query in batches of BATCH (median over batches)."""
-    single = []
-    for query in queries:
-        began = time.perf_counter()
-        search(query[None], K)
-        single.append(1000 * (time.perf_counter() - began))
-    batched = []
+def latencies(searches, queries, limits):
+    """Query latencies of several searches, interleaved query by query (and batch by batch) so that a slow spell of
+    the machine slows them all alike.
+
+    Args:
+      searches: {name: search(queries [q, D], k)}.
+      queries: float32 [q, D].
+      limits: {name: how many of ``queries`` that search gets} (exact search is slow at 1M).
+
+    Returns:
+      {name: {"p50_ms", "p99_ms" of one query at a time, "batched_ms_per_query" (median over batches of BATCH)}}.
+    """
+    single = {name: [] for name in searches}
+    batched = {name: [] for name in searches}
+    for start in range(len(queries)):
+        for name, search in searches.items():
+            if start < limits[name]:
+                began = time.perf_counter()
+                search(queries[start:start + 1], K)
+                single[name].append(1000 * (time.perf_counter() - began))
     for start in range(0, len(queries) - BATCH + 1, BATCH):
-        began = time.perf_counter()
-        search(queries[start:start + BATCH], K)
-        batched.append(1000 * (time.perf_counter() - began) / BATCH)
-    return {"p50_ms": float(np.percentile(single, 50)), "p99_ms": float(np.percentile(single, 99)),
-            "batched_ms_per_query": float(np.median(batched)) if batched else None}
+        for name, search in searches.items():
+            if start + BATCH <= limits[name]:
+                began = time.perf_counter()
+                search(queries[start:start + BATCH], K)
+                batched[name].append(1000 * (time.perf_counter() - began) / BATCH)
+    return {name: {"p50_ms": float(np.percentile(single[name], 50)), "p99_ms": float(np.percentile(single[name], 99)),
+                   "batched_ms_per_query": float(np.median(batched[name])) if batched[name] else None}
+            for name in searches}
 
 
 def tpir(scores, ids, mated_ids, mated_count):
@@ -159,15 +174,17 @@ def recalls(ids, exact_ids, mated_count):
 
 def measure(index, probes, mated_ids):
     """Latency, recall and TPIR of an index, ANN against exact."""
-    exact = latencies(lambda q, k: index.search(q, k, exact=True), probes[:max(FLAGS.exact_probes, BATCH)])
-    exact_scores, exact_ids = index.search(probes, K, exact=True)
-    result = {"exact": exact, "tpir_exact": tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))}
+    searches = {"exact": lambda q, k: index.search(q, k, exact=True)}
     if index.uses_ann():
-        result["ann"] = latencies(index.search, probes)
+        searches["ann"] = index.search
+    result = latencies(searches, probes, {"exact": max(FLAGS.exact_probes, BATCH), "ann": len(probes)})
+    exact_scores, exact_ids = index.search(probes, K, exact=True)
+    result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
+    if index.uses_ann():
         scores, ids = index.search(probes, K)
         result.update(recalls(ids, exact_ids, len(mated_ids)))
         result["tpir_ann"] = tpir(scores, ids, mated_ids, len(mated_ids))
-        result["speedup_single"] = exact["p50_ms"] / result["ann"]["p50_ms"]
+        result["speedup_single"] = result["exact"]["p50_ms"] / result["ann"]["p50_ms"]
     return result
 
 
@@ -244,8 +261,9 @@ def compare_libraries(rng):
         removal = time.perf_counter()
         index.remove(np.arange(100, dtype=np.int64))
         removal = time.perf_counter() - removal
+        timing = latencies({"ann": index.search}, probes, {"ann": len(probes)})["ann"]
         rows[backend] = {"build_seconds": build, "ann_bytes": index.memory_bytes() - vectors.nbytes // (
-            2 if FLAGS.dtype == "float16" else 1), **latencies(index.search, probes),
+            2 if FLAGS.dtype == "float16" else 1), **timing,
             **recalls(ids, reference, FLAGS.probes), "remove_100_seconds": removal}
         print(backend, json.dumps(rows[backend]), flush=True)
         del index

@@ -1,10 +1,12 @@
 """search/index.py: exact and ANN top-k against a full numpy sort (the independent reference), padding, removal,
 persistence."""
 import io
+import json
 
 import numpy as np
 import pytest
 
+from mtarcface_tf.search import index as index_module
 from mtarcface_tf.search.index import Index, SearchIndexError, make_index
 
 DIM = 32
@@ -85,6 +87,46 @@ def test_ann_recall_rerank_removal_and_persistence(data, backend):
     loaded = Index.load(buffer)
     assert len(loaded) == len(index) == 2975
     np.testing.assert_array_equal(loaded.search(queries, 5)[1], found)
+
+
+@pytest.mark.parametrize("backend, candidates, found_share", [("faiss-pqfs", 3, 1.0), ("usearch", 10, 0.995)])
+def test_ann_keys_follow_rows_through_removals(data, backend, candidates, found_share, monkeypatch):
+    """Removal moves the last rows into the holes (400 of 2,600 here); with a handful of candidates per query every
+    remaining entry must still find itself (the exhaustive PQ scan always; the HNSW graph, approximate, nearly), so a
+    moved entry whose ANN key was not moved with it, or a stale key, fails."""
+    monkeypatch.setattr(index_module, "MIN_CANDIDATES", candidates)
+    ids, vectors, _ = data
+    index = make_index("ann", dim=DIM, backend=backend, rerank=1)
+    index.add(ids, vectors)
+    gone = ids[::7][:300]                          # holes all over, refilled from the end (itself partly removed)
+    index.remove(np.concatenate([gone, ids[-100:]]))
+    kept = ~np.isin(ids, np.concatenate([gone, ids[-100:]]))
+    assert len(index) == kept.sum() == index._ann.count()
+    _, found = index.search(vectors[kept], 1)
+    assert np.mean(found[:, 0] == ids[kept]) >= found_share
+    index.add(ids[~kept], vectors[~kept])          # added back after the moves: new rows, new keys
+    _, found = index.search(vectors, 1)
+    assert np.mean(found[:, 0] == ids) >= found_share
+
+
+def test_an_index_file_keyed_by_id_is_read_and_its_ann_rebuilt(data):
+    ids, vectors, queries = data
+    index = make_index("ann", dim=DIM)
+    index.add(ids, vectors)
+    index.remove(ids[:10])
+    buffer = io.BytesIO()
+    index.save(buffer)
+    with np.load(io.BytesIO(buffer.getvalue())) as saved:
+        members = dict(saved)
+    meta = json.loads(str(members["meta"]))
+    members["meta"] = np.array(json.dumps({**meta, "format": index_module.ID_KEYED_FORMAT}))
+    old = io.BytesIO()
+    np.savez(old, **members)
+    old.seek(0)
+    loaded = Index.load(old)
+    assert loaded._ann is None                     # an id-keyed structure is never searched by row
+    _, found = loaded.search(vectors[10:], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[10:])
 
 
 def test_unreadable_index_is_one_error():
