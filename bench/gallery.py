@@ -54,6 +54,8 @@ flags.DEFINE_integer("probes", 200, "Mated probes (and as many non-mated) per si
 flags.DEFINE_integer("exact_probes", 50, "Single-query exact latency samples (exact search is slow at 1M).")
 flags.DEFINE_list("index_only_sizes", [], "Sizes measured on the index alone (no SQLite store), vectors streamed in "
                   "chunks: for galleries whose store enrolment does not fit the time at hand.")
+flags.DEFINE_string("vectors_dir", None, "--index_only_sizes keep the index's vectors in a memory-mapped file in this "
+                    "folder (removed afterwards) instead of RAM: for galleries whose vectors exceed RAM.")
 flags.DEFINE_integer("compare_size", 0, "Gallery size for the ANN library comparison (0: skip).")
 flags.DEFINE_list("compare_backends", list(BACKENDS), "Libraries compared.")
 flags.DEFINE_integer("templates_size", 0, "People for mean-vs-max templates (0: skip).")
@@ -102,6 +104,13 @@ def rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
+def anon_rss_gib():
+    """This process's resident anonymous memory now (GiB): its RAM without memory-mapped files' pages."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+    return kib / 2 ** 20
+
+
 def enrol(store, size, rng):
     """Enrols ``size`` people (one image each) in transactions of --batch_people; returns (seconds, probe
     centres of --probes enrolled people, their person ids)."""
@@ -128,7 +137,8 @@ def latencies(searches, queries, limits):
     Args:
       searches: {name: search(queries [q, D], k)}.
       queries: float32 [q, D].
-      limits: {name: how many of ``queries`` that search gets} (exact search is slow at 1M).
+      limits: {name: how many of ``queries`` that search gets one at a time} (exact search is slow at 10M); each
+        gets the first batches of BATCH up to that many queries, and one batch at least.
 
     Returns:
       {name: {"p50_ms", "p99_ms" of one query at a time, "batched_ms_per_query" (median over batches of BATCH)}}.
@@ -143,7 +153,7 @@ def latencies(searches, queries, limits):
                 single[name].append(1000 * (time.perf_counter() - began))
     for start in range(0, len(queries) - BATCH + 1, BATCH):
         for name, search in searches.items():
-            if start + BATCH <= limits[name]:
+            if start + BATCH <= max(limits[name], BATCH):
                 began = time.perf_counter()
                 search(queries[start:start + BATCH], K)
                 batched[name].append(1000 * (time.perf_counter() - began) / BATCH)
@@ -177,7 +187,7 @@ def measure(index, probes, mated_ids):
     searches = {"exact": lambda q, k: index.search(q, k, exact=True)}
     if index.uses_ann():
         searches["ann"] = index.search
-    result = latencies(searches, probes, {"exact": max(FLAGS.exact_probes, BATCH), "ann": len(probes)})
+    result = latencies(searches, probes, {"exact": FLAGS.exact_probes, "ann": len(probes)})
     exact_scores, exact_ids = index.search(probes, K, exact=True)
     result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
     if index.uses_ann():
@@ -218,8 +228,11 @@ def run_size(size, rng, work_dir):
 
 def run_index_only(size, rng):
     """The index without the store: vectors streamed in --batch_people chunks, then the same measurements."""
+    vectors_file = os.path.join(FLAGS.vectors_dir, f"vectors_{size}.bin") if FLAGS.vectors_dir else None
+    baseline = anon_rss_gib()
     index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
-                       backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads)
+                       backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads,
+                       vectors_file=vectors_file)
     picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
     kept, seconds = [], 0.0
     for start in progress_bar(range(0, size, FLAGS.batch_people), desc=f"index {size}", unit="batch"):
@@ -236,8 +249,14 @@ def run_index_only(size, rng):
     build = time.perf_counter() - began
     centres = np.concatenate(kept)
     probes = np.concatenate([samples(centres, rng), samples(draw_centres(len(centres), rng), rng)])
-    return {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
-            "index_bytes": index.memory_bytes(), "max_rss_gib": rss_gib(), **measure(index, probes, picks)}
+    figures = {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
+               "index_bytes": index.memory_bytes(), "vectors_memory_mapped": bool(vectors_file),
+               **measure(index, probes, picks)}
+    figures.update(max_rss_gib=rss_gib(), index_anon_rss_gib=anon_rss_gib() - baseline)
+    if vectors_file:
+        del index
+        os.remove(vectors_file)
+    return figures
 
 
 def compare_libraries(rng):

@@ -129,6 +129,26 @@ def test_an_index_file_keyed_by_id_is_read_and_its_ann_rebuilt(data):
     np.testing.assert_array_equal(found[:, 0], ids[10:])
 
 
+def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path):
+    ids, vectors, queries = data
+    in_ram = make_index("ann", dim=DIM, dtype="float16")
+    mapped = make_index("ann", dim=DIM, dtype="float16", vectors_file=str(tmp_path / "vectors.f16"))
+    for index in (in_ram, mapped):
+        for start in range(0, len(ids), 700):        # the file grows (and is mapped again) several times
+            index.add(ids[start:start + 700], vectors[start:start + 700])
+        index.remove(ids[:30])
+    assert isinstance(mapped.vectors, np.memmap)
+    np.testing.assert_array_equal(mapped.vectors, in_ram.vectors)
+    assert (tmp_path / "vectors.f16").stat().st_size >= len(mapped) * DIM * 2
+    for exact in (False, True):
+        found = mapped.search(queries, 5, exact=exact)[1]
+        np.testing.assert_array_equal(found, in_ram.search(queries, 5, exact=exact)[1])
+    buffer = io.BytesIO()
+    mapped.save(buffer)
+    buffer.seek(0)
+    np.testing.assert_array_equal(Index.load(buffer).search(queries, 5)[1], in_ram.search(queries, 5)[1])
+
+
 def test_unreadable_index_is_one_error():
     with pytest.raises(SearchIndexError, match="unreadable index"):
         Index.load(io.BytesIO(b"PK\x03\x04 truncated"))

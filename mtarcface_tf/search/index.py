@@ -25,6 +25,7 @@ PQ_ROTATION_SEED = 1234            # "faiss-pqfs": the fixed random rotation app
 PQ_TRAIN_POINTS = 16_384           # "faiss-pqfs": codebook training sample (16 centroids per sub-space)
 PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per centroid
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
+ADD_CHUNK_ROWS = 65_536            # rows handed to the ANN library per call (bounds the float32 copy it needs)
 RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training
 LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
 TRAIN_POINTS_PER_LIST = 32         # k-means training sample per list (bounds the training time at 1M)
@@ -53,12 +54,13 @@ class Index:
     """Cosine top-k over (id, vector) entries. Build with :func:`make_index`.
 
     Attributes: ``kind`` ("auto" | "exact" | "ann"), ``dim``, ``dtype`` (storage, "float32" or "float16"),
-    ``ann_threshold``, ``backend``, ``generation`` (an int the owner sets to tie the index to its database).
+    ``ann_threshold``, ``backend``, ``generation`` (an int the owner sets to tie the index to its database),
+    ``vectors_file`` (None: the vector matrix is in RAM).
     """
 
     def __init__(self, kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD,
                  backend=DEFAULT_BACKEND, nprobe=DEFAULT_NPROBE, rerank=DEFAULT_RERANK, pq_bytes=64,
-                 block_rows=DEFAULT_BLOCK_ROWS, threads=None):
+                 block_rows=DEFAULT_BLOCK_ROWS, threads=None, vectors_file=None):
         if kind not in KINDS:
             raise SearchIndexError(f"index kind must be one of {KINDS}, got {kind!r}.")
         if backend not in BACKENDS:
@@ -69,6 +71,7 @@ class Index:
         self.ann_threshold, self.nprobe, self.rerank = int(ann_threshold), int(nprobe), int(rerank)
         self.pq_bytes, self.block_rows, self.threads = int(pq_bytes), int(block_rows), threads
         self.generation = 0
+        self.vectors_file = vectors_file
         self._vectors = np.zeros((0, self.dim), dtype)   # rows [0, n) live; capacity grows geometrically
         self._ids = np.zeros(0, np.int64)
         self._n = 0
@@ -151,8 +154,15 @@ class Index:
         if size <= len(self._ids):
             return
         capacity = max(size, 2 * len(self._ids), 1024)
-        vectors = np.zeros((capacity, self.dim), self.dtype)
-        vectors[:self._n] = self._vectors[:self._n]
+        if self.vectors_file:    # the file keeps its rows when it grows: map it again, larger
+            if isinstance(self._vectors, np.memmap):
+                self._vectors.flush()
+            with open(self.vectors_file, "r+b" if self._n else "w+b") as file:
+                file.truncate(capacity * self.dim * np.dtype(self.dtype).itemsize)
+            vectors = np.memmap(self.vectors_file, self.dtype, "r+", shape=(capacity, self.dim))
+        else:
+            vectors = np.zeros((capacity, self.dim), self.dtype)
+            vectors[:self._n] = self._vectors[:self._n]
         ids = np.full(capacity, -1, np.int64)
         ids[:self._n] = self._ids[:self._n]
         self._vectors, self._ids = vectors, ids
@@ -271,9 +281,11 @@ class Index:
         return index
 
     def memory_bytes(self):
-        """Approximate RAM held (int bytes): the vector matrix, the ids and the ANN structure."""
+        """Approximate RAM held (int bytes): the vector matrix (unless it is in ``vectors_file``), the ids and the
+        ANN structure."""
         ann = self._ann.memory_bytes() if self._ann is not None else 0
-        return int(self._vectors[:self._n].nbytes + self._ids[:self._n].nbytes + ann)
+        vectors = 0 if self.vectors_file else self._vectors[:self._n].nbytes
+        return int(vectors + self._ids[:self._n].nbytes + ann)
 
 
 def _top_k(scores, k):
@@ -292,7 +304,10 @@ class _FaissBackend:
     and faiss' own serialization. Subclasses set ``_faiss`` and define ``build`` and ``candidates``."""
 
     def add(self, ids, vectors):
-        self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), np.ascontiguousarray(ids, np.int64))
+        for start in range(0, len(ids), ADD_CHUNK_ROWS):
+            chunk = slice(start, start + ADD_CHUNK_ROWS)
+            self.index.add_with_ids(np.ascontiguousarray(vectors[chunk], np.float32),
+                                    np.ascontiguousarray(ids[chunk], np.int64))
 
     def remove(self, ids):
         self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
@@ -368,7 +383,7 @@ class _FaissPQFastScan(_FaissBackend):
         rotated = faiss.IndexPreTransform(rotation, quantizer)
         sample = np.random.default_rng(0).permutation(len(ids))[:PQ_TRAIN_POINTS]
         # k-means needs more points than its 16 centroids: a tiny gallery's vectors are repeated
-        rotated.train(np.resize(np.asarray(vectors, np.float32)[np.sort(sample)],
+        rotated.train(np.resize(np.asarray(vectors[np.sort(sample)], np.float32),
                                 (max(len(sample), PQ_MIN_TRAIN_POINTS), self.dim)))
         self.index = faiss.IndexIDMap(rotated)
         # the wrappers do not own what they wrap: keep the parts alive as long as the map
@@ -471,6 +486,9 @@ def make_index(kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_
       ann_threshold: entry count above which "auto" uses the ANN.
       **options: ``backend`` ("faiss-pqfs" default | "faiss-ivf" | "faiss-ivfpq" | "usearch"), ``nprobe`` (IVF
         only), ``rerank`` (candidates per wanted result, at least MIN_CANDIDATES), ``pq_bytes`` ("faiss-ivfpq"),
-        ``block_rows``, ``threads``.
+        ``block_rows``, ``threads``, ``vectors_file`` (a path: the vector matrix lives in that memory-mapped file,
+        created or overwritten, instead of RAM, for galleries whose vectors exceed RAM; the ANN structure and ids
+        stay in RAM. :meth:`Index.save` writes the vectors into the index file as usual and :meth:`Index.load`
+        reads them into RAM).
     """
     return Index(kind=kind, dim=dim, dtype=dtype, ann_threshold=ann_threshold, **options)
