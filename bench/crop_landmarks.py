@@ -12,7 +12,9 @@ largest error (pixels of the crop), mean distance to RetinaFace-on-the-crop's la
 crop at a time for the detectors, batches for O-Net). Then the whole stage (``convert.add_landmarks``: read,
 decode, landmarks, write) on ``--stage_crops`` JPEG records (the real-photo crops repeated, else SynthFaces) with
 2 worker processes, in a fresh process as the tool runs it: crops/s, and crops per CPU-second of all its processes
-(the figure that holds on a shared machine, start-up included); then, in that process, one worker's steady state
+(the figure that holds on a shared machine, start-up included), and again on ``--stage_large_crops`` records: the
+difference of the two runs is the stage's own rate with its start-up left out (what MS1MV2's 5.8M crops see); then,
+in the first run's process, one worker's steady state
 (``LandmarkJob.write`` after a warm-up, as a worker runs it: start-up, which MS1MV2's 5.8M crops make negligible,
 left out), crops per CPU-second, and twice that as the projection for 2 idle cores. O-Net alone, one pass: crops
 per CPU-second.
@@ -38,8 +40,11 @@ flags.DEFINE_integer("synthetic", 60, "SynthFaces crops.")
 flags.DEFINE_string("photos", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                            "realfaces-dev"), "Folder of real photographs (skipped when absent).")
 flags.DEFINE_integer("stage_crops", 32768, "Records the whole add_landmarks stage is timed on.")
+flags.DEFINE_integer("stage_large_crops", 131072, "The stage timed again on this many records: the difference of "
+                     "the two runs is its rate with start-up left out, as on MS1MV2's 5.8M crops (0: skip).")
 flags.DEFINE_integer("workers", 2, "Worker processes of the timed stage.")
 flags.DEFINE_string("stage_input", None, "Internal: time add_landmarks on this folder's records, print JSON.")
+flags.DEFINE_bool("stage_steady", True, "Internal: with --stage_input, also time one worker's steady state.")
 flags.DEFINE_float("onet_seconds", 5.0, "Seconds each O-Net-alone timing runs.")
 
 POSE = {"rotation": 8.0, "scale": 0.05, "shift": 3.0, "yaw": 20.0}
@@ -98,8 +103,9 @@ def onet_cpu_rate(crops):
     return round(done / (time.process_time() - start)), round(done / (time.perf_counter() - wall))
 
 
-def time_stage(crops, count, workers):
-    """Times ``add_landmarks`` (fast path) on ``count`` JPEG records made of ``crops``; returns its figures.
+def time_stage(crops, count, workers, steady=True):
+    """Times ``add_landmarks`` (fast path) on ``count`` JPEG records made of ``crops``; returns its figures (with
+    one worker's steady state when ``steady``).
 
     The stage runs in a fresh process (``--stage_input``), as the tool runs it.
     """
@@ -111,7 +117,8 @@ def time_stage(crops, count, workers):
             for i in range(count):
                 writer.write(encoded[i % len(encoded)], i // 16)
             writer.close()
-        command = [sys.executable, os.path.abspath(__file__), f"--stage_input={folder}", f"--workers={workers}"]
+        command = [sys.executable, os.path.abspath(__file__), f"--stage_input={folder}", f"--workers={workers}",
+                   f"--stage_steady={steady}"]
         lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()
     return json.loads(lines[-1])
 
@@ -141,9 +148,9 @@ def steady_worker_rate(folder):
         return round(len(job) / (time.process_time() - start))
 
 
-def run_stage(folder, workers):
+def run_stage(folder, workers, steady):
     """``add_landmarks`` on ``folder``/src into ``folder``/out, timed: returns its figures (this process and its
-    workers' CPU time)."""
+    workers' CPU time; one worker's steady state when ``steady``)."""
     from mtarcface_tf.data import convert
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     start = time.perf_counter()
@@ -152,12 +159,22 @@ def run_stage(folder, workers):
     seconds = time.perf_counter() - start
     cpu = sum((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) for before, after in
               zip(usage, [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]))
-    return {"records": manifest["images"], "workers": workers, "seconds": round(seconds, 1),
-            "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 2),
-            "crops_per_cpu_s": round(manifest["images"] / cpu),
-            "sent_to_fallback": manifest["notes"].get(convert.LandmarkJob.FALLBACK, 0),
-            "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0),
-            "one_worker_steady_crops_per_cpu_s": steady_worker_rate(folder)}
+    figures = {"records": manifest["images"], "workers": workers, "seconds": round(seconds, 1),
+               "crops_per_s": round(manifest["images"] / seconds), "cpu_seconds": round(cpu, 2),
+               "crops_per_cpu_s": round(manifest["images"] / cpu),
+               "sent_to_fallback": manifest["notes"].get(convert.LandmarkJob.FALLBACK, 0),
+               "no_landmarks": manifest["notes"].get(convert.LandmarkJob.NO_FACE, 0)}
+    if steady:
+        figures["one_worker_steady_crops_per_cpu_s"] = steady_worker_rate(folder)
+    return figures
+
+
+def marginal(small, large):
+    """The stage's rate with start-up left out, from two runs of it (``time_stage`` figures) on different sizes:
+    {"crops_per_s": extra records / extra seconds, "start_up_s": what the small run took beyond its records at that
+    rate}."""
+    rate = (large["records"] - small["records"]) / (large["seconds"] - small["seconds"])
+    return {"crops_per_s": round(rate), "start_up_s": round(small["seconds"] - small["records"] / rate, 1)}
 
 
 def compare(sets, retinaface, mtcnn):
@@ -185,7 +202,7 @@ def compare(sets, retinaface, mtcnn):
 def main(argv):
     del argv
     if FLAGS.stage_input:
-        print(json.dumps(run_stage(FLAGS.stage_input, FLAGS.workers)))
+        print(json.dumps(run_stage(FLAGS.stage_input, FLAGS.workers, FLAGS.stage_steady)))
         return
     from mtarcface_tf.data import preview, synthetic
     from mtarcface_tf.faces import crop_landmarks
@@ -214,6 +231,11 @@ def main(argv):
     figures["stage"] = dict(stage, crops_from="real_photos" if "real_photos" in sets else "synthfaces",
                             projected_crops_per_s_on_2_idle_cores=2 * stage["one_worker_steady_crops_per_cpu_s"])
     print(f"add_landmarks stage: {figures['stage']}")
+    if FLAGS.stage_large_crops:
+        figures["stage_large"] = time_stage(stage_crops, FLAGS.stage_large_crops, FLAGS.workers, steady=False)
+        figures["stage_marginal"] = marginal(figures["stage"], figures["stage_large"])
+        print(f"add_landmarks stage on {FLAGS.stage_large_crops:,} records: {figures['stage_large']}; start-up left "
+              f"out: {figures['stage_marginal']}")
     per_cpu, per_s = onet_cpu_rate(sets.get("real_photos", sets["synthfaces"])[0])
     figures["onet_alone_one_pass"] = {"crops_per_cpu_s": per_cpu, "crops_per_s": per_s}
     print(f"O-Net alone, one pass: {per_cpu} crops per CPU-second ({per_s}/s)")

@@ -228,7 +228,10 @@ def run_size(size, rng, work_dir):
 
 def run_index_only(size, rng):
     """The index without the store: vectors streamed in --batch_people chunks, then the same measurements."""
-    vectors_file = os.path.join(FLAGS.vectors_dir, f"vectors_{size}.bin") if FLAGS.vectors_dir else None
+    vectors_file = None
+    if FLAGS.vectors_dir:
+        os.makedirs(FLAGS.vectors_dir, exist_ok=True)
+        vectors_file = os.path.join(FLAGS.vectors_dir, f"vectors_{size}.bin")
     baseline = anon_rss_gib()
     index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
                        backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads,
