@@ -195,7 +195,7 @@ def ijb_1n_models_table(results_dir=RESULTS):
 
 
 def _ms(timing):
-    return f"{timing['p50_ms']:.1f} / {timing['p99_ms']:.1f}"
+    return f"{timing['p50_ms']:,.1f} / {timing['p99_ms']:,.1f}"
 
 
 def _recall(row, at=1):
