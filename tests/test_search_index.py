@@ -149,6 +149,26 @@ def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_pa
     np.testing.assert_array_equal(Index.load(buffer).search(queries, 5)[1], in_ram.search(queries, 5)[1])
 
 
+def test_the_default_backend_is_a_rotated_pq_fast_scan(data):
+    """The documented default structure (docs/gallery.md): faiss 4-bit PQ fast scan behind a random rotation, one
+    code per PQ_DIMS_PER_CODE dimensions."""
+    import faiss  # pylint: disable=import-outside-toplevel
+
+    ids, vectors, _ = data
+    index = make_index("ann", dim=DIM)
+    index.add(ids, vectors)
+    rotated = faiss.downcast_index(index._ann.index.index)
+    scan = faiss.downcast_index(rotated.index)
+    assert isinstance(scan, faiss.IndexPQFastScan) and scan.M == DIM // index_module.PQ_DIMS_PER_CODE
+    assert isinstance(faiss.downcast_VectorTransform(rotated.chain.at(0)), faiss.RandomRotationMatrix)
+
+
+@pytest.mark.parametrize("bad_ids", [np.array([1.0, 2.0]), np.array([[1, 2]]), np.array([-1, 2])])
+def test_ids_must_be_non_negative_integers_in_one_dimension(bad_ids):
+    with pytest.raises(SearchIndexError, match="ids must be"):
+        make_index("exact", dim=DIM).add(bad_ids, np.ones((bad_ids.size, DIM), np.float32))
+
+
 def test_unreadable_index_is_one_error():
     with pytest.raises(SearchIndexError, match="unreadable index"):
         Index.load(io.BytesIO(b"PK\x03\x04 truncated"))
