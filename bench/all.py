@@ -64,7 +64,7 @@ RUNS = [
      "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
      "--save_result=gallery_1m", 3, None),
     ("gallery_10m", "python bench/gallery.py --sizes= --index_only_sizes=10000000 --vectors_dir=/tmp/g10m "
-     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 --save_result=gallery_10m", 40, None),
+     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 --save_result=gallery_10m", 23, None),
     ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
      "--exact_probes=64 --save_result=gallery_libraries", 2, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
@@ -76,7 +76,7 @@ RUNS = [
      None),
     ("rehearsal", "python tools/rehearse.py --output_dir=/tmp/figures/rehearsal --save_result=rehearsal", 9, None),
     ("detect_realfaces", "python bench/detect_realfaces.py --images={photos}", 4, "photos"),
-    ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 2, "photos"),
+    ("crop_landmarks", "python bench/crop_landmarks.py --photos={photos}", 3, "photos"),
     ("scipy18_interp", "{scipy18_python} docs/checks/scipy18_interp.py --sets=100", 1, "scipy18_python"),
 ]
 
