@@ -203,18 +203,15 @@ def _recall(row, at=1):
     return " / ".join("–" if value is None else f"{value:.3f}" for value in parts)
 
 
-def _gallery_row(label, rate, row):
+def _gallery_row(label, rate, row, file_gib=None):
     ann = row.get("ann")
-    ram = f"{row['index_bytes'] / 2**20:,.0f} MiB"
-    if row.get("vectors_memory_mapped"):
-        ram += f" + {row['people'] * row['dim_bytes'] / 2**30:.1f} GiB file"
+    ram = f"{row['index_bytes'] / 2**20:,.0f} MiB" + (f" + {file_gib:.1f} GiB file" if file_gib else "")
     cells = [label, rate, f"{row['ann_build_seconds']:.1f}", ram, f"{row['max_rss_gib']:.1f} GiB", _ms(row["exact"]),
              f"{row['exact']['batched_ms_per_query']:.1f}"]
     if ann:
         batched = row["exact"]["batched_ms_per_query"] / ann["batched_ms_per_query"]
         cells += [_ms(ann), f"{ann['batched_ms_per_query']:.1f}", f"{row['speedup_single']:.1f}x / {batched:.0f}x",
-                  _recall(row),
-                  f"{row['recall_at_10']:.3f}", f"{row['tpir_exact']:.3f} / {row['tpir_ann']:.3f}"]
+                  _recall(row), f"{row['recall_at_10']:.3f}", f"{row['tpir_exact']:.3f} / {row['tpir_ann']:.3f}"]
     else:
         cells += ["exact below the ANN threshold", "", "", "", "", f"{row['tpir_exact']:.3f} / –"]
     return "| " + " | ".join(cells) + " |"
@@ -230,12 +227,12 @@ def gallery_table(results_dir=RESULTS):
     for row in store["figures"]["sizes"].values():
         lines.append(_gallery_row(f"{row['people']:,}", f"{row['enrol_people_per_s']:,.0f}", row))
     for record in index_only:
-        dim_bytes = record["figures"]["dim"] * (2 if record["figures"]["index_dtype"] == "float16" else 4)
+        row_bytes = record["figures"]["dim"] * (2 if record["figures"]["index_dtype"] == "float16" else 4)
         for row in record["figures"].get("index_only", {}).values():
-            mapped = ", vectors memory-mapped" if row.get("vectors_memory_mapped") else ""
-            lines.append(_gallery_row(f"{row['people']:,} (index only{mapped})",
-                                      f"({row['index_add_people_per_s']:,.0f} index adds/s)",
-                                      dict(row, dim_bytes=dim_bytes)))
+            mapped = row.get("vectors_memory_mapped")
+            lines.append(_gallery_row(f"{row['people']:,} (index only{', vectors memory-mapped' if mapped else ''})",
+                                      f"({row['index_add_people_per_s']:,.0f} index adds/s)", row,
+                                      file_gib=row["people"] * row_bytes / 2**30 if mapped else None))
     backend = store["figures"]["backend"]
     lines += ["", f"ANN backend `{backend}`, re-ranking {store['figures']['rerank']} candidates per result "
                   f"(500 at least); {store['figures']['dtype']} blobs, {store['figures']['index_dtype']} index.", "",
