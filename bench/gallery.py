@@ -35,7 +35,8 @@ from mtarcface_tf.data.synthetic import render_faces  # noqa: E402
 from mtarcface_tf.export.embedder import make_embed_fn  # noqa: E402
 from mtarcface_tf.progress import progress_bar  # noqa: E402
 from mtarcface_tf.results import report_result, save_result  # noqa: E402
-from mtarcface_tf.search.index import BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, make_index  # noqa: E402
+from mtarcface_tf.search.index import (  # noqa: E402
+    BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, MIN_CANDIDATES, make_index)
 from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
 flags.DEFINE_list("sizes", ["10000", "100000"], "Gallery sizes (people).")
@@ -49,6 +50,10 @@ flags.DEFINE_integer("ann_threshold", 50_000, "Gallery size above which the stor
 flags.DEFINE_enum("backend", DEFAULT_BACKEND, BACKENDS, "ANN backend of the store.")
 flags.DEFINE_integer("nprobe", DEFAULT_NPROBE, "IVF lists visited per query (IVF backends).")
 flags.DEFINE_integer("rerank", DEFAULT_RERANK, "ANN candidates per wanted result, re-scored exactly.")
+flags.DEFINE_integer("min_candidates", MIN_CANDIDATES, "ANN candidates re-scored per query at least.")
+flags.DEFINE_integer("pq_bytes", 0, "Bytes per PQ code (faiss-pqfs, faiss-ivfpq; 0: the backend's default).")
+flags.DEFINE_list("operating_points", [], "--index_only_sizes: the ANN also retuned to each PQ_BYTES:MIN_CANDIDATES "
+                  "(e.g. 64:2000,32:2000) and measured on the same gallery and probes.")
 flags.DEFINE_integer("batch_people", 10_000, "People per enrolment transaction.")
 flags.DEFINE_integer("probes", 200, "Mated probes (and as many non-mated) per size.")
 flags.DEFINE_integer("exact_probes", 50, "Single-query exact latency samples (exact search is slow at 1M).")
@@ -98,6 +103,12 @@ def samples(centres, rng, cosine=None, cosine_std=None):
     noise = unit(rng.normal(size=centres.shape).astype(np.float32) * spectrum(centres.shape[1]))
     noise -= np.sum(noise * centres, axis=1, keepdims=True) * centres
     return unit(a * centres + np.sqrt(1 - a ** 2) * unit(noise))
+
+
+def ann_options(backend=None):
+    """make_index's ANN keyword arguments from the flags (``backend``: --backend unless given)."""
+    return {"backend": backend or FLAGS.backend, "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank,
+            "min_candidates": FLAGS.min_candidates, "pq_bytes": FLAGS.pq_bytes or None, "threads": FLAGS.threads}
 
 
 def rss_gib():
@@ -182,26 +193,45 @@ def recalls(ids, exact_ids, mated_count):
     return result
 
 
-def measure(index, probes, mated_ids):
-    """Latency, recall and TPIR of an index, ANN against exact."""
-    searches = {"exact": lambda q, k: index.search(q, k, exact=True)}
+def measure(index, probes, mated_ids, exact_ids=None):
+    """Latency, recall and TPIR of an index, ANN against exact (``exact_ids``: exact search's ids [q, K] of
+    ``probes``, when known: then exact search is not timed again)."""
+    searches = {} if exact_ids is not None else {"exact": lambda q, k: index.search(q, k, exact=True)}
     if index.uses_ann():
         searches["ann"] = index.search
     result = latencies(searches, probes, {"exact": FLAGS.exact_probes, "ann": len(probes)})
-    exact_scores, exact_ids = index.search(probes, K, exact=True)
-    result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
+    if exact_ids is None:
+        exact_scores, exact_ids = index.search(probes, K, exact=True)
+        result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
     if index.uses_ann():
         scores, ids = index.search(probes, K)
         result.update(recalls(ids, exact_ids, len(mated_ids)))
         result["tpir_ann"] = tpir(scores, ids, mated_ids, len(mated_ids))
-        result["speedup_single"] = result["exact"]["p50_ms"] / result["ann"]["p50_ms"]
+        if "exact" in result:
+            result["speedup_single"] = result["exact"]["p50_ms"] / result["ann"]["p50_ms"]
     return result
+
+
+def operating_points(index, probes, mated_ids):
+    """The index's ANN retuned to each --operating_points entry ("PQ_BYTES:MIN_CANDIDATES"), rebuilt and measured
+    against exact search (its ids computed once): {entry: figures}."""
+    exact_ids = index.search(probes, K, exact=True)[1]
+    points = {}
+    for point in FLAGS.operating_points:
+        pq_bytes, min_candidates = (int(value) for value in point.split(":"))
+        index.retune(pq_bytes=pq_bytes, min_candidates=min_candidates)
+        began = time.perf_counter()
+        index.build_ann()
+        points[point] = {"pq_bytes": pq_bytes, "min_candidates": min_candidates,
+                         "ann_build_seconds": time.perf_counter() - began, "index_bytes": index.memory_bytes(),
+                         **measure(index, probes, mated_ids, exact_ids)}
+        print(point, json.dumps(points[point]), flush=True)
+    return points
 
 
 def run_size(size, rng, work_dir):
     path = os.path.join(work_dir, f"gallery_{size}")
-    options = {"ann_threshold": FLAGS.ann_threshold, "backend": FLAGS.backend, "nprobe": FLAGS.nprobe,
-               "rerank": FLAGS.rerank, "threads": FLAGS.threads, "dtype": FLAGS.index_dtype}
+    options = {"ann_threshold": FLAGS.ann_threshold, "dtype": FLAGS.index_dtype, **ann_options()}
     with GalleryStore.open(path, writable=True, dim=FLAGS.dim, dtype=FLAGS.dtype, fingerprint="bench",
                            index_options=options) as store:
         seconds, centres, mated_ids = enrol(store, size, rng)
@@ -234,8 +264,7 @@ def run_index_only(size, rng):
         vectors_file = os.path.join(FLAGS.vectors_dir, f"vectors_{size}.bin")
     baseline = anon_rss_gib()
     index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
-                       backend=FLAGS.backend, nprobe=FLAGS.nprobe, rerank=FLAGS.rerank, threads=FLAGS.threads,
-                       vectors_file=vectors_file)
+                       vectors_file=vectors_file, **ann_options())
     picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
     kept, seconds = [], 0.0
     for start in progress_bar(range(0, size, FLAGS.batch_people), desc=f"index {size}", unit="batch"):
@@ -256,6 +285,8 @@ def run_index_only(size, rng):
                "index_bytes": index.memory_bytes(), "vectors_memory_mapped": bool(vectors_file),
                **measure(index, probes, picks)}
     figures.update(max_rss_gib=rss_gib(), index_anon_rss_gib=anon_rss_gib() - baseline)
+    if FLAGS.operating_points:
+        figures["operating_points"] = operating_points(index, probes, picks)
     if vectors_file:
         del index
         os.remove(vectors_file)
@@ -272,8 +303,7 @@ def compare_libraries(rng):
     rows = {}
     reference = None
     for backend in FLAGS.compare_backends:
-        index = make_index("ann", dim=FLAGS.dim, dtype=FLAGS.dtype, backend=backend, nprobe=FLAGS.nprobe,
-                           rerank=FLAGS.rerank, threads=FLAGS.threads)
+        index = make_index("ann", dim=FLAGS.dim, dtype=FLAGS.dtype, **ann_options(backend))
         began = time.perf_counter()
         index.add(np.arange(size, dtype=np.int64), vectors)
         build = time.perf_counter() - began
@@ -316,8 +346,7 @@ def real_embeddings():
 def identification(enrolled, probes, mated_ids):
     """Exact rank-1 and TPIR, and the default ANN's recall and TPIR, of ``probes`` (the first len(mated_ids) mated
     with enrolled rows ``mated_ids``, the rest non-mated) against ``enrolled`` float32 [P, D]."""
-    index = make_index("ann", dim=enrolled.shape[1], dtype="float32", backend=FLAGS.backend, nprobe=FLAGS.nprobe,
-                       rerank=FLAGS.rerank, threads=FLAGS.threads)
+    index = make_index("ann", dim=enrolled.shape[1], dtype="float32", **ann_options())
     index.add(np.arange(len(enrolled), dtype=np.int64), enrolled)
     exact_scores, exact_ids = index.search(probes, K, exact=True)
     scores, ids = index.search(probes, K)
@@ -381,8 +410,8 @@ def main(argv):
     rng = np.random.default_rng(FLAGS.seed)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gallery-bench-")
     figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, "backend": FLAGS.backend,
-               "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank, "ann_threshold": FLAGS.ann_threshold,
-               "threads": FLAGS.threads,
+               "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank, "min_candidates": FLAGS.min_candidates,
+               "pq_bytes": FLAGS.pq_bytes or None, "ann_threshold": FLAGS.ann_threshold, "threads": FLAGS.threads,
                "centre_cosine": FLAGS.centre_cosine, "centre_cosine_std": FLAGS.centre_cosine_std}
     probe_pairs = samples(np.repeat(draw_centres(2000, rng), 2, axis=0), rng)
     genuine = np.sum(probe_pairs[0::2] * probe_pairs[1::2], axis=1)

@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from mtarcface_tf.search.index import MIN_CANDIDATES, pq_fast_scan_codes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "docs", "results")
 PAGES = ["README.md", "docs/*.md"]
@@ -240,6 +242,29 @@ def gallery_table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
+def gallery_points_table(results_dir=RESULTS):
+    """The default fast scan and its retuned operating points (bench/gallery.py --operating_points) on the same
+    index-only galleries and probes: PQ code bytes and candidates against latency, RAM and recall."""
+    records = [load(name, results_dir) for name in ("gallery_1m", "gallery_10m")]
+    lines = ["| people | PQ code bytes | candidates (at least) | index RAM | ANN p50 / p99 ms | ANN ms/query (64) | "
+             "speed-up single (p50) / batched | recall@1 all / mated / non-mated | recall@10 | TPIR exact / ANN |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for record in records:
+        figures = record["figures"]
+        for row in figures.get("index_only", {}).values():
+            default = {"pq_bytes": figures.get("pq_bytes") or pq_fast_scan_codes(figures["dim"]) // 2,
+                       "min_candidates": figures.get("min_candidates", MIN_CANDIDATES), **row}
+            for point in [default, *row.get("operating_points", {}).values()]:
+                ann, exact = point["ann"], row["exact"]
+                lines.append(
+                    f"| {row['people']:,} | {point['pq_bytes']} | {point['min_candidates']:,} | "
+                    f"{point['index_bytes'] / 2**20:,.0f} MiB | {_ms(ann)} | {ann['batched_ms_per_query']:.1f} | "
+                    f"{exact['p50_ms'] / ann['p50_ms']:.1f}x / "
+                    f"{exact['batched_ms_per_query'] / ann['batched_ms_per_query']:.0f}x | {_recall(point)} | "
+                    f"{point['recall_at_10']:.3f} | {row['tpir_exact']:.3f} / {point['tpir_ann']:.3f} |")
+    return "\n".join(lines + ["", source(*records)])
+
+
 def gallery_libraries_table(results_dir=RESULTS):
     """The ANN libraries side by side on one synthetic gallery (bench/gallery.py --compare_size), and mean
     templates against max over images (--templates_size)."""
@@ -378,6 +403,7 @@ TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_ru
           "quick_demo": quick_demo_table, "train_step": train_step_table, "measured": measured_table,
           "mask_placement": mask_placement_table, "ijb_1n_scale": ijb_1n_scale_table,
           "ijb_1n_models": ijb_1n_models_table, "gallery": gallery_table, "gallery_libraries": gallery_libraries_table,
+          "gallery_points": gallery_points_table,
           "partial_fc": partial_fc_table, "crop_landmarks": crop_landmarks_table,
           "rehearsal": rehearsal_table,
           "gallery_real": gallery_real_table, "results_index": results_index}

@@ -90,13 +90,12 @@ def test_ann_recall_rerank_removal_and_persistence(data, backend):
 
 
 @pytest.mark.parametrize("backend, candidates, found_share", [("faiss-pqfs", 3, 1.0), ("usearch", 10, 0.995)])
-def test_ann_keys_follow_rows_through_removals(data, backend, candidates, found_share, monkeypatch):
+def test_ann_keys_follow_rows_through_removals(data, backend, candidates, found_share):
     """Removal moves the last rows into the holes (400 of 2,600 here); with a handful of candidates per query every
     remaining entry must still find itself (the exhaustive PQ scan always; the HNSW graph, approximate, nearly), so a
     moved entry whose ANN key was not moved with it, or a stale key, fails."""
-    monkeypatch.setattr(index_module, "MIN_CANDIDATES", candidates)
     ids, vectors, _ = data
-    index = make_index("ann", dim=DIM, backend=backend, rerank=1)
+    index = make_index("ann", dim=DIM, backend=backend, rerank=1, min_candidates=candidates)
     index.add(ids, vectors)
     gone = ids[::7][:300]                          # holes all over, refilled from the end (itself partly removed)
     index.remove(np.concatenate([gone, ids[-100:]]))
@@ -109,8 +108,11 @@ def test_ann_keys_follow_rows_through_removals(data, backend, candidates, found_
     assert np.mean(found[:, 0] == ids) >= found_share
 
 
-def test_an_index_file_keyed_by_id_is_read_and_its_ann_rebuilt(data):
-    ids, vectors, queries = data
+@pytest.mark.parametrize("earlier_format", index_module.EARLIER_FORMATS)
+def test_an_index_file_of_an_earlier_format_is_read_and_its_ann_rebuilt(data, earlier_format):
+    """Format 1 keyed its ANN by id, format 2 held one unsharded fast scan and stored IVF-PQ's code size (64) for
+    every backend: neither structure is searched, and the fast scan comes back with its default code size."""
+    ids, vectors, _ = data
     index = make_index("ann", dim=DIM)
     index.add(ids, vectors)
     index.remove(ids[:10])
@@ -119,14 +121,15 @@ def test_an_index_file_keyed_by_id_is_read_and_its_ann_rebuilt(data):
     with np.load(io.BytesIO(buffer.getvalue())) as saved:
         members = dict(saved)
     meta = json.loads(str(members["meta"]))
-    members["meta"] = np.array(json.dumps({**meta, "format": index_module.ID_KEYED_FORMAT}))
+    members["meta"] = np.array(json.dumps({**meta, "format": earlier_format, "pq_bytes": 64}))
     old = io.BytesIO()
     np.savez(old, **members)
     old.seek(0)
     loaded = Index.load(old)
-    assert loaded._ann is None                     # an id-keyed structure is never searched by row
+    assert loaded._ann is None
     _, found = loaded.search(vectors[10:], 1)
     np.testing.assert_array_equal(found[:, 0], ids[10:])
+    assert loaded._ann.codes == DIM // index_module.PQ_DIMS_PER_CODE
 
 
 def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path):
@@ -149,18 +152,71 @@ def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_pa
     np.testing.assert_array_equal(Index.load(buffer).search(queries, 5)[1], in_ram.search(queries, 5)[1])
 
 
-def test_the_default_backend_is_a_rotated_pq_fast_scan(data):
+def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
     """The documented default structure (docs/gallery.md): faiss 4-bit PQ fast scan behind a random rotation, one
-    code per PQ_DIMS_PER_CODE dimensions."""
+    code per PQ_DIMS_PER_CODE dimensions, one shard per thread holding the keys (rows) congruent to its number."""
     import faiss  # pylint: disable=import-outside-toplevel
 
     ids, vectors, _ = data
+    index = make_index("ann", dim=DIM, threads=3)
+    index.add(ids, vectors)
+    index.remove(ids[:100])
+    rotation = index._ann.rotation
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(DIM), atol=1e-5)
+    assert np.abs(rotation - np.eye(DIM)).max() > 0.1
+    assert len(index._ann.shards) == 3
+    for number, shard in enumerate(index._ann.shards):
+        scan = faiss.downcast_index(shard.index)
+        assert isinstance(scan, faiss.IndexPQFastScan) and scan.M == DIM // index_module.PQ_DIMS_PER_CODE
+        keys = faiss.vector_to_array(shard.id_map)
+        assert len(keys) and np.all(keys % 3 == number)
+    assert sorted(np.concatenate([faiss.vector_to_array(shard.id_map) for shard in index._ann.shards])) \
+        == list(range(len(index)))
+
+
+def test_shards_propose_the_candidates_of_one_scan(data):
+    """Every shard holds the same codebooks, so the best ``count`` of the shards' merged proposals are the best
+    ``count`` of one scan over every entry (scores tie only by chance)."""
+    ids, vectors, queries = data
+    one, sharded = (make_index("ann", dim=DIM, threads=threads) for threads in (1, 2))
+    for index in (one, sharded):
+        index.add(ids, vectors)
+    for batch in (queries[:1], queries):
+        expected, got = one._ann.candidates(batch, 20), sharded._ann.candidates(batch, 20)
+        assert got.shape == expected.shape == (len(batch), 20)
+        assert np.mean([len(set(a) & set(b)) for a, b in zip(expected, got)]) >= 19.5
+
+
+def test_fast_scan_code_size_is_an_option(data):
+    ids, vectors, _ = data
+    small, default = make_index("ann", dim=DIM, pq_bytes=4, threads=2), make_index("ann", dim=DIM, threads=2)
+    for index in (small, default):
+        index.add(ids, vectors)
+    assert (small._ann.codes, default._ann.codes) == (8, DIM // index_module.PQ_DIMS_PER_CODE)
+    # 4 and 8 bytes of codes per entry, the two shards' last 32-entry blocks padded
+    saved = default._ann.memory_bytes() - small._ann.memory_bytes()
+    assert 4 * len(ids) <= saved <= 4 * (len(ids) + 2 * 32)
+    with pytest.raises(SearchIndexError, match="pq_bytes=5 gives 10 4-bit codes"):
+        make_index("ann", dim=DIM, pq_bytes=5)
+
+
+def test_retune_rebuilds_the_ann_with_its_new_code_size_and_keeps_the_entries(data):
+    ids, vectors, queries = data
     index = make_index("ann", dim=DIM)
     index.add(ids, vectors)
-    rotated = faiss.downcast_index(index._ann.index.index)
-    scan = faiss.downcast_index(rotated.index)
-    assert isinstance(scan, faiss.IndexPQFastScan) and scan.M == DIM // index_module.PQ_DIMS_PER_CODE
-    assert isinstance(faiss.downcast_VectorTransform(rotated.chain.at(0)), faiss.RandomRotationMatrix)
+    index.search(queries, 1)
+    index.retune(pq_bytes=4, min_candidates=7, rerank=2)
+    _, found = index.search(queries, 3)
+    assert (index._ann.codes, index._ann.count(), index.min_candidates, index.rerank) == (8, len(ids), 7, 2)
+    assert np.mean(found[:, 0] == _reference(queries, ids, vectors, 1)[1][:, 0]) >= 0.9
+    buffer = io.BytesIO()
+    index.save(buffer)
+    buffer.seek(0)
+    loaded = Index.load(buffer)
+    assert (loaded.pq_bytes, loaded.min_candidates, loaded._ann.codes) == (4, 7, 8)
+    with pytest.raises(SearchIndexError, match="pq_bytes=3"):
+        index.retune(pq_bytes=3)
+    assert index.pq_bytes == 4
 
 
 @pytest.mark.parametrize("bad_ids", [np.array([1.0, 2.0]), np.array([[1, 2]]), np.array([-1, 2])])

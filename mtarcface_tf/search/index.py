@@ -9,18 +9,21 @@ docs/gallery.md) proposes ``max(k * rerank, MIN_CANDIDATES)`` candidates per que
 the same matrix, so its scores are exact cosines and only its recall is approximate.
 No TensorFlow, no model: numpy, faiss, usearch.
 """
+import concurrent.futures
+import functools
 import json
 import zipfile
 
 import numpy as np
 
-# Defaults (the application's live in configs/common.py, ``gallery.*``, and are passed in).
+# Defaults of make_index (the gallery store and the application use them unless given index_options).
 DEFAULT_ANN_THRESHOLD = 50_000     # entries above which kind="auto" searches through the ANN index
 DEFAULT_BACKEND = "faiss-pqfs"     # chosen on recall, latency, RAM and build time at 1M: see docs/gallery.md
 DEFAULT_NPROBE = 128               # IVF lists visited per query ("faiss-ivf", "faiss-ivfpq")
 DEFAULT_RERANK = 10                # ANN candidates per wanted result, re-scored exactly
 MIN_CANDIDATES = 500               # ANN candidates re-scored per query at least (k=1 needs a margin too)
-PQ_DIMS_PER_CODE = 2               # "faiss-pqfs": vector dimensions per 4-bit code (D=512: 256 codes, 128 bytes)
+PQ_DIMS_PER_CODE = 2               # "faiss-pqfs" by default: dimensions per 4-bit code (D=512: 256 codes, 128 B)
+IVFPQ_BYTES = 64                   # "faiss-ivfpq" by default: bytes per code
 PQ_ROTATION_SEED = 1234            # "faiss-pqfs": the fixed random rotation applied before quantization
 PQ_TRAIN_POINTS = 16_384           # "faiss-pqfs": codebook training sample (16 centroids per sub-space)
 PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per centroid
@@ -31,8 +34,8 @@ LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
 TRAIN_POINTS_PER_LIST = 32         # k-means training sample per list (bounds the training time at 1M)
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_SEARCH = 128
-FORMAT = "mtarcface-index-2"           # the ANN structure is keyed by row
-ID_KEYED_FORMAT = "mtarcface-index-1"  # read too: its ANN structure (keyed by id) is dropped and rebuilt
+FORMAT = "mtarcface-index-3"           # "faiss-pqfs" is sharded, its rotation applied outside faiss
+EARLIER_FORMATS = ("mtarcface-index-2", "mtarcface-index-1")   # read too: their ANN structure is dropped and rebuilt
 KINDS = ("auto", "exact", "ann")
 BACKENDS = ("faiss-pqfs", "faiss-ivf", "faiss-ivfpq", "usearch")
 
@@ -59,8 +62,8 @@ class Index:
     """
 
     def __init__(self, kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD,
-                 backend=DEFAULT_BACKEND, nprobe=DEFAULT_NPROBE, rerank=DEFAULT_RERANK, pq_bytes=64,
-                 block_rows=DEFAULT_BLOCK_ROWS, threads=None, vectors_file=None):
+                 backend=DEFAULT_BACKEND, nprobe=DEFAULT_NPROBE, rerank=DEFAULT_RERANK, pq_bytes=None,
+                 min_candidates=None, block_rows=DEFAULT_BLOCK_ROWS, threads=None, vectors_file=None):
         if kind not in KINDS:
             raise SearchIndexError(f"index kind must be one of {KINDS}, got {kind!r}.")
         if backend not in BACKENDS:
@@ -69,7 +72,10 @@ class Index:
             raise SearchIndexError(f"index dtype must be float32 or float16, got {dtype!r}.")
         self.kind, self.dim, self.dtype, self.backend = kind, int(dim), dtype, backend
         self.ann_threshold, self.nprobe, self.rerank = int(ann_threshold), int(nprobe), int(rerank)
-        self.pq_bytes, self.block_rows, self.threads = int(pq_bytes), int(block_rows), threads
+        if backend == "faiss-pqfs":
+            pq_fast_scan_codes(self.dim, pq_bytes)
+        self.pq_bytes, self.block_rows, self.threads = pq_bytes, int(block_rows), threads
+        self.min_candidates = int(MIN_CANDIDATES if min_candidates is None else min_candidates)
         self.generation = 0
         self.vectors_file = vectors_file
         self._vectors = np.zeros((0, self.dim), dtype)   # rows [0, n) live; capacity grows geometrically
@@ -193,7 +199,7 @@ class Index:
         if self.uses_ann() and self._n and not exact:
             if self._ann is None:
                 self._build_ann()
-            count = min(self._n, max(k * self.rerank, MIN_CANDIDATES))
+            count = min(self._n, max(k * self.rerank, self.min_candidates))
             return self._rerank(queries, self._ann.candidates(queries, count), k)
         return self._exact(queries, k)
 
@@ -239,13 +245,27 @@ class Index:
         if self._n:
             self._build_ann()
 
+    def retune(self, pq_bytes=None, min_candidates=None, rerank=None):
+        """Changes the ANN's speed/recall settings (see :func:`make_index`; None keeps a setting) and drops its
+        structure when the code size changes: it is rebuilt from the vectors on the next search or
+        :meth:`build_ann`. The entries are kept. Raises SearchIndexError on a code size the backend cannot use."""
+        if pq_bytes is not None and pq_bytes != self.pq_bytes:
+            if self.backend == "faiss-pqfs":
+                pq_fast_scan_codes(self.dim, pq_bytes)
+            self.pq_bytes, self._ann = int(pq_bytes), None
+        if min_candidates is not None:
+            self.min_candidates = int(min_candidates)
+        if rerank is not None:
+            self.rerank = int(rerank)
+
     # ---- persistence ---------------------------------------------------------------------------------------------
     def save(self, file):
         """Writes the index (ids, vectors, the ANN structure, settings, ``generation``) to a binary file object
         or path as one .npz; the owner makes the write atomic (temporary name + rename)."""
         meta = {"format": FORMAT, "kind": self.kind, "dim": self.dim, "dtype": self.dtype, "backend": self.backend,
                 "ann_threshold": self.ann_threshold, "nprobe": self.nprobe, "rerank": self.rerank,
-                "pq_bytes": self.pq_bytes, "block_rows": self.block_rows, "generation": self.generation}
+                "pq_bytes": self.pq_bytes, "min_candidates": self.min_candidates, "block_rows": self.block_rows,
+                "generation": self.generation}
         ann = self._ann.serialize() if self._ann is not None else np.zeros(0, np.uint8)
         np.savez(file, meta=np.array(json.dumps(meta)), ids=self._ids[:self._n], vectors=self._vectors[:self._n],
                  ann=ann)
@@ -259,11 +279,14 @@ class Index:
                 ids, vectors, ann = data["ids"], data["vectors"], data["ann"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
             raise SearchIndexError(f"unreadable index ({type(error).__name__}: {error})") from error
-        if meta.get("format") not in (FORMAT, ID_KEYED_FORMAT):
+        if meta.get("format") not in (FORMAT,) + EARLIER_FORMATS:
             raise SearchIndexError(f"unknown index format {meta.get('format')!r}")
+        pq_bytes = meta["pq_bytes"]
+        if meta["format"] != FORMAT and meta["backend"] == "faiss-pqfs":
+            pq_bytes = None     # earlier formats stored IVF-PQ's code size here; their fast scan used the default
         index = cls(kind=meta["kind"], dim=meta["dim"], dtype=meta["dtype"], ann_threshold=meta["ann_threshold"],
-                    backend=meta["backend"], nprobe=meta["nprobe"], rerank=meta["rerank"],
-                    pq_bytes=meta["pq_bytes"], block_rows=meta["block_rows"], threads=threads)
+                    backend=meta["backend"], nprobe=meta["nprobe"], rerank=meta["rerank"], pq_bytes=pq_bytes,
+                    min_candidates=meta.get("min_candidates"), block_rows=meta["block_rows"], threads=threads)
         if vectors.shape != (len(ids), index.dim):
             raise SearchIndexError(f"index holds {vectors.shape} vectors for {len(ids)} ids")
         index.generation = int(meta["generation"])
@@ -359,47 +382,71 @@ class _FaissIVF(_FaissBackend):
         return ids
 
 
-class _FaissPQFastScan(_FaissBackend):
+class _FaissPQFastScan:
     """faiss 4-bit product quantization over inner product, every entry scanned with SIMD look-up tables ("fast
     scan"; no partitioning, so no entry is out of reach of a query: see docs/gallery.md), after a fixed random
-    rotation, ids through an IndexIDMap: native add_with_ids / remove_ids, so it stays incremental."""
+    rotation. The entries are dealt to one scan per thread by key modulo the shard count, so a single query's scan
+    runs on every core (it is bound by memory bandwidth, which one core does not use up). Each shard is an
+    IndexIDMap over an IndexPQFastScan: native add_with_ids / remove_ids, so it stays incremental."""
 
-    def __init__(self, dim, threads):
+    def __init__(self, dim, threads, code_bytes):
         import faiss  # pylint: disable=import-outside-toplevel
 
         self._faiss, self.dim = faiss, dim
         self.threads = int(threads or faiss.omp_get_max_threads())
-        self.index = None
+        self.codes = pq_fast_scan_codes(dim, code_bytes)
+        self.rotation = None       # float32 [dim, dim]: rotated = vectors @ rotation.T
+        self.shards = []           # IndexIDMap, each over its own IndexPQFastScan
 
-    def build(self, ids, vectors):
+    def build(self, keys, vectors):
         faiss = self._faiss
         faiss.omp_set_num_threads(self.threads)
-        codes = max(c for c in range(1, self.dim // PQ_DIMS_PER_CODE + 1) if self.dim % c == 0)
         # an embedding's variance is uneven over its axes; rotating spreads it evenly over the sub-quantizers
         # (recall@10 at 1M people 0.963 -> 0.999: docs/gallery.md)
         rotation = faiss.RandomRotationMatrix(self.dim, self.dim)
         rotation.init(PQ_ROTATION_SEED)
-        quantizer = faiss.IndexPQFastScan(self.dim, codes, 4, faiss.METRIC_INNER_PRODUCT)
-        rotated = faiss.IndexPreTransform(rotation, quantizer)
-        sample = np.random.default_rng(0).permutation(len(ids))[:PQ_TRAIN_POINTS]
+        self.rotation = faiss.vector_to_array(rotation.A).reshape(self.dim, self.dim).astype(np.float32)
+        sample = np.random.default_rng(0).permutation(len(keys))[:PQ_TRAIN_POINTS]
         # k-means needs more points than its 16 centroids: a tiny gallery's vectors are repeated
-        rotated.train(np.resize(np.asarray(vectors[np.sort(sample)], np.float32),
-                                (max(len(sample), PQ_MIN_TRAIN_POINTS), self.dim)))
-        self.index = faiss.IndexIDMap(rotated)
-        # the wrappers do not own what they wrap: keep the parts alive as long as the map
-        self._parts = (rotation, quantizer, rotated)
-        self.add(ids, vectors)
+        train = np.resize(np.asarray(vectors[np.sort(sample)], np.float32),
+                          (max(len(sample), PQ_MIN_TRAIN_POINTS), self.dim))
+        trained = faiss.IndexPQFastScan(self.dim, self.codes, 4, faiss.METRIC_INNER_PRODUCT)
+        trained.train(self._rotate(train))
+        self.shards = [self._id_map(faiss.clone_index(trained)) for _ in range(self.threads)]
+        self.add(keys, vectors)
+
+    def _id_map(self, scan):
+        index = self._faiss.IndexIDMap(scan)
+        scan.thisown, index.own_fields = False, True    # the map owns (and frees) its scan
+        return index
+
+    def _rotate(self, vectors):
+        return np.ascontiguousarray(np.asarray(vectors, np.float32) @ self.rotation.T)
+
+    def add(self, keys, vectors):
+        keys = np.asarray(keys, np.int64)
+        for start in range(0, len(keys), ADD_CHUNK_ROWS):
+            chunk_keys = keys[start:start + ADD_CHUNK_ROWS]
+            rotated = self._rotate(vectors[start:start + ADD_CHUNK_ROWS])
+            for number, shard in enumerate(self.shards):
+                mine = chunk_keys % len(self.shards) == number
+                if mine.any():
+                    shard.add_with_ids(np.ascontiguousarray(rotated[mine]), np.ascontiguousarray(chunk_keys[mine]))
 
     def remove(self, keys):
-        super().remove(keys)
-        self._clear_tail_slots()
+        keys = np.asarray(keys, np.int64)
+        for number, shard in enumerate(self.shards):
+            mine = keys[keys % len(self.shards) == number]
+            if len(mine):
+                shard.remove_ids(np.ascontiguousarray(mine))
+                self._clear_tail_slots(shard)
 
-    def _clear_tail_slots(self):
+    def _clear_tail_slots(self, shard):
         """faiss (1.15) IndexFastScan.remove_ids moves entries down but leaves their old 4-bit codes in the slots
         past the new end of the last 32-entry block, and a later add ORs new codes into those slots: entries added
         after a removal were then scored from garbage (found by tests/test_search_index.py). Zero those slots."""
         faiss = self._faiss
-        scan = faiss.downcast_index(faiss.downcast_index(self.index.index).index)
+        scan = faiss.downcast_index(shard.index)
         end = -(-scan.ntotal // scan.bbs) * scan.bbs
         if end == scan.ntotal:
             return
@@ -411,11 +458,59 @@ class _FaissPQFastScan(_FaissBackend):
             packer.pack_1_c(faiss.swig_ptr(zero), slot, codes)
 
     def candidates(self, queries, count):
-        # one query scans in well under a millisecond: splitting it over OpenMP threads only adds their start-up and,
-        # on shared cores, spin-waits that cost tens of ms; batches are split by query
-        self._faiss.omp_set_num_threads(1 if len(queries) == 1 else self.threads)
-        _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
-        return ids
+        rotated = self._rotate(queries)
+        if len(self.shards) == 1:
+            return self.shards[0].search(rotated, count)[1]
+        found = list(_scan_pool(len(self.shards)).map(lambda shard: shard.search(rotated, count), self.shards))
+        keys = np.concatenate([result[1] for result in found], axis=1)
+        scores = np.where(keys >= 0, np.concatenate([result[0] for result in found], axis=1), -np.inf)
+        best = np.argpartition(-scores, count - 1, axis=1)[:, :count]    # re-ranking orders them
+        return np.take_along_axis(keys, best, axis=1)
+
+    def count(self):
+        return int(sum(shard.ntotal for shard in self.shards))
+
+    def serialize(self):
+        blobs = [self._faiss.serialize_index(shard) for shard in self.shards]
+        header = np.array([len(blobs)] + [len(blob) for blob in blobs], np.int64)
+        return np.concatenate([header.view(np.uint8), self.rotation.ravel().view(np.uint8)] + blobs)
+
+    def deserialize(self, data):
+        data = np.asarray(data, np.uint8)
+        shards = int(data[:8].view(np.int64)[0])
+        sizes = data[8:8 * (shards + 1)].view(np.int64)
+        offset = 8 * (shards + 1) + 4 * self.dim * self.dim
+        self.rotation = data[8 * (shards + 1):offset].view(np.float32).reshape(self.dim, self.dim).copy()
+        self.shards = []
+        for size in sizes:
+            self.shards.append(self._faiss.deserialize_index(data[offset:offset + size]))
+            offset += size
+
+    def memory_bytes(self):
+        scans = [self._faiss.downcast_index(shard.index) for shard in self.shards]
+        return int(self.rotation.nbytes + sum(scan.codes.size() + 8 * scan.ntotal for scan in scans))
+
+
+@functools.lru_cache(maxsize=None)
+def _scan_pool(workers):
+    """A pool of ``workers`` threads (shared by the process's indexes) whose faiss calls each use one OpenMP
+    thread: the shards' scans run side by side, one per core, and faiss releases the GIL while it scans."""
+    def one_openmp_thread():
+        import faiss  # pylint: disable=import-outside-toplevel
+
+        faiss.omp_set_num_threads(1)
+
+    return concurrent.futures.ThreadPoolExecutor(workers, "pq-scan", initializer=one_openmp_thread)
+
+
+def pq_fast_scan_codes(dim, code_bytes=None):
+    """4-bit codes per vector of "faiss-pqfs" (int): ``2 * code_bytes``, or one per PQ_DIMS_PER_CODE dimensions
+    when ``code_bytes`` is None. Raises SearchIndexError unless the code count divides ``dim``."""
+    codes = dim // PQ_DIMS_PER_CODE if code_bytes is None else 2 * int(code_bytes)
+    if codes < 1 or dim % codes:
+        raise SearchIndexError(f"pq_bytes={code_bytes} gives {codes} 4-bit codes, which must divide dim={dim}; "
+                               f"choose pq_bytes with 2 * pq_bytes dividing {dim}.")
+    return codes
 
 
 class _USearchHNSW:
@@ -463,7 +558,7 @@ class _USearchHNSW:
         return int(self.index.memory_usage)
 
 
-def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=64, threads=None):
+def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=None, threads=None):
     """Returns the ANN structure named ``backend`` (one of BACKENDS): ``build(keys, vectors)``, ``add(keys,
     vectors)``, ``remove(keys)``, ``candidates(queries [q, dim], count) -> keys int64 [q, count]`` (-1 = none; an
     :class:`Index` keys its entries by row, so no id look-up stands between the candidates and re-ranking), ``count()``,
@@ -471,8 +566,8 @@ def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=64, threads=N
     if backend == "usearch":
         return _USearchHNSW(dim, threads)
     if backend == "faiss-pqfs":
-        return _FaissPQFastScan(dim, threads)
-    return _FaissIVF(dim, nprobe, pq_bytes, threads, product_quantized=backend == "faiss-ivfpq")
+        return _FaissPQFastScan(dim, threads, pq_bytes)
+    return _FaissIVF(dim, nprobe, pq_bytes or IVFPQ_BYTES, threads, product_quantized=backend == "faiss-ivfpq")
 
 
 def make_index(kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD, **options):
@@ -485,10 +580,12 @@ def make_index(kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_
       dtype: storage of the vector matrix, "float32" or "float16" (half the RAM; scores are computed in float32).
       ann_threshold: entry count above which "auto" uses the ANN.
       **options: ``backend`` ("faiss-pqfs" default | "faiss-ivf" | "faiss-ivfpq" | "usearch"), ``nprobe`` (IVF
-        only), ``rerank`` (candidates per wanted result, at least MIN_CANDIDATES), ``pq_bytes`` ("faiss-ivfpq"),
-        ``block_rows``, ``threads``, ``vectors_file`` (a path: the vector matrix lives in that memory-mapped file,
-        created or overwritten, instead of RAM, for galleries whose vectors exceed RAM; the ANN structure and ids
-        stay in RAM. :meth:`Index.save` writes the vectors into the index file as usual and :meth:`Index.load`
-        reads them into RAM).
+        only), ``rerank`` (candidates per wanted result), ``min_candidates`` (candidates per query at least;
+        default MIN_CANDIDATES), ``pq_bytes`` (bytes per PQ code: "faiss-ivfpq", default IVFPQ_BYTES; "faiss-pqfs",
+        default one 4-bit code per PQ_DIMS_PER_CODE dimensions; fewer bytes scan faster with lower recall:
+        docs/gallery.md), ``block_rows``, ``threads`` (also the fast scan's shard count), ``vectors_file`` (a
+        path: the vector matrix lives in that memory-mapped file, created or overwritten, instead of RAM, for
+        galleries whose vectors exceed RAM; the ANN structure and ids stay in RAM. :meth:`Index.save` writes the
+        vectors into the index file as usual and :meth:`Index.load` reads them into RAM).
     """
     return Index(kind=kind, dim=dim, dtype=dtype, ann_threshold=ann_threshold, **options)
