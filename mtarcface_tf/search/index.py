@@ -5,7 +5,7 @@ similarities (descending) and the caller's int64 ids, padded with ``-inf`` / ``-
 exist. The exact search keeps one contiguous matrix and does a BLAS matmul per block of gallery rows over the whole
 batch of queries with ``argpartition`` for the top-k. The ANN search (by default faiss's 4-bit product quantization
 scanned with SIMD "fast scan" over every entry; faiss IVF and usearch HNSW as the measured alternatives, see
-docs/gallery.md) proposes ``max(k * rerank, MIN_CANDIDATES)`` candidates per query, which are re-scored exactly from
+docs/gallery.md) proposes ``max(k * rerank, min_candidates)`` candidates per query, which are re-scored exactly from
 the same matrix, so its scores are exact cosines and only its recall is approximate.
 No TensorFlow, no model: numpy, faiss, usearch.
 """
@@ -322,33 +322,7 @@ def _top_k(scores, k):
     return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
-class _FaissBackend:
-    """What the faiss backends share: an ``index`` with native add_with_ids / remove_ids (so it stays incremental)
-    and faiss' own serialization. Subclasses set ``_faiss`` and define ``build`` and ``candidates``."""
-
-    def add(self, ids, vectors):
-        for start in range(0, len(ids), ADD_CHUNK_ROWS):
-            chunk = slice(start, start + ADD_CHUNK_ROWS)
-            self.index.add_with_ids(np.ascontiguousarray(vectors[chunk], np.float32),
-                                    np.ascontiguousarray(ids[chunk], np.int64))
-
-    def remove(self, ids):
-        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
-
-    def count(self):
-        return int(self.index.ntotal)
-
-    def serialize(self):
-        return self._faiss.serialize_index(self.index)
-
-    def deserialize(self, data):
-        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
-
-    def memory_bytes(self):
-        return int(self.serialize().nbytes)
-
-
-class _FaissIVF(_FaissBackend):
+class _FaissIVF:
     """faiss IVF over inner product with 8-bit scalar codes ("faiss-ivf") or product quantization
     ("faiss-ivfpq", for galleries past RAM): native add_with_ids / remove_ids, so it stays incremental."""
 
@@ -380,6 +354,27 @@ class _FaissIVF(_FaissBackend):
         self.index.nprobe = self.nprobe
         _, ids = self.index.search(np.ascontiguousarray(queries, np.float32), count)
         return ids
+
+    def add(self, ids, vectors):
+        for start in range(0, len(ids), ADD_CHUNK_ROWS):
+            chunk = slice(start, start + ADD_CHUNK_ROWS)
+            self.index.add_with_ids(np.ascontiguousarray(vectors[chunk], np.float32),
+                                    np.ascontiguousarray(ids[chunk], np.int64))
+
+    def remove(self, ids):
+        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
+
+    def count(self):
+        return int(self.index.ntotal)
+
+    def serialize(self):
+        return self._faiss.serialize_index(self.index)
+
+    def deserialize(self, data):
+        self.index = self._faiss.deserialize_index(np.asarray(data, np.uint8))
+
+    def memory_bytes(self):
+        return int(self.serialize().nbytes)
 
 
 class _FaissPQFastScan:
@@ -504,9 +499,12 @@ def _scan_pool(workers):
 
 
 def pq_fast_scan_codes(dim, code_bytes=None):
-    """4-bit codes per vector of "faiss-pqfs" (int): ``2 * code_bytes``, or one per PQ_DIMS_PER_CODE dimensions
-    when ``code_bytes`` is None. Raises SearchIndexError unless the code count divides ``dim``."""
-    codes = dim // PQ_DIMS_PER_CODE if code_bytes is None else 2 * int(code_bytes)
+    """4-bit codes per vector of "faiss-pqfs" (int): ``2 * code_bytes``, or, when ``code_bytes`` is None, the
+    largest divisor of ``dim`` up to one per PQ_DIMS_PER_CODE dimensions. Raises SearchIndexError unless the code
+    count divides ``dim``."""
+    if code_bytes is None:
+        return max(c for c in range(1, max(1, dim // PQ_DIMS_PER_CODE) + 1) if dim % c == 0)
+    codes = 2 * int(code_bytes)
     if codes < 1 or dim % codes:
         raise SearchIndexError(f"pq_bytes={code_bytes} gives {codes} 4-bit codes, which must divide dim={dim}; "
                                f"choose pq_bytes with 2 * pq_bytes dividing {dim}.")
