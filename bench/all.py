@@ -62,9 +62,10 @@ RUNS = [
      "--batch_people=20000 --save_result=gallery", 5, None),
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
      "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
-     "--save_result=gallery_1m", 3, None),
+     "--operating_points=64:1000,64:2000,32:2000,32:8000 --save_result=gallery_1m", 4, None),
     ("gallery_10m", "python bench/gallery.py --sizes= --index_only_sizes=10000000 --vectors_dir=/tmp/g10m "
-     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 --save_result=gallery_10m", 23, None),
+     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 --operating_points=64:2000,32:2000 "
+     "--save_result=gallery_10m", 35, None),
     ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
      "--exact_probes=64 --save_result=gallery_libraries", 2, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
