@@ -108,6 +108,20 @@ def test_ann_keys_follow_rows_through_removals(data, backend, candidates, found_
     assert np.mean(found[:, 0] == ids) >= found_share
 
 
+@pytest.mark.parametrize("backend", ["faiss-pqfs", "usearch"])
+def test_a_moved_entry_removed_in_the_same_call_leaves_no_key_behind(data, backend):
+    """Removing the second-to-last entry moves the last into its row; removing that one too (same call) ends the
+    index at that row. No ANN key may remain there, or the next entry added to the row is proposed twice."""
+    ids, vectors, _ = data
+    index = make_index("ann", dim=DIM, backend=backend, rerank=1, min_candidates=5)
+    index.add(ids, vectors)
+    index.remove(ids[-2:])
+    assert index._ann.count() == len(index) == len(ids) - 2
+    index.add(ids[-1:], vectors[-1:])
+    _, found = index.search(vectors[-1:], 3)
+    assert found[0, 0] == ids[-1] and len(set(found[0])) == 3
+
+
 @pytest.mark.parametrize("earlier_format", index_module.EARLIER_FORMATS)
 def test_an_index_file_of_an_earlier_format_is_read_and_its_ann_rebuilt(data, earlier_format):
     """Format 1 keyed its ANN by id, format 2 held one unsharded fast scan and stored IVF-PQ's code size (64) for
