@@ -32,8 +32,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -n 2 --dist worksteal -q -m slow tests $(ARGS) || test $$? -eq 5
 
-# Every figure README.md and docs/*.md cite, re-measured at the current commit (about two and a half hours on 2 idle
-# cores; ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.
+# Every figure README.md and docs/*.md cite, re-measured at the current commit (about two and three-quarter hours on 2
+# idle cores; ARGS=--list shows the runs, ARGS=--only=NAME,... some of them), then the tables rewritten from docs/results/.
 figures: $(STAMP)
 	$(PY) bench/all.py $(ARGS)
 

@@ -193,16 +193,15 @@ def recalls(ids, exact_ids, mated_count):
     return result
 
 
-def measure(index, probes, mated_ids, exact_ids=None):
-    """Latency, recall and TPIR of an index, ANN against exact (``exact_ids``: exact search's ids [q, K] of
-    ``probes``, when known: then exact search is not timed again)."""
-    searches = {} if exact_ids is not None else {"exact": lambda q, k: index.search(q, k, exact=True)}
+def measure(index, probes, mated_ids, exact=None, time_exact=True):
+    """Latency, recall and TPIR of an index, ANN against exact (``exact``: exact search's (scores, ids) [q, K] of
+    ``probes`` when already known; ``time_exact``: also time exact search)."""
+    searches = {"exact": lambda q, k: index.search(q, k, exact=True)} if time_exact else {}
     if index.uses_ann():
         searches["ann"] = index.search
     result = latencies(searches, probes, {"exact": FLAGS.exact_probes, "ann": len(probes)})
-    if exact_ids is None:
-        exact_scores, exact_ids = index.search(probes, K, exact=True)
-        result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
+    exact_scores, exact_ids = exact if exact is not None else index.search(probes, K, exact=True)
+    result["tpir_exact"] = tpir(exact_scores, exact_ids, mated_ids, len(mated_ids))
     if index.uses_ann():
         scores, ids = index.search(probes, K)
         result.update(recalls(ids, exact_ids, len(mated_ids)))
@@ -212,10 +211,9 @@ def measure(index, probes, mated_ids, exact_ids=None):
     return result
 
 
-def operating_points(index, probes, mated_ids):
+def operating_points(index, probes, mated_ids, exact):
     """The index's ANN retuned to each --operating_points entry ("PQ_BYTES:MIN_CANDIDATES"), rebuilt and measured
-    against exact search (its ids computed once): {entry: figures}."""
-    exact_ids = index.search(probes, K, exact=True)[1]
+    against ``exact`` (exact search's (scores, ids) of ``probes``): {entry: figures}."""
     points = {}
     for point in FLAGS.operating_points:
         pq_bytes, min_candidates = (int(value) for value in point.split(":"))
@@ -224,7 +222,7 @@ def operating_points(index, probes, mated_ids):
         index.build_ann()
         points[point] = {"pq_bytes": pq_bytes, "min_candidates": min_candidates,
                          "ann_build_seconds": time.perf_counter() - began, "index_bytes": index.memory_bytes(),
-                         **measure(index, probes, mated_ids, exact_ids)}
+                         **measure(index, probes, mated_ids, exact, time_exact=False)}
         print(point, json.dumps(points[point]), flush=True)
     return points
 
@@ -281,12 +279,13 @@ def run_index_only(size, rng):
     build = time.perf_counter() - began
     centres = np.concatenate(kept)
     probes = np.concatenate([samples(centres, rng), samples(draw_centres(len(centres), rng), rng)])
+    exact = index.search(probes, K, exact=True)
     figures = {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
                "index_bytes": index.memory_bytes(), "vectors_memory_mapped": bool(vectors_file),
-               **measure(index, probes, picks)}
+               **measure(index, probes, picks, exact)}
     figures.update(max_rss_gib=rss_gib(), index_anon_rss_gib=anon_rss_gib() - baseline)
     if FLAGS.operating_points:
-        figures["operating_points"] = operating_points(index, probes, picks)
+        figures["operating_points"] = operating_points(index, probes, picks, exact)
     if vectors_file:
         del index
         os.remove(vectors_file)
@@ -409,9 +408,8 @@ def main(argv):
     del argv
     rng = np.random.default_rng(FLAGS.seed)
     work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="gallery-bench-")
-    figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, "backend": FLAGS.backend,
-               "nprobe": FLAGS.nprobe, "rerank": FLAGS.rerank, "min_candidates": FLAGS.min_candidates,
-               "pq_bytes": FLAGS.pq_bytes or None, "ann_threshold": FLAGS.ann_threshold, "threads": FLAGS.threads,
+    figures = {"dim": FLAGS.dim, "dtype": FLAGS.dtype, "index_dtype": FLAGS.index_dtype, **ann_options(),
+               "ann_threshold": FLAGS.ann_threshold,
                "centre_cosine": FLAGS.centre_cosine, "centre_cosine_std": FLAGS.centre_cosine_std}
     probe_pairs = samples(np.repeat(draw_centres(2000, rng), 2, axis=0), rng)
     genuine = np.sum(probe_pairs[0::2] * probe_pairs[1::2], axis=1)

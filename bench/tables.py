@@ -237,7 +237,8 @@ def gallery_table(results_dir=RESULTS):
                                       file_gib=row["people"] * row_bytes / 2**30 if mapped else None))
     backend = store["figures"]["backend"]
     lines += ["", f"ANN backend `{backend}`, re-ranking {store['figures']['rerank']} candidates per result "
-                  f"(500 at least); {store['figures']['dtype']} blobs, {store['figures']['index_dtype']} index.", "",
+                  f"({store['figures'].get('min_candidates', MIN_CANDIDATES)} at least); {store['figures']['dtype']} "
+                  f"blobs, {store['figures']['index_dtype']} index.", "",
               source(store, *index_only)]
     return "\n".join(lines)
 
