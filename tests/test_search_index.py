@@ -191,17 +191,19 @@ def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
         == list(range(len(index)))
 
 
-def test_shards_propose_the_candidates_of_one_scan(data):
+@pytest.mark.parametrize("count, share", [(20, 0.975), (600, 0.995)])
+def test_shards_propose_the_candidates_of_one_scan(data, count, share):
     """Every shard holds the same codebooks, so the best ``count`` of the shards' merged proposals are the best
-    ``count`` of one scan over every entry (scores tie only by chance)."""
+    ``count`` of one scan over every entry (scores tie only by chance), also where each shard proposes fewer than
+    ``count`` (600 of 3000 entries: 370 per shard; 300 each, their mean share, finds 98.6% of them)."""
     ids, vectors, queries = data
     one, sharded = (make_index("ann", dim=DIM, threads=threads) for threads in (1, 2))
     for index in (one, sharded):
         index.add(ids, vectors)
     for batch in (queries[:1], queries):
-        expected, got = one._ann.candidates(batch, 20), sharded._ann.candidates(batch, 20)
-        assert got.shape == expected.shape == (len(batch), 20)
-        assert np.mean([len(set(a) & set(b)) for a, b in zip(expected, got)]) >= 19.5
+        expected, got = one._ann.candidates(batch, count), sharded._ann.candidates(batch, count)
+        assert got.shape == expected.shape == (len(batch), count)
+        assert np.mean([len(set(a) & set(b)) for a, b in zip(expected, got)]) >= share * count
 
 
 def test_fast_scan_code_size_is_an_option(data):

@@ -12,6 +12,7 @@ No TensorFlow, no model: numpy, faiss, usearch.
 import concurrent.futures
 import functools
 import json
+import math
 import zipfile
 
 import numpy as np
@@ -27,6 +28,7 @@ IVFPQ_BYTES = 64                   # "faiss-ivfpq" by default: bytes per code
 PQ_ROTATION_SEED = 1234            # "faiss-pqfs": the fixed random rotation applied before quantization
 PQ_TRAIN_POINTS = 16_384           # "faiss-pqfs": codebook training sample (16 centroids per sub-space)
 PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per centroid
+SHARD_SPREAD_SDS = 4               # "faiss-pqfs": each shard proposes count/S plus this many binomial std of it
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
 ADD_CHUNK_ROWS = 65_536            # rows handed to the ANN library per call (bounds the float32 copy it needs)
 RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training
@@ -224,7 +226,9 @@ class Index:
         valid = (rows >= 0) & (rows < self._n)
         rows = np.where(valid, rows, 0)
         vectors = self._vectors[rows].astype(np.float32, copy=False)   # [q, c, dim]
-        scores = np.matmul(vectors, queries[:, :, None])[:, :, 0]
+        # einsum's own loop, not BLAS: a threaded BLAS call leaves its threads spinning for a while, and they took
+        # the cores from the next query's shard scans (measured in docs/gallery.md)
+        scores = np.einsum("qcd,qd->qc", vectors, queries)
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
         width = min(k, scores.shape[1])
         order = _top_k(scores, width)
@@ -456,7 +460,8 @@ class _FaissPQFastScan:
         rotated = self._rotate(queries)
         if len(self.shards) == 1:
             return self.shards[0].search(rotated, count)[1]
-        found = list(_scan_pool(len(self.shards)).map(lambda shard: shard.search(rotated, count), self.shards))
+        per_shard = shard_candidates(count, len(self.shards))
+        found = list(_scan_pool(len(self.shards)).map(lambda shard: shard.search(rotated, per_shard), self.shards))
         keys = np.concatenate([result[1] for result in found], axis=1)
         scores = np.where(keys >= 0, np.concatenate([result[0] for result in found], axis=1), -np.inf)
         best = np.argpartition(-scores, count - 1, axis=1)[:, :count]    # re-ranking orders them
@@ -496,6 +501,15 @@ def _scan_pool(workers):
         faiss.omp_set_num_threads(1)
 
     return concurrent.futures.ThreadPoolExecutor(workers, "pq-scan", initializer=one_openmp_thread)
+
+
+def shard_candidates(count, shards):
+    """Candidates (int) each of ``shards`` scans proposes for ``count`` merged ones. Entries are dealt to shards by
+    key, independently of any query, so a shard holds a binomial share of the best ``count``: its mean ``count /
+    shards`` plus SHARD_SPREAD_SDS standard deviations (at most ``count``): a scan's cost grows with the number it
+    keeps."""
+    share = count / shards
+    return min(count, math.ceil(share + SHARD_SPREAD_SDS * math.sqrt(share)))
 
 
 def pq_fast_scan_codes(dim, code_bytes=None):
