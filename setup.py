@@ -30,8 +30,9 @@ setup(
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "jax[cpu]>=0.4.30",
                 # Keras 2, the independent implementation the reference-fidelity tests compare with
                 "tf-keras>=2.21,<2.22",
-                # the ANN library the gallery's index is measured against (bench/gallery.py, test_search_index.py)
-                "usearch>=2.12",
+                # the ANN libraries the gallery's index is measured against (bench/gallery.py, test_search_index.py;
+                # ScaNN's numpy searcher only: its TensorFlow ops do not load beside TensorFlow 2.21)
+                "usearch>=2.12", "scann>=1.4",
                 # the linter behind `make lint` (ruff.toml; CI runs it)
                 "ruff>=0.6"],
         "datasets": ["tensorflow-datasets>=4.9", "importlib_resources"],

@@ -15,12 +15,15 @@ recall@1 / @10 of the ANN against exact search (all probes, mated, non-mated), a
 both. ``--compare_size`` runs the ANN libraries side by side on one gallery (no store); ``--templates_size``
 compares a mean template per person with max-over-images on several images per person. The last line printed is JSON.
 """
+import importlib.util
 import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
+import types
 
 from mtarcface_tf.quiet import quiet_tensorflow
 
@@ -36,7 +39,7 @@ from mtarcface_tf.export.embedder import make_embed_fn  # noqa: E402
 from mtarcface_tf.progress import progress_bar  # noqa: E402
 from mtarcface_tf.results import report_result, save_result  # noqa: E402
 from mtarcface_tf.search.index import (  # noqa: E402
-    BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, MIN_CANDIDATES, make_index)
+    BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, LISTS_PER_SQRT, MIN_CANDIDATES, make_index)
 from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
 flags.DEFINE_list("sizes", ["10000", "100000"], "Gallery sizes (people).")
@@ -62,7 +65,9 @@ flags.DEFINE_list("index_only_sizes", [], "Sizes measured on the index alone (no
 flags.DEFINE_string("vectors_dir", None, "--index_only_sizes keep the index's vectors in a memory-mapped file in this "
                     "folder (removed afterwards) instead of RAM: for galleries whose vectors exceed RAM.")
 flags.DEFINE_integer("compare_size", 0, "Gallery size for the ANN library comparison (0: skip).")
-flags.DEFINE_list("compare_backends", list(BACKENDS), "Libraries compared.")
+flags.DEFINE_list("compare_backends", list(BACKENDS) + ["scann-ah", "scann-tree"], "Libraries compared: the index's "
+                  "backends, and ScaNN (bench only) scoring every entry with asymmetric hashing (scann-ah) or the "
+                  "entries of a tree's nearest leaves (scann-tree), re-ordered exactly.")
 flags.DEFINE_integer("templates_size", 0, "People for mean-vs-max templates (0: skip).")
 flags.DEFINE_integer("images_per_person", 4, "Enrolment images per person for the templates comparison.")
 flags.DEFINE_string("real_model", None, "A trained model (export or workdir, e.g. the demo's runs/demo/export): its "
@@ -78,6 +83,8 @@ FLAGS = flags.FLAGS
 K = 10
 BATCH = 64
 FPIR = 0.01
+SCANN_DIMS_PER_BLOCK = 2            # ScaNN's asymmetric hashing: 4-bit codes, 2 dims each (faiss-pqfs's size)
+SCANN_ANISOTROPIC_THRESHOLD = 0.2   # ScaNN's recommended anisotropic quantization threshold for inner product
 
 
 def unit(rows):
@@ -292,6 +299,69 @@ def run_index_only(size, rng):
     return figures
 
 
+def scann_pybind():
+    """ScaNN's numpy searcher module (``scann_ops_pybind``), imported without the ``scann`` package's
+    ``__init__``, which also loads ScaNN's TensorFlow ops, and those fail beside TensorFlow 2.21 (an undefined
+    absl symbol)."""
+    if "scann" not in sys.modules:
+        spec = importlib.util.find_spec("scann")
+        if spec is None:
+            raise app.UsageError("--compare_backends names ScaNN: pip install scann (it is not a dependency).")
+        package = types.ModuleType("scann")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["scann"] = package
+    from scann.scann_ops.py import scann_ops_pybind  # pylint: disable=import-outside-toplevel
+
+    return scann_ops_pybind
+
+
+class ScannSearch:
+    """A ScaNN searcher over ``vectors`` (float32 [n, D], ids = rows) behind the index's ``search`` signature:
+    asymmetric hashing of every entry (``tree=False``, the same idea as faiss-pqfs) or of a tree's --nprobe
+    nearest leaves of ``LISTS_PER_SQRT * sqrt(n)``, then ScaNN's own exact re-ordering of ``candidates``."""
+
+    def __init__(self, vectors, candidates, tree):
+        builder = scann_pybind().builder(vectors, K, "dot_product")
+        if tree:
+            leaves = int(LISTS_PER_SQRT * np.sqrt(len(vectors)))
+            builder = builder.tree(num_leaves=leaves, num_leaves_to_search=min(FLAGS.nprobe, leaves))
+        builder = builder.score_ah(SCANN_DIMS_PER_BLOCK, anisotropic_quantization_threshold=SCANN_ANISOTROPIC_THRESHOLD)
+        self.searcher = builder.reorder(candidates).set_n_training_threads(FLAGS.threads).build(
+            docids=[str(row) for row in range(len(vectors))])    # docids: ScaNN deletes only by them
+        self.searcher.set_num_threads(FLAGS.threads)
+        self.candidates = candidates
+
+    def search(self, queries, k):
+        """(scores float32 [q, k], rows int64 [q, k]); row = id until the first removal. A batch is split over
+        --threads by ScaNN, one query runs on one thread."""
+        parallel = len(queries) > 1
+        rows, scores = self.searcher.searcher.search_batched(queries, k, self.candidates, -1, parallel, BATCH)
+        return scores, np.asarray(rows, np.int64)
+
+    def remove(self, ids):
+        self.searcher.delete([str(i) for i in ids])
+
+    def memory_bytes(self):
+        """Bytes of the serialized searcher without its float32 copy of the entries (the re-ordering matrix, which
+        the comparison leaves out for every library)."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.searcher.serialize(folder)
+            return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)
+                       if name != "dataset.npy")
+
+
+def make_compared(backend, vectors):
+    """(search object, build seconds) of one --compare_backends entry over ``vectors`` (ids = rows)."""
+    began = time.perf_counter()
+    if backend.startswith("scann"):
+        options = ann_options("faiss-pqfs")
+        searcher = ScannSearch(vectors, max(K * options["rerank"], options["min_candidates"]), backend == "scann-tree")
+    else:
+        searcher = make_index("ann", dim=FLAGS.dim, dtype=FLAGS.dtype, **ann_options(backend))
+        searcher.add(np.arange(len(vectors), dtype=np.int64), vectors)
+    return searcher, time.perf_counter() - began
+
+
 def compare_libraries(rng):
     """Each ANN library on one gallery of --compare_size people: build s, bytes, latency, recall against exact."""
     size = FLAGS.compare_size
@@ -300,21 +370,18 @@ def compare_libraries(rng):
     picks = rng.choice(size, FLAGS.probes, replace=False)
     probes = np.concatenate([samples(centres[picks], rng), samples(draw_centres(FLAGS.probes, rng), rng)])
     rows = {}
-    reference = None
+    reference = make_index("exact", dim=FLAGS.dim, dtype=FLAGS.dtype)
+    reference.add(np.arange(size, dtype=np.int64), vectors)
+    reference = reference.search(probes, K)[1]
     for backend in FLAGS.compare_backends:
-        index = make_index("ann", dim=FLAGS.dim, dtype=FLAGS.dtype, **ann_options(backend))
-        began = time.perf_counter()
-        index.add(np.arange(size, dtype=np.int64), vectors)
-        build = time.perf_counter() - began
-        if reference is None:
-            reference = index.search(probes, K, exact=True)[1]
+        index, build = make_compared(backend, vectors)
         ids = index.search(probes, K)[1]
         removal = time.perf_counter()
         index.remove(np.arange(100, dtype=np.int64))
         removal = time.perf_counter() - removal
         timing = latencies({"ann": index.search}, probes, {"ann": len(probes)})["ann"]
-        rows[backend] = {"build_seconds": build, "ann_bytes": index.memory_bytes() - vectors.nbytes // (
-            2 if FLAGS.dtype == "float16" else 1), **timing,
+        matrix = 0 if isinstance(index, ScannSearch) else len(index) * FLAGS.dim * np.dtype(FLAGS.dtype).itemsize
+        rows[backend] = {"build_seconds": build, "ann_bytes": index.memory_bytes() - matrix, **timing,
             **recalls(ids, reference, FLAGS.probes), "remove_100_seconds": removal}
         print(backend, json.dumps(rows[backend]), flush=True)
         del index
