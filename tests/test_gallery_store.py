@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from mtarcface_tf.search import index as index_module
 from mtarcface_tf.search.store import (
     INDEX_NAME,
     GalleryStore,
@@ -176,3 +177,85 @@ def test_kill_9_during_enrolment_of_10k_people(tmp_path):
         assert last + 1 <= len(people) <= last + 2           # at most the person being written is lost
         assert {count for _, _, count in people} == {3}      # no half-written person
         _consistent(store)
+
+
+# ---- the index's vectors in the gallery folder's vector file, mapped by every process ---------------------------
+def _vector_files(path):
+    return sorted(name for name in os.listdir(path) if name.startswith("vectors-"))
+
+
+def _enrol(store, first, count):
+    store.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 2)} for i in range(first, first + count)])
+
+
+def _top_k(queries, ids, templates, k):
+    """numpy's full sort of a snapshot's similarities: the reference a reader's results must keep."""
+    scores = queries @ templates.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def test_readers_map_the_saved_vectors_and_keep_their_catch_up_in_ram(tmp_path):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 300)
+    assert _vector_files(path) == ["vectors-1.bin"]
+    assert (path / "vectors-1.bin").stat().st_size == 300 * DIM * 4
+    writer = GalleryStore.open(path, writable=True)
+    _enrol(writer, 300, 20)                      # committed, not yet saved: a reader catches up in its RAM
+    writer.remove("p5")
+    with GalleryStore.open(path) as reader:
+        assert isinstance(reader.index._base, np.memmap) and reader.index._n_base == 300
+        assert reader.index.memory_bytes() < 320 * 8 + 20 * DIM * 4 + 4096
+        assert reader.stats()["vectors_bytes"] == 300 * DIM * 4
+        _consistent(reader)
+    assert (path / "vectors-1.bin").stat().st_size == 300 * DIM * 4
+    writer.close()
+    assert (path / "vectors-1.bin").stat().st_size == 320 * DIM * 4
+    with GalleryStore.open(path, writable=True, map_vectors=False) as store:     # back to RAM: the file goes
+        assert store.index.vectors_file is None
+        _consistent(store)
+    assert _vector_files(path) == []
+    with GalleryStore.open(path, map_vectors=False) as reader:
+        _consistent(reader)
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann"])
+def test_a_reader_keeps_its_snapshot_while_the_writer_removes_enrols_flushes_and_compacts(tmp_path, monkeypatch,
+                                                                                          kind):
+    """A reader opened on the saved gallery maps the same file pages as the writer writes (one page cache); its
+    results must stay numpy's top-k over its snapshot through removals, enrolments, saves and a compaction."""
+    monkeypatch.setattr(index_module, "TAIL_ROWS", 16)            # the writer appends to the file between saves too
+    monkeypatch.setattr(index_module, "COMPACT_MIN_DEAD_ROWS", 8)
+    path, options = tmp_path / "g", {"kind": kind, "min_candidates": 1000}     # ANN: every row re-ranked
+    writer = GalleryStore.open(path, writable=True, index_options=options)
+    _enrol(writer, 0, 200)
+    writer.flush()
+    reader = GalleryStore.open(path, index_options=options)
+    ids, templates = reader.templates()
+    queries = _vectors(7, 20)
+    expected = _top_k(queries, ids, templates, 10)
+
+    def reader_unchanged():
+        scores, found = reader.search(queries, 10)
+        np.testing.assert_array_equal(found, expected[1])
+        np.testing.assert_allclose(scores, expected[0], atol=1e-5)
+
+    for name in [f"p{i}" for i in range(0, 200, 10)]:
+        writer.remove(name)
+    _enrol(writer, 200, 40)
+    reader_unchanged()
+    writer.flush()
+    reader_unchanged()
+    for name in [f"p{i}" for i in range(1, 130, 2)]:              # past a quarter of the rows dead: compacted
+        writer.remove(name)
+    assert os.path.basename(writer.index.vectors_file) == "vectors-2.bin"
+    _enrol(writer, 240, 30)
+    writer.flush()
+    assert _vector_files(path) == ["vectors-2.bin"]               # the reader's file is gone from the folder
+    reader_unchanged()
+    writer.close()
+    reader_unchanged()
+    reader.close()
+    with GalleryStore.open(path) as reopened:
+        _consistent(reopened)

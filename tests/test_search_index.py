@@ -125,48 +125,70 @@ def test_a_moved_entry_removed_in_the_same_call_leaves_no_key_behind(data, backe
     assert found[0, 0] == ids[-1] and len(set(found[0])) == 3
 
 
-@pytest.mark.parametrize("earlier_format", index_module.EARLIER_FORMATS)
+def _as_format(index, earlier_format, **meta_changes):
+    """``index`` (no dead rows) saved as a file of ``earlier_format``: the same members (meta, ids, vectors, ann),
+    the format and ``meta_changes`` in its meta."""
+    buffer = io.BytesIO()
+    index.save(buffer)
+    with np.load(io.BytesIO(buffer.getvalue())) as saved:
+        members = dict(saved)
+    assert (members["ids"] >= 0).all() and "vectors" in members
+    meta = json.loads(str(members["meta"]))
+    members["meta"] = np.array(json.dumps({**meta, "format": earlier_format, **meta_changes}))
+    old = io.BytesIO()
+    np.savez(old, **members)
+    old.seek(0)
+    return old
+
+
+@pytest.mark.parametrize("earlier_format", ["mtarcface-index-2", "mtarcface-index-1"])
 def test_an_index_file_of_an_earlier_format_is_read_and_its_ann_rebuilt(data, earlier_format):
     """Format 1 keyed its ANN by id, format 2 held one unsharded fast scan and stored IVF-PQ's code size (64) for
     every backend: neither structure is searched, and the fast scan comes back with its default code size."""
     ids, vectors, _ = data
     index = make_index("ann", dim=DIM)
-    index.add(ids, vectors)
-    index.remove(ids[:10])
-    buffer = io.BytesIO()
-    index.save(buffer)
-    with np.load(io.BytesIO(buffer.getvalue())) as saved:
-        members = dict(saved)
-    meta = json.loads(str(members["meta"]))
-    members["meta"] = np.array(json.dumps({**meta, "format": earlier_format, "pq_bytes": 64}))
-    old = io.BytesIO()
-    np.savez(old, **members)
-    old.seek(0)
-    loaded = Index.load(old)
+    index.add(ids[10:], vectors[10:])
+    loaded = Index.load(_as_format(index, earlier_format, pq_bytes=64))
     assert loaded._ann is None
     _, found = loaded.search(vectors[10:], 1)
     np.testing.assert_array_equal(found[:, 0], ids[10:])
     assert loaded._ann.codes == DIM // index_module.PQ_DIMS_PER_CODE
 
 
-def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path):
+def test_an_index_file_of_format_3_keeps_its_ann_and_code_size(data):
+    """Format 3 (vectors in the .npz, no dead rows) holds the sharded fast scan keyed by row, as now: read as is."""
+    assert "mtarcface-index-3" in index_module.EARLIER_FORMATS
+    ids, vectors, queries = data
+    index = make_index("ann", dim=DIM, pq_bytes=8, threads=2)
+    index.add(ids, vectors)
+    loaded = Index.load(_as_format(index, "mtarcface-index-3"), threads=2)
+    assert loaded._ann is not None and loaded._ann.codes == 16 and loaded.pq_bytes == 8
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], index.search(queries, 5)[1])
+
+
+def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "TAIL_ROWS", 1000)
     ids, vectors, queries = data
     in_ram = make_index("ann", dim=DIM, dtype="float16")
     mapped = make_index("ann", dim=DIM, dtype="float16", vectors_file=str(tmp_path / "vectors.f16"))
     for index in (in_ram, mapped):
-        for start in range(0, len(ids), 700):        # the file grows (and is mapped again) several times
+        for start in range(0, len(ids), 700):        # the tail goes to the file (mapped again, longer) twice
             index.add(ids[start:start + 700], vectors[start:start + 700])
         index.remove(ids[:30])
-    assert isinstance(mapped.vectors, np.memmap)
+    assert isinstance(mapped._base, np.memmap) and mapped._n_base == 2800
+    assert (tmp_path / "vectors.f16").stat().st_size == 2800 * DIM * 2
+    assert mapped.memory_bytes() < in_ram.memory_bytes() - 2000 * DIM * 2
     np.testing.assert_array_equal(mapped.vectors, in_ram.vectors)
-    assert (tmp_path / "vectors.f16").stat().st_size >= len(mapped) * DIM * 2
+    np.testing.assert_array_equal(mapped.ids, in_ram.ids)
     for exact in (False, True):
         found = mapped.search(queries, 5, exact=exact)[1]
         np.testing.assert_array_equal(found, in_ram.search(queries, 5, exact=exact)[1])
-    buffer = io.BytesIO()
-    mapped.save(buffer)
-    buffer.seek(0)
-    np.testing.assert_array_equal(Index.load(buffer).search(queries, 5)[1], in_ram.search(queries, 5)[1])
+    mapped.save(tmp_path / "index.npz")
+    assert (tmp_path / "vectors.f16").stat().st_size == len(ids) * DIM * 2
+    loaded = Index.load(tmp_path / "index.npz")
+    assert isinstance(loaded._base, np.memmap) and loaded._n_base == len(ids)
+    assert loaded.memory_bytes() <= in_ram.memory_bytes() - len(ids) * DIM * 2
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], in_ram.search(queries, 5)[1])
 
 
 def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
@@ -188,7 +210,7 @@ def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
         keys = faiss.vector_to_array(shard.id_map)
         assert len(keys) and np.all(keys % 3 == number)
     assert sorted(np.concatenate([faiss.vector_to_array(shard.id_map) for shard in index._ann.shards])) \
-        == list(range(len(index)))
+        == list(range(100, len(ids)))      # the live rows: removed entries' rows stay, dead
 
 
 def test_shards_propose_the_candidates_of_one_scan(data):
