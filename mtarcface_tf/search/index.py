@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import secrets
 import zipfile
 
 import numpy as np
@@ -45,6 +46,8 @@ TAIL_ROWS = 65_536                 # a file-backed index appends its RAM tail to
 COMPACT_DEAD_SHARE = 0.25          # removed entries' rows past this share of all rows: the live ones are compacted
 COMPACT_MIN_DEAD_ROWS = 1024       # ... once there are at least this many
 MIN_CAPACITY = 1024                # rows allocated at least when the RAM tail or the id array grows
+NAME_TOKEN_BYTES = 8               # random bytes in a new vector file's name (compaction, the store's new files)
+NAME_TOKEN = re.compile(rf"-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}$")
 KINDS = ("auto", "exact", "ann")
 BACKENDS = ("faiss-pqfs", "faiss-ivf", "faiss-ivfpq", "usearch")
 
@@ -181,7 +184,7 @@ class Index:
         """Drops the dead rows: the live ones are copied into a fresh matrix (in RAM, or a file under a new name,
         since readers may have mapped the current one) and the ANN, keyed by row, is rebuilt."""
         live = self._live_rows()
-        self._relocate(live, next_vectors_file(self.vectors_file) if self.vectors_file else None)
+        self._relocate(live, fresh_vectors_file(self.vectors_file) if self.vectors_file else None)
         self._ids, self._n = self._ids[live], len(live)
         self._row_of = dict(zip(self._ids.tolist(), range(self._n)))
         if self._ann is not None:
@@ -463,17 +466,11 @@ def _map_rows(path, dtype, rows, dim):
         raise SearchIndexError(f"{path}: vector file unreadable ({error.strerror})") from error
 
 
-def next_vectors_file(path):
-    """The first free name after ``path`` (str) in its folder: ``NAME-<k+1>.EXT`` for ``NAME-<k>.EXT``
-    (``NAME.EXT`` counts as k = 0). Compaction writes there: never into a file readers may have mapped."""
+def fresh_vectors_file(path):
+    """A new name (str) for a vector file beside ``path``: ``NAME-<random hex>.EXT`` for ``NAME.EXT`` or
+    ``NAME-<hex>.EXT``. Never a name used before, so never one under which a reader may map an older file."""
     stem, extension = os.path.splitext(path)
-    numbered = re.fullmatch(r"(.*)-(\d+)", stem)
-    stem, number = (numbered.group(1), int(numbered.group(2))) if numbered else (stem, 0)
-    while True:
-        number += 1
-        candidate = f"{stem}-{number}{extension}"
-        if not os.path.exists(candidate):
-            return candidate
+    return f"{NAME_TOKEN.sub('', stem)}-{secrets.token_hex(NAME_TOKEN_BYTES)}{extension}"
 
 
 def _top_k(scores, k):

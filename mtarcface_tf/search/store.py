@@ -22,15 +22,21 @@ import time
 
 import numpy as np
 
-from mtarcface_tf.search.index import Index, SearchIndexError, make_index
+from mtarcface_tf.search.index import (
+    NAME_TOKEN_BYTES,
+    Index,
+    SearchIndexError,
+    fresh_vectors_file,
+    make_index,
+)
 
 LOG = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DB_NAME = "gallery.db"
 INDEX_NAME = "index.npz"
-VECTORS_NAME = "vectors-{}.bin"        # the index's raw vector file (numbered: a compaction writes the next one)
-VECTORS_PATTERN = re.compile(r"vectors-(\d+)\.bin")
+VECTORS_NAME = "vectors.bin"           # the index's vector file is vectors-<random hex>.bin, a new one per compaction
+VECTORS_PATTERN = re.compile(rf"vectors-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}\.bin")
 INDEX_READ_ATTEMPTS = 2                # a compaction may delete the vector file between reading index.npz and mapping
 LOCK_NAME = "writer.lock"
 BUSY_TIMEOUT_MS = 10_000
@@ -113,9 +119,10 @@ class GalleryStore:
           fingerprint: the model's fingerprint (str); checked against the gallery's unless ``force``; a new gallery
             records it.
           index_options: ``make_index`` keyword arguments (kind, ann_threshold, backend, nprobe, ...).
-          map_vectors: keep the index's vectors in the folder's vector file (``vectors-<n>.bin``), memory-mapped
-            read-only and shared by every process through the page cache, instead of a copy in each process's RAM;
-            a reader's own catch-up (changes committed after the saved index) stays in its RAM. False: in RAM.
+          map_vectors: keep the index's vectors in the folder's vector file (``vectors-<random hex>.bin``),
+            memory-mapped read-only and shared by every process through the page cache, instead of a copy in each
+            process's RAM; a reader's own catch-up (changes committed after the saved index) stays in its RAM.
+            False: in RAM.
 
         Raises:
           StoreError: missing / corrupt / truncated database, newer format, another writer holds the lock.
@@ -292,9 +299,7 @@ class GalleryStore:
         return bool(self.path and self.writable and self._map_vectors)
 
     def _new_vectors_path(self):
-        """A vector file name no file in the gallery folder has had since the folder's highest number."""
-        numbers = [int(match.group(1)) for match in map(VECTORS_PATTERN.fullmatch, os.listdir(self.path)) if match]
-        return os.path.join(self.path, VECTORS_NAME.format(max(numbers, default=0) + 1))
+        return fresh_vectors_file(os.path.join(self.path, VECTORS_NAME))
 
     def _remove_unnamed_vector_files(self, kept):
         """Deletes the folder's vector files other than ``kept`` (path or None): left by a crashed save or
