@@ -5,7 +5,9 @@
 embedding blob float32 or float16), ``removed`` (tombstones for the index's catch-up) and ``meta`` (format version,
 model fingerprint, embedding size and dtype, ``generation``). Every enrol / remove / rename is one transaction that
 also bumps ``generation``. ``index.npz`` is the :class:`~mtarcface_tf.search.index.Index` of the people's templates,
-written under a temporary name and renamed, and tagged with the generation it reflects. On open the index is
+written under a temporary name and renamed, and tagged with the generation it reflects; by default its vectors are
+in ``vectors-<random hex>.bin`` beside it (``map_vectors``), which every reader memory-maps read-only and the writer
+only appends to past the rows the saved index names (a compaction writes a new file). On open the index is
 caught up from the database (people changed and removed since its generation) and checked (entry count and id sum
 equal the database's); an index that is missing, unreadable or disagrees is rebuilt from the database, never used.
 One writer at a time: a writable store holds an exclusive lock on ``writer.lock``.
