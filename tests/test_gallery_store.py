@@ -1,6 +1,7 @@
 """search/store.py: transactions, duplicates, model fingerprint, the index kept consistent with the database, and
 one clear error for each fault (kill -9 during enrolment, corrupt / truncated database, missing / truncated index,
 second writer, unknown format version). No TensorFlow: these run in seconds."""
+import json
 import os
 import signal
 import sqlite3
@@ -11,6 +12,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from mtarcface_tf.search import index as index_module
+from mtarcface_tf.search.index import Index
 from mtarcface_tf.search.store import (
     INDEX_NAME,
     GalleryStore,
@@ -176,3 +179,235 @@ def test_kill_9_during_enrolment_of_10k_people(tmp_path):
         assert last + 1 <= len(people) <= last + 2           # at most the person being written is lost
         assert {count for _, _, count in people} == {3}      # no half-written person
         _consistent(store)
+
+
+# ---- the index's vectors in the gallery folder's vector file, mapped by every process ---------------------------
+def _vector_files(path):
+    return sorted(name for name in os.listdir(path) if name.startswith("vectors-"))
+
+
+def _enrol(store, first, count):
+    store.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 2)} for i in range(first, first + count)])
+
+
+def _top_k(queries, ids, templates, k):
+    """numpy's full sort of a snapshot's similarities: the reference a reader's results must keep."""
+    scores = queries @ templates.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def test_readers_map_the_saved_vectors_and_keep_their_catch_up_in_ram(tmp_path):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 300)
+    [name] = _vector_files(path)
+    vectors = path / name
+    assert vectors.stat().st_size == 300 * DIM * 4
+    writer = GalleryStore.open(path, writable=True)
+    _enrol(writer, 300, 20)                      # committed, not yet saved: a reader catches up in its RAM
+    writer.remove("p5")
+    with GalleryStore.open(path) as reader:
+        assert isinstance(reader.index._base, np.memmap) and reader.index._n_base == 300
+        assert reader.index.memory_bytes() < 320 * 8 + 20 * DIM * 4 + 4096
+        assert reader.stats()["vectors_bytes"] == 300 * DIM * 4
+        _consistent(reader)
+    assert vectors.stat().st_size == 300 * DIM * 4
+    writer.close()
+    assert vectors.stat().st_size == 320 * DIM * 4
+    with GalleryStore.open(path, writable=True, map_vectors=False) as store:     # back to RAM: the file goes
+        assert store.index.vectors_file is None
+        _consistent(store)
+    assert _vector_files(path) == []
+    with GalleryStore.open(path, map_vectors=False) as reader:
+        _consistent(reader)
+
+
+@pytest.mark.parametrize("kind", ["exact", "ann"])
+def test_a_reader_keeps_its_snapshot_while_the_writer_removes_enrols_flushes_and_compacts(tmp_path, monkeypatch,
+                                                                                          kind):
+    """A reader opened on the saved gallery maps the same file pages as the writer writes (one page cache); its
+    results must stay numpy's top-k over its snapshot through removals, enrolments, saves and a compaction."""
+    monkeypatch.setattr(index_module, "TAIL_ROWS", 16)            # the writer appends to the file between saves too
+    monkeypatch.setattr(index_module, "COMPACT_MIN_DEAD_ROWS", 8)
+    path, options = tmp_path / "g", {"kind": kind, "min_candidates": 1000}     # ANN: every row re-ranked
+    writer = GalleryStore.open(path, writable=True, index_options=options)
+    _enrol(writer, 0, 200)
+    writer.flush()
+    reader = GalleryStore.open(path, index_options=options)
+    ids, templates = reader.templates()
+    queries = _vectors(7, 20)
+    expected = _top_k(queries, ids, templates, 10)
+
+    def reader_unchanged():
+        scores, found = reader.search(queries, 10)
+        np.testing.assert_array_equal(found, expected[1])
+        np.testing.assert_allclose(scores, expected[0], atol=1e-5)
+
+    for name in [f"p{i}" for i in range(0, 200, 10)]:
+        writer.remove(name)
+    _enrol(writer, 200, 10)
+    reader_unchanged()
+    writer.flush()                                                # 10 rows appended past the saved 200
+    reader_unchanged()
+    _enrol(writer, 210, 30)
+    reader_unchanged()
+    for name in [f"p{i}" for i in range(1, 130, 2)]:              # past a quarter of the rows dead: compacted
+        writer.remove(name)
+    reader_unchanged()
+    compacted = os.path.basename(writer.index.vectors_file)
+    assert compacted != os.path.basename(reader.index.vectors_file) and writer.index._n_base < 200
+    _enrol(writer, 240, 30)
+    writer.flush()
+    assert _vector_files(path) == [compacted]                     # the reader's file is gone from the folder
+    reader_unchanged()
+    writer.close()
+    reader_unchanged()
+    reader.close()
+    with GalleryStore.open(path) as reopened:
+        _consistent(reopened)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_truncated_vector_file_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 50)
+    [name] = _vector_files(path)
+    vectors = path / name
+    if damage == "missing":
+        vectors.unlink()
+    else:
+        vectors.write_bytes(vectors.read_bytes()[:-1])
+    for writable in (False, True):
+        caplog.clear()
+        with GalleryStore.open(path, writable=writable) as store:
+            _consistent(store)
+        warnings = [record.getMessage() for record in caplog.records]
+        assert len(warnings) == 1 and f"{name}: vector file {damage if damage == 'truncated' else 'unread'}" \
+            in warnings[0] and "rebuilt from gallery.db" in warnings[0]
+    assert len(_vector_files(path)) == 1 and _vector_files(path) != [name]    # the writer's rebuild, in a new file
+    caplog.clear()
+    with GalleryStore.open(path) as reader:
+        _consistent(reader)
+    assert not caplog.records
+
+
+def test_garbage_past_the_saved_rows_is_ignored_and_overwritten(tmp_path, caplog):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 50)
+    vectors = path / _vector_files(path)[0]
+    with open(vectors, "ab") as file:        # a crashed save's rows
+        file.write(np.full((7, DIM), np.nan, np.float32).tobytes())
+    with GalleryStore.open(path) as reader:
+        _consistent(reader)
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 50, 3)
+    assert vectors.stat().st_size == 57 * DIM * 4
+    with GalleryStore.open(path) as reader:
+        _consistent(reader)
+        assert reader.index._n_base == 53 and np.isfinite(reader.index.vectors).all()
+    assert not caplog.records
+
+
+KILLED_IN_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from mtarcface_tf.search import index as index_module
+    from mtarcface_tf.search.store import GalleryStore
+    index_module.COMPACT_MIN_DEAD_ROWS = 8
+    rng = np.random.default_rng(0)
+    store = GalleryStore.open(sys.argv[1], writable=True, dim=16)
+    store.enroll_many([{"name": f"p{i}", "embeddings": rng.normal(size=(2, 16))} for i in range(100)])
+    store.flush()
+    for person in range(40 if sys.argv[2] == "compaction" else 3):
+        store.remove(f"p{person}")
+    store.enroll_many([{"name": f"q{i}", "embeddings": rng.normal(size=(2, 16))} for i in range(20)])
+    # killed in the save: the vector rows written and synced, index.npz not yet renamed into place
+    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    store.flush()
+""")
+
+
+@pytest.mark.parametrize("save", ["append", "compaction"])
+def test_kill_9_during_the_save_of_the_vector_file(tmp_path, caplog, save):
+    path = tmp_path / "g"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    process = subprocess.run([sys.executable, "-c", KILLED_IN_SAVE, str(path), save], env=env, check=False)
+    assert process.returncode == -signal.SIGKILL
+    with np.load(path / INDEX_NAME) as saved:
+        named = json.loads(str(saved["meta"]))["vectors_file"]
+    assert len(_vector_files(path)) == (2 if save == "compaction" else 1) and named in _vector_files(path)
+    with GalleryStore.open(path) as reader:     # the older index.npz, caught up from the database
+        assert reader.index._n_base == 100 and reader.count() == 117 - (37 if save == "compaction" else 0)
+        _consistent(reader)
+    with GalleryStore.open(path, writable=True) as store:
+        assert _vector_files(path) == [named]                  # the compaction's unnamed file removed on open
+        _enrol(store, 500, 2)
+    with GalleryStore.open(path) as reader:
+        _consistent(reader)
+    assert not caplog.records
+
+
+def test_a_reader_whose_vector_file_a_compaction_deleted_reads_index_npz_again(tmp_path, caplog, monkeypatch):
+    """The race: a reader reads index.npz, the writer then saves a compacted index (new file, new index.npz) and
+    deletes the old file, and the reader finds it gone. It must read index.npz again, not rebuild."""
+    monkeypatch.setattr(index_module, "COMPACT_MIN_DEAD_ROWS", 8)
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 40)
+    before = (path / INDEX_NAME).read_bytes()
+    with GalleryStore.open(path, writable=True) as store:
+        for person in range(20):
+            store.remove(f"p{person}")
+    after = (path / INDEX_NAME).read_bytes()
+    [compacted] = _vector_files(path)
+    (path / INDEX_NAME).write_bytes(before)               # what the reader read: it names the deleted vector file
+    load = Index.load
+
+    def load_while_the_writer_saves(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        finally:
+            (path / INDEX_NAME).write_bytes(after)
+
+    monkeypatch.setattr(Index, "load", load_while_the_writer_saves)
+    with GalleryStore.open(path) as reader:
+        assert os.path.basename(reader.index.vectors_file) == compacted and reader.count() == 20
+        _consistent(reader)
+    assert not caplog.records
+
+
+def test_an_index_saved_in_ram_by_an_earlier_version_is_read_then_moved_into_a_vector_file(tmp_path, caplog):
+    """Format 3 held the vectors inside index.npz: readers search it in RAM, the writer moves it into a file."""
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True, map_vectors=False) as store:
+        _enrol(store, 0, 30)
+    with np.load(path / INDEX_NAME) as saved:
+        members = dict(saved)
+    members["meta"] = np.array(json.dumps({**json.loads(str(members["meta"])), "format": "mtarcface-index-3"}))
+    with open(path / INDEX_NAME, "wb") as file:
+        np.savez(file, **members)
+    with GalleryStore.open(path) as reader:
+        assert reader.index.vectors_file is None
+        _consistent(reader)
+    with GalleryStore.open(path, writable=True) as store:
+        _consistent(store)
+    assert len(_vector_files(path)) == 1
+    with GalleryStore.open(path) as reader:
+        assert reader.index._n_base == 30
+        _consistent(reader)
+    assert not caplog.records
+
+
+def test_vector_files_no_index_names_are_removed_by_the_writer(tmp_path):
+    path = tmp_path / "g"
+    with GalleryStore.open(path, writable=True) as store:
+        _enrol(store, 0, 10)
+    [name] = _vector_files(path)
+    (path / "vectors-0123456789abcdef.bin").write_bytes(b"left by a crash")
+    with GalleryStore.open(path):
+        assert len(_vector_files(path)) == 2                  # readers delete nothing
+    with GalleryStore.open(path, writable=True):
+        assert _vector_files(path) == [name]

@@ -191,7 +191,9 @@ def test_gallery_save_load(tmp_path):
     templates = gallery.templates
     path = gallery.save(tmp_path / "g")
     gallery.close()
-    assert sorted(os.listdir(path)) == ["gallery.db", "index.npz", "writer.lock"]
+    files = sorted(os.listdir(path))      # the index's vectors in one vector file beside it
+    assert files[:2] == ["gallery.db", "index.npz"] and files[3:] == ["writer.lock"]
+    assert files[2].startswith("vectors-") and files[2].endswith(".bin")
     loaded = Gallery.open(path, writable=True)
     assert loaded.names == ["ann", "bob"] and loaded.use_svm
     np.testing.assert_allclose(loaded.templates, templates, atol=1e-6)

@@ -2,6 +2,7 @@
 persistence."""
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -125,48 +126,72 @@ def test_a_moved_entry_removed_in_the_same_call_leaves_no_key_behind(data, backe
     assert found[0, 0] == ids[-1] and len(set(found[0])) == 3
 
 
-@pytest.mark.parametrize("earlier_format", index_module.EARLIER_FORMATS)
+def _as_format(index, earlier_format, **meta_changes):
+    """``index`` (no dead rows) saved as a file of ``earlier_format``: the same members (meta, ids, vectors, ann),
+    the format and ``meta_changes`` in its meta."""
+    buffer = io.BytesIO()
+    index.save(buffer)
+    with np.load(io.BytesIO(buffer.getvalue())) as saved:
+        members = dict(saved)
+    assert (members["ids"] >= 0).all() and "vectors" in members
+    meta = json.loads(str(members["meta"]))
+    members["meta"] = np.array(json.dumps({**meta, "format": earlier_format, **meta_changes}))
+    old = io.BytesIO()
+    np.savez(old, **members)
+    old.seek(0)
+    return old
+
+
+@pytest.mark.parametrize("earlier_format", ["mtarcface-index-2", "mtarcface-index-1"])
 def test_an_index_file_of_an_earlier_format_is_read_and_its_ann_rebuilt(data, earlier_format):
     """Format 1 keyed its ANN by id, format 2 held one unsharded fast scan and stored IVF-PQ's code size (64) for
     every backend: neither structure is searched, and the fast scan comes back with its default code size."""
     ids, vectors, _ = data
     index = make_index("ann", dim=DIM)
-    index.add(ids, vectors)
-    index.remove(ids[:10])
-    buffer = io.BytesIO()
-    index.save(buffer)
-    with np.load(io.BytesIO(buffer.getvalue())) as saved:
-        members = dict(saved)
-    meta = json.loads(str(members["meta"]))
-    members["meta"] = np.array(json.dumps({**meta, "format": earlier_format, "pq_bytes": 64}))
-    old = io.BytesIO()
-    np.savez(old, **members)
-    old.seek(0)
-    loaded = Index.load(old)
+    index.add(ids[10:], vectors[10:])
+    loaded = Index.load(_as_format(index, earlier_format, pq_bytes=64))
     assert loaded._ann is None
     _, found = loaded.search(vectors[10:], 1)
     np.testing.assert_array_equal(found[:, 0], ids[10:])
     assert loaded._ann.codes == DIM // index_module.PQ_DIMS_PER_CODE
 
 
-def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path):
+def test_an_index_file_of_format_3_keeps_its_ann_and_code_size(data):
+    """Format 3 (vectors in the .npz, no dead rows) holds the sharded fast scan keyed by row, as now: read as is."""
+    assert "mtarcface-index-3" in index_module.EARLIER_FORMATS
+    ids, vectors, queries = data
+    index = make_index("ann", dim=DIM, pq_bytes=8, threads=2)
+    index.add(ids, vectors)
+    loaded = Index.load(_as_format(index, "mtarcface-index-3"), threads=2)
+    assert loaded._ann is not None and loaded._ann.codes == 16 and loaded.pq_bytes == 8
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], index.search(queries, 5)[1])
+
+
+def test_vectors_in_a_memory_mapped_file_search_like_vectors_in_ram(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "TAIL_ROWS", 1000)
     ids, vectors, queries = data
     in_ram = make_index("ann", dim=DIM, dtype="float16")
     mapped = make_index("ann", dim=DIM, dtype="float16", vectors_file=str(tmp_path / "vectors.f16"))
     for index in (in_ram, mapped):
-        for start in range(0, len(ids), 700):        # the file grows (and is mapped again) several times
+        for start in range(0, len(ids), 700):        # the tail goes to the file (mapped again, longer) twice
             index.add(ids[start:start + 700], vectors[start:start + 700])
         index.remove(ids[:30])
-    assert isinstance(mapped.vectors, np.memmap)
+    assert isinstance(mapped._base, np.memmap) and mapped._n_base == 2800
+    assert (tmp_path / "vectors.f16").stat().st_size == 2800 * DIM * 2
+    # RAM: the tail's 200 rows, the 3,000 rows' ids and the ANN; the mapped rows are not the process's own
+    assert mapped.memory_bytes() == 200 * DIM * 2 + len(ids) * 8 + mapped._ann.memory_bytes()
+    assert in_ram.memory_bytes() == len(ids) * (DIM * 2 + 8) + in_ram._ann.memory_bytes()
     np.testing.assert_array_equal(mapped.vectors, in_ram.vectors)
-    assert (tmp_path / "vectors.f16").stat().st_size >= len(mapped) * DIM * 2
+    np.testing.assert_array_equal(mapped.ids, in_ram.ids)
     for exact in (False, True):
         found = mapped.search(queries, 5, exact=exact)[1]
         np.testing.assert_array_equal(found, in_ram.search(queries, 5, exact=exact)[1])
-    buffer = io.BytesIO()
-    mapped.save(buffer)
-    buffer.seek(0)
-    np.testing.assert_array_equal(Index.load(buffer).search(queries, 5)[1], in_ram.search(queries, 5)[1])
+    mapped.save(tmp_path / "index.npz")
+    assert (tmp_path / "vectors.f16").stat().st_size == len(ids) * DIM * 2
+    loaded = Index.load(tmp_path / "index.npz")
+    assert isinstance(loaded._base, np.memmap) and loaded._n_base == len(ids)
+    assert loaded.memory_bytes() <= in_ram.memory_bytes() - len(ids) * DIM * 2
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], in_ram.search(queries, 5)[1])
 
 
 def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
@@ -188,7 +213,7 @@ def test_the_default_backend_is_a_rotated_pq_fast_scan_sharded_by_key(data):
         keys = faiss.vector_to_array(shard.id_map)
         assert len(keys) and np.all(keys % 3 == number)
     assert sorted(np.concatenate([faiss.vector_to_array(shard.id_map) for shard in index._ann.shards])) \
-        == list(range(len(index)))
+        == list(range(100, len(ids)))      # the live rows: removed entries' rows stay, dead
 
 
 @pytest.mark.parametrize("count, share", [(20, 0.975), (600, 0.995)])
@@ -280,5 +305,127 @@ def test_pq_fast_scan_trains_on_a_tiny_gallery():
     vectors = _unit(rng.normal(size=(3, DIM)))
     index = make_index("ann", dim=DIM)
     index.add(np.arange(3), vectors)
-    _, found = index.search(vectors, 3)
+    scores, found = index.search(vectors, 5)          # fewer candidates than k: padded
     np.testing.assert_array_equal(found[:, 0], np.arange(3))
+    assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all() and np.isfinite(scores[:, :3]).all()
+
+
+def _check_search(index, queries, ids, vectors, k=5):
+    """Exact and ANN (when in use) results equal a full sort over the entries ``ids`` / ``vectors``."""
+    ref_scores, ref_ids = _reference(queries, ids, vectors, k)
+    for exact in (True, False):
+        scores, found = index.search(queries, k, exact=exact)
+        np.testing.assert_array_equal(found, ref_ids)
+        np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+
+
+def test_removed_rows_stay_dead_until_a_compaction_rebuilds_the_ann(data):
+    ids, vectors, queries = data
+    index = make_index("ann", dim=DIM, min_candidates=len(ids), threads=2)     # every live entry re-ranked
+    index.add(ids, vectors)
+    gone = np.arange(0, len(ids), 5)                      # 600 dead rows of 3,000: below a quarter
+    assert index.remove(ids[gone]) == len(gone)
+    kept = np.setdiff1d(np.arange(len(ids)), gone)
+    assert index._n == len(ids) and len(index) == len(kept) == index._ann.count()
+    assert (index._ids[gone] == -1).all() and gone[0] not in index._row_of.values()
+    np.testing.assert_array_equal(index.ids, ids[kept])
+    np.testing.assert_array_equal(index.vectors, vectors[kept])
+    _check_search(index, queries, ids[kept], vectors[kept])
+    more = np.arange(1, len(ids), 5)[:index_module.COMPACT_MIN_DEAD_ROWS - len(gone)]
+    index.remove(ids[more])                               # 1,024 dead: past a quarter and the minimum
+    kept = np.setdiff1d(kept, more)
+    assert index._n == len(index) == len(kept) == index._ann.count()
+    np.testing.assert_array_equal(index.ids, ids[kept])
+    keys = np.concatenate([faiss_keys(shard) for shard in index._ann.shards])
+    np.testing.assert_array_equal(np.sort(keys), np.arange(len(kept)))
+    _check_search(index, queries, ids[kept], vectors[kept])
+
+
+def faiss_keys(shard):
+    import faiss  # pylint: disable=import-outside-toplevel
+
+    return faiss.vector_to_array(shard.id_map)
+
+
+def test_exact_search_skips_dead_rows_in_every_block_and_pads_past_the_live_ones(data):
+    ids, vectors, queries = data
+    index = make_index("exact", dim=DIM, block_rows=64)
+    index.add(ids[:300], vectors[:300])
+    index.remove(ids[:300][np.arange(300) % 4 != 0])      # three of four rows dead, under the minimum: no compaction
+    assert index._n == 300 and len(index) == 75
+    _check_search(index, queries, ids[:300:4], vectors[:300:4], k=75)
+    scores, found = index.search(queries[:3], 80)
+    assert (found[:, 75:] == -1).all() and np.isneginf(scores[:, 75:]).all() and (found[:, :75] >= 0).all()
+
+
+def test_a_file_backed_compaction_writes_a_new_file_and_leaves_the_mapped_one_as_it_was(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "COMPACT_MIN_DEAD_ROWS", 100)
+    ids, vectors, queries = data
+    first = tmp_path / "vectors.bin"
+    writer = make_index("ann", dim=DIM, vectors_file=first, min_candidates=len(ids))
+    writer.add(ids, vectors)
+    writer.save(tmp_path / "index.npz")
+    saved = first.read_bytes()
+    reader = Index.load(tmp_path / "index.npz", read_only=True)
+    writer.remove(ids[:800])                              # dead rows past a quarter
+    assert writer.vectors_file != str(first) and os.path.dirname(writer.vectors_file) == str(tmp_path)
+    assert writer._n == writer._n_base == len(ids) - 800 and isinstance(writer._base, np.memmap)
+    assert first.read_bytes() == saved
+    _check_search(reader, queries, ids, vectors)
+    _check_search(writer, queries, ids[800:], vectors[800:])
+    writer.add(ids[:10], vectors[:10])
+    writer.save(tmp_path / "index.npz")
+    loaded = Index.load(tmp_path / "index.npz")
+    assert loaded.vectors_file == writer.vectors_file and loaded._n_base == len(ids) - 790
+    _check_search(loaded, queries, np.concatenate([ids[800:], ids[:10]]), np.concatenate([vectors[800:],
+                                                                                          vectors[:10]]))
+
+
+def test_a_read_only_index_never_writes_its_vector_file(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_module, "TAIL_ROWS", 100)
+    monkeypatch.setattr(index_module, "COMPACT_MIN_DEAD_ROWS", 100)
+    ids, vectors, queries = data
+    index = make_index("exact", dim=DIM, vectors_file=tmp_path / "vectors.bin")
+    index.add(ids[:1000], vectors[:1000])
+    index.save(tmp_path / "index.npz")
+    saved = (tmp_path / "vectors.bin").read_bytes()
+    reader = Index.load(tmp_path / "index.npz", read_only=True)
+    reader.add(ids[1000:], vectors[1000:])                # past TAIL_ROWS: stays in RAM all the same
+    reader.remove(ids[:900])                              # past a quarter dead: not compacted
+    assert reader._n == len(ids) and reader._n_base == 1000 and (tmp_path / "vectors.bin").read_bytes() == saved
+    _check_search(reader, queries, ids[900:], vectors[900:])
+    with pytest.raises(SearchIndexError, match="loaded read-only"):
+        reader.save(io.BytesIO())
+    buffer = io.BytesIO()
+    reader.save(buffer, vectors_inline=True)              # a copy holding its vectors needs no file
+    buffer.seek(0)
+    _check_search(Index.load(buffer), queries, ids[900:], vectors[900:])
+
+
+def test_a_vector_file_missing_truncated_or_named_outside_its_folder_is_one_error(data, tmp_path):
+    ids, vectors, _ = data
+    index = make_index("exact", dim=DIM, vectors_file=tmp_path / "vectors.bin")
+    index.add(ids, vectors)
+    index.save(tmp_path / "index.npz")
+    vector_bytes = (tmp_path / "vectors.bin").read_bytes()
+    (tmp_path / "vectors.bin").write_bytes(vector_bytes + b"rows of a crashed save")
+    assert len(Index.load(tmp_path / "index.npz")) == len(ids)
+    (tmp_path / "vectors.bin").write_bytes(vector_bytes[:-1])
+    with pytest.raises(SearchIndexError, match=f"vectors.bin: vector file truncated \\({len(vector_bytes) - 1} of "):
+        Index.load(tmp_path / "index.npz")
+    (tmp_path / "vectors.bin").unlink()
+    with pytest.raises(SearchIndexError, match="vectors.bin: vector file unreadable"):
+        Index.load(tmp_path / "index.npz")
+    with np.load(tmp_path / "index.npz") as saved:
+        members = dict(saved)
+    members["meta"] = np.array(json.dumps({**json.loads(str(members["meta"])), "vectors_file": "../vectors.bin"}))
+    np.savez(tmp_path / "index.npz", **members)
+    with pytest.raises(SearchIndexError, match="names vector file '../vectors.bin'"):
+        Index.load(tmp_path / "index.npz")
+
+
+def test_fresh_vector_file_names_are_new_each_time_beside_the_old_one():
+    first = index_module.fresh_vectors_file("/g/vectors.bin")
+    second = index_module.fresh_vectors_file(first)
+    assert first != second and os.path.dirname(second) == "/g" and second.endswith(".bin")
+    assert len(os.path.basename(first)) == len(os.path.basename(second)) == len("vectors-.bin") + 16

@@ -6,13 +6,18 @@ exist. The exact search keeps one contiguous matrix and does a BLAS matmul per b
 batch of queries with ``argpartition`` for the top-k. The ANN search (by default faiss's 4-bit product quantization
 scanned with SIMD "fast scan" over every entry; faiss IVF and usearch HNSW as the measured alternatives, see
 docs/gallery.md) proposes ``max(k * rerank, min_candidates)`` candidates per query, which are re-scored exactly from
-the same matrix, so its scores are exact cosines and only its recall is approximate.
+the same matrix, so its scores are exact cosines and only its recall is approximate. Rows are written once:
+removals leave dead rows until a compaction, so a saved vector file can be memory-mapped by readers while its one
+writer goes on adding (to RAM, then past the saved rows) and removing.
 No TensorFlow, no model: numpy, faiss, usearch.
 """
 import concurrent.futures
 import functools
 import json
 import math
+import os
+import re
+import secrets
 import zipfile
 
 import numpy as np
@@ -36,8 +41,15 @@ LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
 TRAIN_POINTS_PER_LIST = 32         # k-means training sample per list (bounds the training time at 1M)
 HNSW_CONNECTIVITY = 32
 HNSW_EXPANSION_SEARCH = 128
-FORMAT = "mtarcface-index-3"           # "faiss-pqfs" is sharded, its rotation applied outside faiss
-EARLIER_FORMATS = ("mtarcface-index-2", "mtarcface-index-1")   # read too: their ANN structure is dropped and rebuilt
+FORMAT = "mtarcface-index-4"           # dead rows (id -1); the vectors in the .npz or named raw file beside it
+EARLIER_FORMATS = ("mtarcface-index-3", "mtarcface-index-2", "mtarcface-index-1")     # read too
+ANN_FORMATS = (FORMAT, "mtarcface-index-3")    # their ANN structure is read as written (1, 2: dropped and rebuilt)
+TAIL_ROWS = 65_536                 # a file-backed index appends its RAM tail to its vector file past this many rows
+COMPACT_DEAD_SHARE = 0.25          # removed entries' rows past this share of all rows: the live ones are compacted
+COMPACT_MIN_DEAD_ROWS = 1024       # ... once there are at least this many
+MIN_CAPACITY = 1024                # rows allocated at least when the RAM tail or the id array grows
+NAME_TOKEN_BYTES = 8               # random bytes in a new vector file's name (compaction, the store's new files)
+NAME_TOKEN = re.compile(rf"-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}$")
 KINDS = ("auto", "exact", "ann")
 BACKENDS = ("faiss-pqfs", "faiss-ivf", "faiss-ivfpq", "usearch")
 
@@ -60,7 +72,11 @@ class Index:
 
     Attributes: ``kind`` ("auto" | "exact" | "ann"), ``dim``, ``dtype`` (storage, "float32" or "float16"),
     ``ann_threshold``, ``backend``, ``generation`` (an int the owner sets to tie the index to its database),
-    ``vectors_file`` (None: the vector matrix is in RAM).
+    ``vectors_file`` (None: the vector matrix is in RAM; else the path of the raw file holding its saved rows).
+
+    Rows never change once written: a removed entry's row stays, dead (its id slot -1, its ANN key dropped), until
+    dead rows pass COMPACT_DEAD_SHARE of all rows and the live ones are copied into a fresh matrix (a new file when
+    file-backed). Rows [0, n_base) are a read-only memory map of ``vectors_file``, rows [n_base, n) a RAM tail.
     """
 
     def __init__(self, kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD,
@@ -79,27 +95,33 @@ class Index:
         self.pq_bytes, self.block_rows, self.threads = pq_bytes, int(block_rows), threads
         self.min_candidates = int(MIN_CANDIDATES if min_candidates is None else min_candidates)
         self.generation = 0
-        self.vectors_file = vectors_file
-        self._vectors = np.zeros((0, self.dim), dtype)   # rows [0, n) live; capacity grows geometrically
-        self._ids = np.zeros(0, np.int64)
-        self._n = 0
-        self._row_of = {}                                 # id -> row
+        self.vectors_file = None if vectors_file is None else os.fspath(vectors_file)
+        self.read_only = False                            # True: the vector file is never written (a reader's index)
+        self._base = np.zeros((0, self.dim), dtype)       # rows [0, n_base): the vector file, mapped read-only
+        self._n_base = 0
+        self._tail = np.zeros((0, self.dim), dtype)       # rows [n_base, n) in RAM; capacity grows geometrically
+        self._ids = np.zeros(0, np.int64)                 # per row: the entry's id, -1 for a dead row
+        self._n = 0                                       # rows written, live and dead
+        self._row_of = {}                                 # id -> row, live entries only
         self._ann = None                                  # built lazily once the ANN is in use
         self._ann_size = 0                                # entries when the ANN was last built
 
     # ---- content -------------------------------------------------------------------------------------------------
     def __len__(self):
-        return self._n
+        return len(self._row_of)
+
+    def _live_rows(self):
+        return np.flatnonzero(self._ids[:self._n] >= 0)
 
     @property
     def ids(self):
         """int64 [n]: the ids held, in row order."""
-        return self._ids[:self._n].copy()
+        return self._ids[self._live_rows()]
 
     @property
     def vectors(self):
-        """[n, dim] (storage dtype): the vectors held, in ``ids`` order (a view; do not modify)."""
-        return self._vectors[:self._n]
+        """[n, dim] (storage dtype): the vectors held, in ``ids`` order (a copy gathered from the rows)."""
+        return self._gather(self._live_rows())
 
     def __contains__(self, entry_id):
         return int(entry_id) in self._row_of
@@ -125,60 +147,115 @@ class Index:
             raise SearchIndexError(f"{len(held)} ids are already in the index (e.g. {held[0]}); remove them first.")
         self._reserve(self._n + len(ids))
         rows = np.arange(self._n, self._n + len(ids))
-        self._vectors[rows] = vectors
+        self._tail[rows - self._n_base] = vectors
         self._ids[rows] = ids
         self._row_of.update(zip(ids.tolist(), rows.tolist()))
         self._n += len(ids)
-        if self._ann is not None and self._n <= RETRAIN_GROWTH * self._ann_size:
+        if self._ann is not None and len(self) <= RETRAIN_GROWTH * self._ann_size:
             self._ann.add(rows, vectors)
         elif self.uses_ann():
             self._build_ann()
+        if self.vectors_file and not self.read_only and self._n - self._n_base >= TAIL_ROWS:
+            self._write_tail()
 
     def remove(self, ids):
         """Removes the entries ``ids`` (int64 [n]); ids not held are ignored, repeats count once. Returns how many
-        were removed (int)."""
+        were removed (int). Their rows stay, dead, until the next compaction."""
         ids = _as_ids(ids)
-        present = [i for i in dict.fromkeys(ids.tolist()) if i in self._row_of]    # repeats removed once
-        old_n, refilled = self._n, set()
-        for entry_id in present:    # swap-remove: the last row moves into the hole, so rows stay contiguous
-            row, last = self._row_of.pop(entry_id), self._n - 1
-            if row != last:
-                moved = int(self._ids[last])
-                self._vectors[row], self._ids[row] = self._vectors[last], moved
-                self._row_of[moved] = row
-                refilled.add(row)
-            self._n -= 1
-        if present and self._ann is not None:
-            if not self.uses_ann():
+        rows = np.array([self._row_of.pop(i) for i in dict.fromkeys(ids.tolist()) if i in self._row_of], np.int64)
+        if not len(rows):
+            return 0
+        self._ids[rows] = -1
+        if self._ann is not None:
+            if self.uses_ann():
+                self._ann.remove(rows)
+            else:
                 self._ann = None
-            else:   # the ANN is keyed by row: drop the rows that changed or went, re-add the refilled ones
-                refilled = np.asarray(sorted(row for row in refilled if row < self._n), np.int64)
-                self._ann.remove(np.concatenate([refilled, np.arange(self._n, old_n)]))
-                if len(refilled):
-                    self._ann.add(refilled, self._vectors[refilled].astype(np.float32))
-        return len(present)
+        dead = self._n - len(self)
+        if not self.read_only and dead >= COMPACT_MIN_DEAD_ROWS and dead > COMPACT_DEAD_SHARE * self._n:
+            self._compact()
+        return len(rows)
 
-    def _reserve(self, size):
-        if size <= len(self._ids):
-            return
-        capacity = max(size, 2 * len(self._ids), 1024)
-        if self.vectors_file:    # the file keeps its rows when it grows: map it again, larger
-            if isinstance(self._vectors, np.memmap):
-                self._vectors.flush()
-            with open(self.vectors_file, "r+b" if self._n else "w+b") as file:
-                file.truncate(capacity * self.dim * np.dtype(self.dtype).itemsize)
-            vectors = np.memmap(self.vectors_file, self.dtype, "r+", shape=(capacity, self.dim))
+    def move_vectors(self, vectors_file):
+        """Copies every row (dead ones too: rows keep their numbers, so the ANN stays) into RAM (``vectors_file``
+        None) or into the new raw file ``vectors_file`` (created or overwritten), which the index then uses. The old
+        file is left for its owner to delete once no saved index names it."""
+        self._relocate(np.arange(self._n), vectors_file)
+
+    def _compact(self):
+        """Drops the dead rows: the live ones are copied into a fresh matrix (in RAM, or a file under a new name,
+        since readers may have mapped the current one) and the ANN, keyed by row, is rebuilt."""
+        live = self._live_rows()
+        self._relocate(live, fresh_vectors_file(self.vectors_file) if self.vectors_file else None)
+        self._ids, self._n = self._ids[live], len(live)
+        self._row_of = dict(zip(self._ids.tolist(), range(self._n)))
+        if self._ann is not None:
+            self._build_ann()
+
+    def _relocate(self, rows, vectors_file):
+        """Copies ``rows`` (int64 [m]) as rows [0, m) into RAM or the raw file ``vectors_file``, chunk by chunk."""
+        if vectors_file is None:
+            base, tail = np.zeros((0, self.dim), self.dtype), self._gather(rows)
         else:
-            vectors = np.zeros((capacity, self.dim), self.dtype)
-            vectors[:self._n] = self._vectors[:self._n]
-        ids = np.full(capacity, -1, np.int64)
-        ids[:self._n] = self._ids[:self._n]
-        self._vectors, self._ids = vectors, ids
+            with open(vectors_file, "wb") as file:
+                for start in range(0, len(rows), ADD_CHUNK_ROWS):
+                    file.write(self._gather(rows[start:start + ADD_CHUNK_ROWS]).data)
+            base, tail = _map_rows(vectors_file, self.dtype, len(rows), self.dim), np.zeros((0, self.dim), self.dtype)
+        self._base, self._n_base, self._tail = base, len(base), tail
+        self.vectors_file, self.read_only = vectors_file, False
+
+    def _reserve(self, rows):
+        if rows > len(self._ids):
+            ids = np.full(max(rows, 2 * len(self._ids), MIN_CAPACITY), -1, np.int64)
+            ids[:self._n] = self._ids[:self._n]
+            self._ids = ids
+        tail_rows = rows - self._n_base
+        if tail_rows > len(self._tail):
+            tail = np.zeros((max(tail_rows, 2 * len(self._tail), MIN_CAPACITY), self.dim), self.dtype)
+            tail[:self._n - self._n_base] = self._tail[:self._n - self._n_base]
+            self._tail = tail
+
+    def _write_tail(self, sync=False):
+        """Appends the RAM tail to the vector file at row n_base and maps the file again, longer. Rows past the
+        n_base of the last saved index are nobody's (a crashed save's leftovers): readers map only the rows their
+        index.npz names, so they never see these bytes change."""
+        count = self._n - self._n_base
+        with open(self.vectors_file, "r+b" if self._n_base else "wb") as file:
+            file.seek(self._n_base * self.dim * np.dtype(self.dtype).itemsize)
+            file.write(self._tail[:count].data)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        if count:
+            self._base, self._n_base = _map_rows(self.vectors_file, self.dtype, self._n, self.dim), self._n
+            self._tail = np.zeros((0, self.dim), self.dtype)
+
+    def _gather(self, rows):
+        """The vectors (storage dtype) [*rows.shape, dim] of ``rows`` (int64, any shape, each in [0, n)), from the
+        mapped base and the RAM tail."""
+        rows = np.asarray(rows, np.int64)
+        if not self._n_base:
+            return self._tail[rows]
+        flat = rows.ravel()
+        in_base = flat < self._n_base
+        if in_base.all():
+            return self._base[rows]
+        vectors = np.empty((len(flat), self.dim), self.dtype)
+        vectors[in_base] = self._base[flat[in_base]]
+        vectors[~in_base] = self._tail[flat[~in_base] - self._n_base]
+        return vectors.reshape(rows.shape + (self.dim,))
+
+    def _blocks(self):
+        """(first row int, vectors [b, dim] storage dtype) over every row, base then tail, at most block_rows
+        each (views, no copy)."""
+        for part, first, count in ((self._base, 0, self._n_base), (self._tail, self._n_base, self._n - self._n_base)):
+            for start in range(0, count, self.block_rows):
+                yield first + start, part[start:min(count, start + self.block_rows)]
 
     # ---- search --------------------------------------------------------------------------------------------------
     def uses_ann(self):
         """True when searches go through the ANN (kind "ann", or "auto" past ann_threshold)."""
-        return self.kind == "ann" or (self.kind == "auto" and self._n > self.ann_threshold)
+        return self.kind == "ann" or (self.kind == "auto" and len(self) > self.ann_threshold)
 
     def search(self, queries, k, exact=False):
         """Top-k entries per query by cosine similarity.
@@ -198,19 +275,21 @@ class Index:
         k = int(k)
         if k < 1:
             raise SearchIndexError(f"k must be >= 1, got {k}.")
-        if self.uses_ann() and self._n and not exact:
+        if self.uses_ann() and len(self) and not exact:
             if self._ann is None:
                 self._build_ann()
-            count = min(self._n, max(k * self.rerank, self.min_candidates))
+            count = min(len(self), max(k * self.rerank, self.min_candidates))
             return self._rerank(queries, self._ann.candidates(queries, count), k)
         return self._exact(queries, k)
 
     def _exact(self, queries, k):
         scores = np.full((len(queries), k), -np.inf, np.float32)
         rows = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, self._n, self.block_rows):
-            block = self._vectors[start:min(self._n, start + self.block_rows)]
+        for start, block in self._blocks():
             block_scores = queries @ block.astype(np.float32, copy=False).T
+            dead = self._ids[start:start + len(block)] < 0
+            if dead.any():
+                block_scores[:, dead] = -np.inf
             top = _top_k(block_scores, k)
             merged_scores = np.concatenate([scores, np.take_along_axis(block_scores, top, axis=1)], axis=1)
             merged_rows = np.concatenate([rows, top + start], axis=1)
@@ -219,13 +298,13 @@ class Index:
             rows = np.take_along_axis(merged_rows, order, axis=1)
         if not self._n:
             return scores, rows
-        return scores, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
+        return scores, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)     # a dead row's id is -1 too
 
     def _rerank(self, queries, rows, k):
         """Exact cosines of each query's candidate rows (int64 [q, c], -1 = none); returns the top-k of them."""
         valid = (rows >= 0) & (rows < self._n)
         rows = np.where(valid, rows, 0)
-        vectors = self._vectors[rows].astype(np.float32, copy=False)   # [q, c, dim]
+        vectors = self._gather(rows).astype(np.float32, copy=False)   # [q, c, dim]
         # einsum's own loop, not BLAS: a threaded BLAS call leaves its threads spinning for a while, and they took
         # the cores from the next query's shard scans (measured in docs/gallery.md)
         scores = np.einsum("qcd,qd->qc", vectors, queries)
@@ -241,12 +320,13 @@ class Index:
 
     def _build_ann(self):
         self._ann = make_ann_backend(self.backend, self.dim, self.nprobe, self.pq_bytes, self.threads)
-        self._ann.build(np.arange(self._n, dtype=np.int64), self._vectors[:self._n])
-        self._ann_size = self._n
+        live = self._live_rows()
+        self._ann.build(live, _Rows(self._gather, live, self.dtype))
+        self._ann_size = len(live)
 
     def build_ann(self):
         """(Re)builds the ANN structure from the entries now held (training included); a no-op when empty."""
-        if self._n:
+        if len(self):
             self._build_ann()
 
     def retune(self, pq_bytes=None, min_candidates=None, rerank=None):
@@ -263,56 +343,138 @@ class Index:
             self.rerank = int(rerank)
 
     # ---- persistence ---------------------------------------------------------------------------------------------
-    def save(self, file):
-        """Writes the index (ids, vectors, the ANN structure, settings, ``generation``) to a binary file object
-        or path as one .npz; the owner makes the write atomic (temporary name + rename)."""
+    def save(self, file, vectors_inline=False):
+        """Writes the index (ids per row, -1 for dead rows; the ANN structure, settings, ``generation``) to a binary
+        file object or path as one .npz; the owner makes the write atomic (temporary name + rename).
+
+        An index in RAM (or ``vectors_inline``) writes its vectors into the .npz. A file-backed one first appends
+        its RAM tail to ``vectors_file`` and syncs it; the .npz then names that file (which must lie in the .npz's
+        folder) and its row count instead of holding the vectors.
+
+        Raises:
+          SearchIndexError: a file-backed index loaded read-only, unless ``vectors_inline``.
+        """
         meta = {"format": FORMAT, "kind": self.kind, "dim": self.dim, "dtype": self.dtype, "backend": self.backend,
                 "ann_threshold": self.ann_threshold, "nprobe": self.nprobe, "rerank": self.rerank,
                 "pq_bytes": self.pq_bytes, "min_candidates": self.min_candidates, "block_rows": self.block_rows,
                 "generation": self.generation}
-        ann = self._ann.serialize() if self._ann is not None else np.zeros(0, np.uint8)
-        np.savez(file, meta=np.array(json.dumps(meta)), ids=self._ids[:self._n], vectors=self._vectors[:self._n],
-                 ann=ann)
+        members = {"ids": self._ids[:self._n],
+                   "ann": self._ann.serialize() if self._ann is not None else np.zeros(0, np.uint8)}
+        if self.vectors_file and not vectors_inline:
+            if self.read_only:
+                raise SearchIndexError(f"{self.vectors_file}: the index was loaded read-only; load it with "
+                                       "read_only=False to save it.")
+            self._write_tail(sync=True)
+            meta.update(vectors_file=os.path.basename(self.vectors_file), vector_rows=self._n_base)
+        else:
+            members["vectors"] = self._gather(np.arange(self._n)) if self._n_base else self._tail[:self._n]
+        np.savez(file, meta=np.array(json.dumps(meta)), **members)
 
     @classmethod
-    def load(cls, file, threads=None):
-        """Reads an index written by :meth:`save` (no pickle). Raises SearchIndexError when it is unreadable."""
+    def load(cls, file, threads=None, read_only=False, vectors_dir=None):
+        """Reads an index written by :meth:`save` (no pickle).
+
+        Args:
+          file: the .npz, a path or a binary file object.
+          threads: the ANN's threads (the fast scan's shard count).
+          read_only: never write the vector file (an index searched beside the one process that writes it): added
+            rows stay in RAM, removed ones are never compacted, :meth:`save` refuses.
+          vectors_dir: the folder of the vector file a file-backed index names (default: the .npz's folder, or the
+            current directory for a file object).
+
+        Returns:
+          The Index; a file-backed one maps rows [0, vector_rows) of its vector file read-only.
+
+        Raises:
+          SearchIndexError: the .npz is unreadable, or its vector file is missing or shorter than it says.
+        """
         try:
             with np.load(file, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                ids, vectors, ann = data["ids"], data["vectors"], data["ann"]
+                ids, ann = data["ids"], data["ann"]
+                vectors = data["vectors"] if "vectors" in data.files else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
             raise SearchIndexError(f"unreadable index ({type(error).__name__}: {error})") from error
         if meta.get("format") not in (FORMAT,) + EARLIER_FORMATS:
             raise SearchIndexError(f"unknown index format {meta.get('format')!r}")
         pq_bytes = meta["pq_bytes"]
-        if meta["format"] != FORMAT and meta["backend"] == "faiss-pqfs":
+        if meta["format"] not in ANN_FORMATS and meta["backend"] == "faiss-pqfs":
             pq_bytes = None     # earlier formats stored IVF-PQ's code size here; their fast scan used the default
         index = cls(kind=meta["kind"], dim=meta["dim"], dtype=meta["dtype"], ann_threshold=meta["ann_threshold"],
                     backend=meta["backend"], nprobe=meta["nprobe"], rerank=meta["rerank"], pq_bytes=pq_bytes,
                     min_candidates=meta.get("min_candidates"), block_rows=meta["block_rows"], threads=threads)
-        if vectors.shape != (len(ids), index.dim):
-            raise SearchIndexError(f"index holds {vectors.shape} vectors for {len(ids)} ids")
-        index.generation = int(meta["generation"])
-        index._vectors, index._ids = np.ascontiguousarray(vectors, index.dtype), ids.astype(np.int64)
-        index._n = len(ids)
-        index._row_of = dict(zip(index._ids.tolist(), range(index._n)))
-        if len(index._row_of) != index._n:
+        index.generation, index.read_only = int(meta["generation"]), read_only
+        index._ids, index._n = ids.astype(np.int64), len(ids)
+        if vectors_dir is None:
+            vectors_dir = os.path.dirname(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+        index._read_vectors(meta, vectors, vectors_dir)
+        live = index._live_rows()
+        index._row_of = dict(zip(index._ids[live].tolist(), live.tolist()))
+        if len(index._row_of) != len(live):
             raise SearchIndexError("index holds repeated ids")
-        if len(ann) and meta["format"] == FORMAT:
+        if len(ann) and meta["format"] in ANN_FORMATS:
             index._ann = make_ann_backend(index.backend, index.dim, index.nprobe, index.pq_bytes, threads)
             index._ann.deserialize(ann)
-            index._ann_size = index._n
-            if index._ann.count() != index._n:
+            index._ann_size = len(index)
+            if index._ann.count() != len(index):
                 index._ann = None     # stale ANN structure: rebuilt from the vectors on the next search
         return index
 
+    def _read_vectors(self, meta, vectors, folder):
+        """Takes the .npz's vectors into RAM, or maps the vector file it names (a plain name, in ``folder``)."""
+        if vectors is not None:
+            if vectors.shape != (self._n, self.dim):
+                raise SearchIndexError(f"index holds {vectors.shape} vectors for {self._n} ids")
+            self._tail = np.ascontiguousarray(vectors, self.dtype)
+            return
+        name, rows = meta.get("vectors_file"), meta.get("vector_rows")
+        if not isinstance(name, str) or os.path.basename(name) != name or rows != self._n:
+            raise SearchIndexError(f"index names vector file {name!r} with {rows} rows for {self._n} ids")
+        self.vectors_file = os.path.join(folder, name)
+        self._base, self._n_base = _map_rows(self.vectors_file, self.dtype, rows, self.dim), rows
+
     def memory_bytes(self):
-        """Approximate RAM held (int bytes): the vector matrix (unless it is in ``vectors_file``), the ids and the
-        ANN structure."""
+        """Approximate RAM held (int bytes): the RAM tail of the vector matrix (all of it unless file-backed), the
+        ids and the ANN structure."""
         ann = self._ann.memory_bytes() if self._ann is not None else 0
-        vectors = 0 if self.vectors_file else self._vectors[:self._n].nbytes
-        return int(vectors + self._ids[:self._n].nbytes + ann)
+        return int(self._tail[:self._n - self._n_base].nbytes + self._ids[:self._n].nbytes + ann)
+
+
+class _Rows:
+    """The vectors of ``rows`` (int64 [n]) of an index, gathered when indexed (by a slice or an index array; the
+    ANN builds from it chunk by chunk, so a file-backed matrix is never read into RAM whole)."""
+
+    def __init__(self, gather, rows, dtype):
+        self._gather, self._rows, self.dtype = gather, rows, np.dtype(dtype)
+
+    def __len__(self):
+        return len(self._rows)
+
+    def __getitem__(self, which):
+        return self._gather(self._rows[which])
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or self.dtype, copy=False)
+
+
+def _map_rows(path, dtype, rows, dim):
+    """Rows [0, rows) of the raw vector file ``path``: a read-only memory map [rows, dim] of ``dtype``. Raises
+    SearchIndexError when the file is missing or shorter."""
+    wanted = rows * dim * np.dtype(dtype).itemsize
+    try:
+        size = os.path.getsize(path)
+        if size < wanted:
+            raise SearchIndexError(f"{path}: vector file truncated ({size} of {wanted} bytes)")
+        return np.memmap(path, dtype, "r", shape=(rows, dim)) if rows else np.zeros((0, dim), dtype)
+    except OSError as error:
+        raise SearchIndexError(f"{path}: vector file unreadable ({error.strerror})") from error
+
+
+def fresh_vectors_file(path):
+    """A new name (str) for a vector file beside ``path``: ``NAME-<random hex>.EXT`` for ``NAME.EXT`` or
+    ``NAME-<hex>.EXT``. Never a name used before, so never one under which a reader may map an older file."""
+    stem, extension = os.path.splitext(path)
+    return f"{NAME_TOKEN.sub('', stem)}-{secrets.token_hex(NAME_TOKEN_BYTES)}{extension}"
 
 
 def _top_k(scores, k):
@@ -596,8 +758,9 @@ def make_index(kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_
         default MIN_CANDIDATES), ``pq_bytes`` (bytes per PQ code: "faiss-ivfpq", default IVFPQ_BYTES; "faiss-pqfs",
         default one 4-bit code per PQ_DIMS_PER_CODE dimensions; fewer bytes scan faster with lower recall:
         docs/gallery.md), ``block_rows``, ``threads`` (also the fast scan's shard count), ``vectors_file`` (a
-        path: the vector matrix lives in that memory-mapped file, created or overwritten, instead of RAM, for
-        galleries whose vectors exceed RAM; the ANN structure and ids stay in RAM. :meth:`Index.save` writes the
-        vectors into the index file as usual and :meth:`Index.load` reads them into RAM).
+        path: the vector matrix lives in that raw file, created or overwritten, memory-mapped read-only, instead of
+        RAM, for galleries whose vectors exceed RAM: rows are appended to it TAIL_ROWS at a time and on
+        :meth:`Index.save`, which then names the file in the .npz (saved beside it) instead of holding the vectors;
+        :meth:`Index.load` maps it again. The ANN structure and ids stay in RAM).
     """
     return Index(kind=kind, dim=dim, dtype=dtype, ann_threshold=ann_threshold, **options)

@@ -5,7 +5,9 @@
 embedding blob float32 or float16), ``removed`` (tombstones for the index's catch-up) and ``meta`` (format version,
 model fingerprint, embedding size and dtype, ``generation``). Every enrol / remove / rename is one transaction that
 also bumps ``generation``. ``index.npz`` is the :class:`~mtarcface_tf.search.index.Index` of the people's templates,
-written under a temporary name and renamed, and tagged with the generation it reflects. On open the index is
+written under a temporary name and renamed, and tagged with the generation it reflects; by default its vectors are
+in ``vectors-<random hex>.bin`` beside it (``map_vectors``), which every reader memory-maps read-only and the writer
+only appends to past the rows the saved index names (a compaction writes a new file). On open the index is
 caught up from the database (people changed and removed since its generation) and checked (entry count and id sum
 equal the database's); an index that is missing, unreadable or disagrees is rebuilt from the database, never used.
 One writer at a time: a writable store holds an exclusive lock on ``writer.lock``.
@@ -14,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import struct
 import tempfile
@@ -21,13 +24,22 @@ import time
 
 import numpy as np
 
-from mtarcface_tf.search.index import Index, SearchIndexError, make_index
+from mtarcface_tf.search.index import (
+    NAME_TOKEN_BYTES,
+    Index,
+    SearchIndexError,
+    fresh_vectors_file,
+    make_index,
+)
 
 LOG = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DB_NAME = "gallery.db"
 INDEX_NAME = "index.npz"
+VECTORS_NAME = "vectors.bin"           # the index's vector file is vectors-<random hex>.bin, a new one per compaction
+VECTORS_PATTERN = re.compile(rf"vectors-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}\.bin")
+INDEX_READ_ATTEMPTS = 2                # a compaction may delete the vector file between reading index.npz and mapping
 LOCK_NAME = "writer.lock"
 BUSY_TIMEOUT_MS = 10_000
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -87,9 +99,10 @@ class GalleryStore:
     ``fingerprint`` (str or None), ``index`` (the :class:`Index` of person templates; ids = person ids).
     """
 
-    def __init__(self, connection, path, writable, lock, index_options):
+    def __init__(self, connection, path, writable, lock, index_options, map_vectors=True):
         self._db, self.path, self.writable, self._lock = connection, path, writable, lock
         self._index_options = dict(index_options or {})
+        self._map_vectors = map_vectors
         self.index = None
         self._dirty = False
         self._new_fingerprint = None      # adopted by a gallery without one on its next write
@@ -97,7 +110,7 @@ class GalleryStore:
     # ---- opening -------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path, writable=False, dim=None, dtype="float32", fingerprint=None, force=False,
-             index_options=None):
+             index_options=None, map_vectors=True):
         """Opens (and with ``writable`` creates) the gallery directory ``path`` (None: a private in-memory one).
 
         Args:
@@ -108,6 +121,10 @@ class GalleryStore:
           fingerprint: the model's fingerprint (str); checked against the gallery's unless ``force``; a new gallery
             records it.
           index_options: ``make_index`` keyword arguments (kind, ann_threshold, backend, nprobe, ...).
+          map_vectors: keep the index's vectors in the folder's vector file (``vectors-<random hex>.bin``),
+            memory-mapped read-only and shared by every process through the page cache, instead of a copy in each
+            process's RAM; a reader's own catch-up (changes committed after the saved index) stays in its RAM.
+            False: in RAM.
 
         Raises:
           StoreError: missing / corrupt / truncated database, newer format, another writer holds the lock.
@@ -116,7 +133,7 @@ class GalleryStore:
         if path is None:
             store = cls(sqlite3.connect(":memory:", isolation_level=None), None, True, None, index_options)
         else:
-            store = cls._open_directory(os.fspath(path), writable, index_options)
+            store = cls._open_directory(os.fspath(path), writable, index_options, map_vectors)
         try:
             store._prepare(dim, dtype, fingerprint, force)
         except sqlite3.DatabaseError as error:
@@ -129,7 +146,7 @@ class GalleryStore:
         return store
 
     @classmethod
-    def _open_directory(cls, path, writable, index_options):
+    def _open_directory(cls, path, writable, index_options, map_vectors):
         db_path = os.path.join(path, DB_NAME)
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"{path}: is a file; --gallery takes a gallery folder (created by enroll).")
@@ -156,7 +173,7 @@ class GalleryStore:
             if lock:
                 lock.close()
             raise StoreError(f"{db_path}: cannot be opened ({error}).") from error
-        return cls(connection, path, writable, lock, index_options)
+        return cls(connection, path, writable, lock, index_options, map_vectors)
 
     def _db_path(self):
         return os.path.join(self.path, DB_NAME) if self.path else ":memory:"
@@ -238,24 +255,60 @@ class GalleryStore:
 
     def _load_index(self):
         """Loads index.npz, catches it up from the database and checks it; otherwise rebuilds it."""
-        path, reason = self._index_path(), None
+        path = self._index_path()
         if self.dim is None:
             self.index = None
             return
         if path and os.path.isfile(path):
-            try:
-                index = Index.load(path, threads=self._index_options.get("threads"))
-                reason = self._catch_up(index)
-            except SearchIndexError as error:
-                index, reason = None, f"unreadable ({error})"
+            index, reason = self._read_index(path)
         else:
             index, reason = None, "missing" if path else "in memory"
         if reason is None:
             self.index = index
+            self._place_vectors()
             return
         if path and self.count():
             LOG.warning("%s: %s; rebuilt from %s (%d people).", path, reason, DB_NAME, self.count())
         self.rebuild_index()
+
+    def _read_index(self, path):
+        """(index, None) when ``path`` loads and, caught up, agrees with the database; else (None, the reason)."""
+        for _ in range(INDEX_READ_ATTEMPTS):
+            try:
+                index = Index.load(path, threads=self._index_options.get("threads"), read_only=not self.writable)
+                break
+            except SearchIndexError as error:
+                reason = f"unreadable ({error})"
+        else:
+            return None, reason
+        if self.writable:      # before the catch-up, which may compact into a new file
+            self._remove_unnamed_vector_files(index.vectors_file)
+        reason = self._catch_up(index)
+        return (index, None) if reason is None else (None, reason)
+
+    def _place_vectors(self):
+        """Moves a loaded index's vectors where ``map_vectors`` wants them: the writer's into a new vector file
+        (an index saved in RAM, e.g. by an earlier version), anyone's into RAM when not mapped."""
+        if self.index.vectors_file and not self._map_vectors:
+            self.index.move_vectors(None)
+        elif not self.index.vectors_file and self._maps_own_vectors():
+            self.index.move_vectors(self._new_vectors_path())
+        else:
+            return
+        self._dirty = self.writable
+
+    def _maps_own_vectors(self):
+        return bool(self.path and self.writable and self._map_vectors)
+
+    def _new_vectors_path(self):
+        return fresh_vectors_file(os.path.join(self.path, VECTORS_NAME))
+
+    def _remove_unnamed_vector_files(self, kept):
+        """Deletes the folder's vector files other than ``kept`` (path or None): left by a crashed save or
+        compaction, or replaced by a compaction (a reader that mapped it keeps its mapping: unlink semantics)."""
+        for name in os.listdir(self.path):
+            if VECTORS_PATTERN.fullmatch(name) and name != os.path.basename(kept or ""):
+                os.remove(os.path.join(self.path, name))
 
     def _catch_up(self, index):
         """Applies the changes committed after ``index.generation``; returns None when the index then agrees with
@@ -286,7 +339,8 @@ class GalleryStore:
 
     def rebuild_index(self):
         """Rebuilds the index from the people's templates in the database (marks it to be saved)."""
-        index = make_index(dim=self.dim, **self._full_index_options())
+        vectors_file = self._new_vectors_path() if self._maps_own_vectors() else None
+        index = make_index(dim=self.dim, **{**self._full_index_options(), "vectors_file": vectors_file})
         rows = self._db.execute("SELECT id, template FROM people ORDER BY id").fetchall()
         if rows:
             index.add(np.array([row[0] for row in rows], np.int64), self._vectors([row[1] for row in rows]))
@@ -294,19 +348,22 @@ class GalleryStore:
         self.index, self._dirty = index, True
 
     def flush(self):
-        """Writes the index beside the database (temporary name, then rename) when it changed since loading."""
+        """Writes the index beside the database when it changed since loading: its new vector rows appended to its
+        vector file and synced, then index.npz (temporary name, synced, renamed); then deletes vector files that
+        index.npz no longer names."""
         if not (self.writable and self.path and self._dirty and self.index is not None):
             return
         self._write_index(self.path)
+        self._remove_unnamed_vector_files(self.index.vectors_file)
         with self._transaction():
             self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
         self._dirty = False
 
-    def _write_index(self, directory):
+    def _write_index(self, directory, vectors_inline=False):
         handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
         try:
             with os.fdopen(handle, "wb") as temp_file:
-                self.index.save(temp_file)
+                self.index.save(temp_file, vectors_inline=vectors_inline)
                 temp_file.flush()
                 os.fsync(temp_file.fileno())
             os.replace(temp_path, os.path.join(directory, INDEX_NAME))
@@ -488,7 +545,7 @@ class GalleryStore:
 
     def copy_database(self, directory):
         """Writes a consistent copy of the database (SQLite's online backup) to ``directory``/gallery.db, which
-        must not exist, and the index beside it."""
+        must not exist, and the index beside it (its vectors inside index.npz)."""
         target_path = os.path.join(os.fspath(directory), DB_NAME)
         if os.path.exists(target_path):
             raise StoreError(f"{directory}: a gallery exists there already; choose another path.")
@@ -499,7 +556,7 @@ class GalleryStore:
         finally:
             target.close()
         if self.index is not None:
-            self._write_index(directory)
+            self._write_index(directory, vectors_inline=True)
 
     def option(self, key, default=None):
         """Returns the gallery-wide option ``key`` (str) or ``default``."""
@@ -575,14 +632,15 @@ class GalleryStore:
 
     def stats(self):
         """dict: people, images, masked images, dim, dtype, fingerprint, generation, format version, index kind
-        and entries, database and index file sizes in bytes."""
+        and entries, database, index and vector file sizes in bytes."""
         people, images, masked = self._db.execute(
             "SELECT (SELECT COUNT(*) FROM people), COUNT(*), COALESCE(SUM(masked), 0) FROM images").fetchone()
-        sizes = {}
-        for key, name in (("database_bytes", DB_NAME), ("index_bytes", INDEX_NAME)):
-            file_path = os.path.join(self.path, name) if self.path else None
-            sizes[key] = os.path.getsize(file_path) if file_path and os.path.isfile(file_path) else 0
         index = self.index
+        files = {"database_bytes": self.path and self._db_path(), "index_bytes": self._index_path(),
+                 "vectors_bytes": index.vectors_file if index is not None else None}
+        sizes = {}
+        for key, file_path in files.items():
+            sizes[key] = os.path.getsize(file_path) if file_path and os.path.isfile(file_path) else 0
         return dict(people=people, images=images, masked_images=int(masked), dim=self.dim, dtype=self.dtype,
                     fingerprint=self.fingerprint, generation=self.generation, format_version=FORMAT_VERSION,
                     index_entries=len(index) if index is not None else 0,
