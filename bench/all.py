@@ -61,13 +61,14 @@ RUNS = [
     ("gallery", "python bench/gallery.py --sizes=10000,100000,1000000 --probes=256 --exact_probes=64 "
      "--batch_people=20000 --save_result=gallery", 5, None),
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
-     "--compare_backends=faiss-pqfs,faiss-ivf --probes=256 --exact_probes=64 --batch_people=50000 "
-     "--operating_points=64:1000,64:2000,32:2000,32:8000 --save_result=gallery_1m", 4, None),
+     "--compare_backends=faiss-pqfs,faiss-ivf,scann-ah --probes=256 --exact_probes=64 --batch_people=50000 "
+     "--operating_points=64:1000,64:2000,32:2000,32:4000 --save_result=gallery_1m", 7, None),
     ("gallery_10m", "python bench/gallery.py --sizes= --index_only_sizes=10000000 --vectors_dir=/tmp/g10m "
-     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 --operating_points=64:2000,32:2000 "
-     "--save_result=gallery_10m", 35, None),
+     "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 "
+     "--operating_points=64:2000,32:2000,32:4000 --save_result=gallery_10m", 40, None),
     ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
      "--exact_probes=64 --save_result=gallery_libraries", 2, None),
+    ("gallery_mapped", "python bench/gallery_mapped.py --people=200000 --save_result=gallery_mapped", 3, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
     ("partial_fc_n1", "python bench/partial_fc.py --replicas=1 --max_gflop=12 --steps=2 --result=partial_fc_n1", 2,
      None),

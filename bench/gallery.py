@@ -149,8 +149,9 @@ def enrol(store, size, rng):
 
 
 def latencies(searches, queries, limits):
-    """Query latencies of several searches, interleaved query by query (and batch by batch) so that a slow spell of
-    the machine slows them all alike.
+    """Query latencies of several searches, each in its own pass over the queries (one at a time, then in batches).
+    Not interleaved: exact search's threaded BLAS leaves its threads spinning for a while after each call, and they
+    took the cores from an ANN query right after it (docs/gallery.md).
 
     Args:
       searches: {name: search(queries [q, D], k)}.
@@ -161,23 +162,22 @@ def latencies(searches, queries, limits):
     Returns:
       {name: {"p50_ms", "p99_ms" of one query at a time, "batched_ms_per_query" (median over batches of BATCH)}}.
     """
-    single = {name: [] for name in searches}
-    batched = {name: [] for name in searches}
-    for start in range(len(queries)):
-        for name, search in searches.items():
-            if start < limits[name]:
-                began = time.perf_counter()
-                search(queries[start:start + 1], K)
-                single[name].append(1000 * (time.perf_counter() - began))
-    for start in range(0, len(queries) - BATCH + 1, BATCH):
-        for name, search in searches.items():
-            if start + BATCH <= max(limits[name], BATCH):
-                began = time.perf_counter()
-                search(queries[start:start + BATCH], K)
-                batched[name].append(1000 * (time.perf_counter() - began) / BATCH)
-    return {name: {"p50_ms": float(np.percentile(single[name], 50)), "p99_ms": float(np.percentile(single[name], 99)),
-                   "batched_ms_per_query": float(np.median(batched[name])) if batched[name] else None}
-            for name in searches}
+    figures = {}
+    for name, search in searches.items():
+        search(queries[:1], K)      # warm-up: first-call costs (thread pools, page faults) are not a query's
+        single = []
+        for start in range(min(limits[name], len(queries))):
+            began = time.perf_counter()
+            search(queries[start:start + 1], K)
+            single.append(1000 * (time.perf_counter() - began))
+        batched = []
+        for start in range(0, min(max(limits[name], BATCH), len(queries)) - BATCH + 1, BATCH):
+            began = time.perf_counter()
+            search(queries[start:start + BATCH], K)
+            batched.append(1000 * (time.perf_counter() - began) / BATCH)
+        figures[name] = {"p50_ms": float(np.percentile(single, 50)), "p99_ms": float(np.percentile(single, 99)),
+                         "batched_ms_per_query": float(np.median(batched)) if batched else None}
+    return figures
 
 
 def tpir(scores, ids, mated_ids, mated_count):
