@@ -37,7 +37,7 @@ from mtarcface_tf.configs import demo_mtarcface  # noqa: E402
 from mtarcface_tf.data.synthetic import render_faces  # noqa: E402
 from mtarcface_tf.export.embedder import make_embed_fn  # noqa: E402
 from mtarcface_tf.progress import progress_bar  # noqa: E402
-from mtarcface_tf.results import report_result, save_result  # noqa: E402
+from mtarcface_tf.results import anon_rss_bytes, report_result, save_result  # noqa: E402
 from mtarcface_tf.search.index import (  # noqa: E402
     BACKENDS, DEFAULT_BACKEND, DEFAULT_NPROBE, DEFAULT_RERANK, LISTS_PER_SQRT, MIN_CANDIDATES, make_index)
 from mtarcface_tf.search.store import GalleryStore  # noqa: E402
@@ -120,13 +120,6 @@ def ann_options(backend=None):
 
 def rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-
-
-def anon_rss_gib():
-    """This process's resident anonymous memory now (GiB): its RAM without memory-mapped files' pages."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        kib = next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
-    return kib / 2 ** 20
 
 
 def enrol(store, size, rng):
@@ -267,7 +260,7 @@ def run_index_only(size, rng):
     if FLAGS.vectors_dir:
         os.makedirs(FLAGS.vectors_dir, exist_ok=True)
         vectors_file = os.path.join(FLAGS.vectors_dir, f"vectors_{size}.bin")
-    baseline = anon_rss_gib()
+    baseline = anon_rss_bytes() / 2 ** 30
     index = make_index("auto", dim=FLAGS.dim, dtype=FLAGS.index_dtype, ann_threshold=FLAGS.ann_threshold,
                        vectors_file=vectors_file, **ann_options())
     picks = np.sort(rng.choice(size, FLAGS.probes, replace=False))
@@ -290,7 +283,7 @@ def run_index_only(size, rng):
     figures = {"people": size, "index_add_people_per_s": size / seconds, "ann_build_seconds": build,
                "index_bytes": index.memory_bytes(), "vectors_memory_mapped": bool(vectors_file),
                **measure(index, probes, picks, exact)}
-    figures.update(max_rss_gib=rss_gib(), index_anon_rss_gib=anon_rss_gib() - baseline)
+    figures.update(max_rss_gib=rss_gib(), index_anon_rss_gib=anon_rss_bytes() / 2 ** 30 - baseline)
     if FLAGS.operating_points:
         figures["operating_points"] = operating_points(index, probes, picks, exact)
     if vectors_file:

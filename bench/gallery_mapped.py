@@ -19,7 +19,7 @@ import time
 from absl import app, flags
 import numpy as np
 
-from mtarcface_tf.results import report_result
+from mtarcface_tf.results import anon_rss_bytes, report_result
 from mtarcface_tf.search.store import GalleryStore
 
 flags.DEFINE_integer("people", 200_000, "Gallery size.")
@@ -32,12 +32,6 @@ flags.DEFINE_bool("map_vectors", True, "Internal, with --read: the reader maps t
 flags.DEFINE_string("save_result", None, "Save figures to docs/results/NAME.json.")
 FLAGS = flags.FLAGS
 K = 10
-
-
-def anon_rss_bytes():
-    """This process's resident anonymous memory (int bytes)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        return 1024 * next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
 
 
 def unit(rows):

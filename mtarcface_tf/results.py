@@ -53,6 +53,13 @@ def median_seconds(function, iters, warmup=3):
     return float(statistics.median(times))
 
 
+def anon_rss_bytes():
+    """This process's resident anonymous memory now (int bytes, Linux): its own RAM, without the pages of
+    memory-mapped files, which belong to the page cache and are shared with every process that maps them."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        return 1024 * next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
+
+
 def git_revision(cwd=None):
     """Returns the abbreviated commit of the checkout holding ``cwd`` (str), with "-dirty" when tracked files
     outside ``DEFAULT_DIR`` differ from it (result files written by an earlier run of the same batch do not make
