@@ -16,11 +16,15 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
-import numpy as np
+from mtarcface_tf.quiet import quiet_tensorflow
 
-from mtarcface_tf.results import anon_rss_bytes, report_result
-from mtarcface_tf.search.store import GalleryStore
+quiet_tensorflow()  # first, as in every bench (tests/test_quiet.py)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from mtarcface_tf.results import anon_rss_bytes, report_result  # noqa: E402
+from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
 flags.DEFINE_integer("people", 200_000, "Gallery size.")
 flags.DEFINE_integer("dim", 512, "Embedding size.")
