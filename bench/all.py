@@ -68,6 +68,8 @@ RUNS = [
      "--operating_points=64:2000,32:2000,32:4000 --save_result=gallery_10m", 40, None),
     ("gallery_libraries", "python bench/gallery.py --sizes= --compare_size=50000 --templates_size=20000 --probes=256 "
      "--exact_probes=64 --save_result=gallery_libraries", 2, None),
+    ("gallery_scann_1m", "python bench/gallery.py --sizes= --compare_size=1000000 --compare_backends=faiss-pqfs,"
+     "scann-ah --probes=256 --save_result=gallery_scann_1m", 8, None),
     ("gallery_mapped", "python bench/gallery_mapped.py --people=200000 --save_result=gallery_mapped", 3, None),
     ("partial_fc_computed", "python bench/partial_fc.py --measure=false --result=partial_fc_computed", 1, None),
     ("partial_fc_n1", "python bench/partial_fc.py --replicas=1 --max_gflop=12 --steps=2 --result=partial_fc_n1", 2,

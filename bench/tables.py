@@ -269,7 +269,7 @@ def gallery_points_table(results_dir=RESULTS):
 def gallery_libraries_table(results_dir=RESULTS):
     """The ANN libraries side by side on one synthetic gallery (bench/gallery.py --compare_size), and mean
     templates against max over images (--templates_size)."""
-    records = [load(name, results_dir) for name in ("gallery_1m", "gallery_libraries")]
+    records = [load(name, results_dir) for name in ("gallery_scann_1m", "gallery_1m", "gallery_libraries")]
     lines = ["| people | library | build s | ANN bytes | p50 / p99 ms | ms/query (64) | recall@1 all / mated / "
              "non-mated | recall@10 all | remove 100 s |", "|---|---|---|---|---|---|---|---|---|"]
     for record in records:
@@ -278,7 +278,7 @@ def gallery_libraries_table(results_dir=RESULTS):
             lines.append(f"| {compared['people']:,} | {library} | {row['build_seconds']:.1f} | "
                          f"{row['ann_bytes'] / 1e6:.1f} MB | {_ms(row)} | {row['batched_ms_per_query']:.2f} | "
                          f"{_recall(row)} | {row['recall_at_10']:.3f} | {row['remove_100_seconds']:.3f} |")
-    templates = records[1]["figures"].get("templates")
+    templates = records[-1]["figures"].get("templates")
     if templates:
         lines += ["", f"Templates, {templates['people']:,} people with {templates['images_per_person']} images each: "
                       f"one mean per person rank-1 {templates['mean']['rank1']:.3f}, TPIR@FPIR=0.01 "
