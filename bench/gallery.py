@@ -300,7 +300,8 @@ def scann_pybind():
     if "scann" not in sys.modules:
         spec = importlib.util.find_spec("scann")
         if spec is None:
-            raise app.UsageError("--compare_backends names ScaNN: pip install scann (it is not a dependency).")
+            raise app.UsageError("--compare_backends names ScaNN, which is not installed: pip install scann "
+                                 "(the [dev] extra has it).")
         package = types.ModuleType("scann")
         package.__path__ = list(spec.submodule_search_locations)
         sys.modules["scann"] = package
