@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -339,15 +340,29 @@ def test_kill_9_during_the_save_of_the_vector_file(tmp_path, caplog, save):
     with np.load(path / INDEX_NAME) as saved:
         named = json.loads(str(saved["meta"]))["vectors_file"]
     assert len(_vector_files(path)) == (2 if save == "compaction" else 1) and named in _vector_files(path)
+    assert len(list(path.glob(".index-*.npz.tmp"))) == 1         # the save's index, written but not renamed
     with GalleryStore.open(path) as reader:     # the older index.npz, caught up from the database
         assert reader.index._n_base == 100 and reader.count() == 117 - (37 if save == "compaction" else 0)
         _consistent(reader)
     with GalleryStore.open(path, writable=True) as store:
         assert _vector_files(path) == [named]                  # the compaction's unnamed file removed on open
+        assert not list(path.glob(".index-*.npz.tmp"))
         _enrol(store, 500, 2)
     with GalleryStore.open(path) as reader:
         _consistent(reader)
     assert not caplog.records
+
+
+def test_a_save_syncs_the_folder_after_renaming_index_npz(tmp_path, monkeypatch):
+    """The rename reaches the disk only with its folder synced: the last sync of a save is the folder's, after the
+    rename."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(stat.S_ISDIR(os.fstat(fd).st_mode)) or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda *args: events.append("replace") or real_replace(*args))
+    with GalleryStore.open(tmp_path / "g", writable=True) as store:
+        _enrol(store, 0, 3)
+    assert events[-2:] == ["replace", True] and events.count("replace") == 1
 
 
 def test_a_reader_whose_vector_file_a_compaction_deleted_reads_index_npz_again(tmp_path, caplog, monkeypatch):

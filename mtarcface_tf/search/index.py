@@ -74,9 +74,12 @@ class Index:
     ``ann_threshold``, ``backend``, ``generation`` (an int the owner sets to tie the index to its database),
     ``vectors_file`` (None: the vector matrix is in RAM; else the path of the raw file holding its saved rows).
 
-    Rows never change once written: a removed entry's row stays, dead (its id slot -1, its ANN key dropped), until
-    dead rows pass COMPACT_DEAD_SHARE of all rows and the live ones are copied into a fresh matrix (a new file when
-    file-backed). Rows [0, n_base) are a read-only memory map of ``vectors_file``, rows [n_base, n) a RAM tail.
+    Rows never change once written: a removed entry's row stays, dead (its id slot -1), until dead rows pass
+    COMPACT_DEAD_SHARE of all rows and the live ones are copied into a fresh matrix (a new file when file-backed).
+    The ANN, keyed by row, keeps a dead row's key until then (removing keys from faiss's fast scan moves every code
+    of a shard: 1.4 s per call at 1M entries): re-ranking skips dead rows, and asks the ANN for more candidates in
+    proportion to the dead keys it holds. Rows [0, n_base) are a read-only memory map of ``vectors_file``, rows
+    [n_base, n) a RAM tail.
     """
 
     def __init__(self, kind="auto", dim=512, dtype="float32", ann_threshold=DEFAULT_ANN_THRESHOLD,
@@ -166,11 +169,8 @@ class Index:
         if not len(rows):
             return 0
         self._ids[rows] = -1
-        if self._ann is not None:
-            if self.uses_ann():
-                self._ann.remove(rows)
-            else:
-                self._ann = None
+        if self._ann is not None and not self.uses_ann():
+            self._ann = None
         dead = self._n - len(self)
         if not self.read_only and dead >= COMPACT_MIN_DEAD_ROWS and dead > COMPACT_DEAD_SHARE * self._n:
             self._compact()
@@ -278,8 +278,7 @@ class Index:
         if self.uses_ann() and len(self) and not exact:
             if self._ann is None:
                 self._build_ann()
-            count = min(len(self), max(k * self.rerank, self.min_candidates))
-            return self._rerank(queries, self._ann.candidates(queries, count), k)
+            return self._rerank(queries, self._ann.candidates(queries, self._candidate_count(k)), k)
         return self._exact(queries, k)
 
     def _exact(self, queries, k):
@@ -300,10 +299,19 @@ class Index:
             return scores, rows
         return scores, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)     # a dead row's id is -1 too
 
+    def _candidate_count(self, k):
+        """ANN candidates (int) to re-rank for the top-k: max(k * rerank, min_candidates) live ones, scaled up by
+        the share of dead keys the ANN holds (at most all its keys)."""
+        live = min(len(self), max(k * self.rerank, self.min_candidates))
+        keys = self._ann.count()
+        return min(keys, math.ceil(live * keys / len(self)))
+
     def _rerank(self, queries, rows, k):
-        """Exact cosines of each query's candidate rows (int64 [q, c], -1 = none); returns the top-k of them."""
+        """Exact cosines of each query's candidate rows (int64 [q, c], -1 = none; dead rows skipped); returns the
+        top-k of them."""
         valid = (rows >= 0) & (rows < self._n)
         rows = np.where(valid, rows, 0)
+        valid &= self._ids[rows] >= 0
         vectors = self._gather(rows).astype(np.float32, copy=False)   # [q, c, dim]
         # einsum's own loop, not BLAS: a threaded BLAS call leaves its threads spinning for a while, and they took
         # the cores from the next query's shard scans (measured in docs/gallery.md)
@@ -357,7 +365,7 @@ class Index:
         meta = {"format": FORMAT, "kind": self.kind, "dim": self.dim, "dtype": self.dtype, "backend": self.backend,
                 "ann_threshold": self.ann_threshold, "nprobe": self.nprobe, "rerank": self.rerank,
                 "pq_bytes": self.pq_bytes, "min_candidates": self.min_candidates, "block_rows": self.block_rows,
-                "generation": self.generation}
+                "generation": self.generation, "ann_keys": self._ann.count() if self._ann is not None else 0}
         members = {"ids": self._ids[:self._n],
                    "ann": self._ann.serialize() if self._ann is not None else np.zeros(0, np.uint8)}
         if self.vectors_file and not vectors_inline:
@@ -416,7 +424,8 @@ class Index:
             index._ann = make_ann_backend(index.backend, index.dim, index.nprobe, index.pq_bytes, threads)
             index._ann.deserialize(ann)
             index._ann_size = len(index)
-            if index._ann.count() != len(index):
+            # format 3 removed a dead row's key at once
+            if index._ann.count() != meta.get("ann_keys", len(index)):
                 index._ann = None     # stale ANN structure: rebuilt from the vectors on the next search
         return index
 
@@ -490,7 +499,7 @@ def _top_k(scores, k):
 
 class _FaissIVF:
     """faiss IVF over inner product with 8-bit scalar codes ("faiss-ivf") or product quantization
-    ("faiss-ivfpq", for galleries past RAM): native add_with_ids / remove_ids, so it stays incremental."""
+    ("faiss-ivfpq", for galleries past RAM): native add_with_ids, so it stays incremental."""
 
     def __init__(self, dim, nprobe, pq_bytes, threads, product_quantized):
         import faiss  # pylint: disable=import-outside-toplevel
@@ -527,9 +536,6 @@ class _FaissIVF:
             self.index.add_with_ids(np.ascontiguousarray(vectors[chunk], np.float32),
                                     np.ascontiguousarray(ids[chunk], np.int64))
 
-    def remove(self, ids):
-        self.index.remove_ids(np.ascontiguousarray(ids, np.int64))
-
     def count(self):
         return int(self.index.ntotal)
 
@@ -548,7 +554,7 @@ class _FaissPQFastScan:
     scan"; no partitioning, so no entry is out of reach of a query: see docs/gallery.md), after a fixed random
     rotation. The entries are dealt to one scan per thread by key modulo the shard count, so a single query's scan
     runs on every core (it is bound by memory bandwidth, which one core does not use up). Each shard is an
-    IndexIDMap over an IndexPQFastScan: native add_with_ids / remove_ids, so it stays incremental."""
+    IndexIDMap over an IndexPQFastScan: native add_with_ids, so it stays incremental."""
 
     def __init__(self, dim, threads, code_bytes):
         import faiss  # pylint: disable=import-outside-toplevel
@@ -593,30 +599,6 @@ class _FaissPQFastScan:
                 mine = chunk_keys % len(self.shards) == number
                 if mine.any():
                     shard.add_with_ids(np.ascontiguousarray(rotated[mine]), np.ascontiguousarray(chunk_keys[mine]))
-
-    def remove(self, keys):
-        keys = np.asarray(keys, np.int64)
-        for number, shard in enumerate(self.shards):
-            mine = keys[keys % len(self.shards) == number]
-            if len(mine):
-                shard.remove_ids(np.ascontiguousarray(mine))
-                self._clear_tail_slots(shard)
-
-    def _clear_tail_slots(self, shard):
-        """faiss (1.15) IndexFastScan.remove_ids moves entries down but leaves their old 4-bit codes in the slots
-        past the new end of the last 32-entry block, and a later add ORs new codes into those slots: entries added
-        after a removal were then scored from garbage (found by tests/test_search_index.py). Zero those slots."""
-        faiss = self._faiss
-        scan = faiss.downcast_index(shard.index)
-        end = -(-scan.ntotal // scan.bbs) * scan.bbs
-        if end == scan.ntotal:
-            return
-        packer = scan.get_CodePacker()
-        packer.thisown = True
-        codes = faiss.swig_ptr(faiss.rev_swig_ptr(scan.codes.get(), scan.codes.size()))   # the index's own bytes
-        zero = np.zeros(scan.code_size, np.uint8)
-        for slot in range(scan.ntotal, end):
-            packer.pack_1_c(faiss.swig_ptr(zero), slot, codes)
 
     def candidates(self, queries, count):
         rotated = self._rotate(queries)
@@ -688,7 +670,7 @@ def pq_fast_scan_codes(dim, code_bytes=None):
 
 
 class _USearchHNSW:
-    """usearch HNSW over inner product with float16 vectors in the graph (add / remove are native)."""
+    """usearch HNSW over inner product with float16 vectors in the graph (add is native)."""
 
     def __init__(self, dim, threads):
         from usearch.index import Index as USearchIndex  # pylint: disable=import-outside-toplevel
@@ -705,9 +687,6 @@ class _USearchHNSW:
     def add(self, ids, vectors):
         self.index.add(np.ascontiguousarray(ids, np.uint64), np.ascontiguousarray(vectors, np.float32),
                        threads=self.threads)
-
-    def remove(self, ids):
-        self.index.remove(np.ascontiguousarray(ids, np.uint64))
 
     def candidates(self, queries, count):
         matches = self.index.search(np.ascontiguousarray(queries, np.float32), count, threads=self.threads)
@@ -734,7 +713,7 @@ class _USearchHNSW:
 
 def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=None, threads=None):
     """Returns the ANN structure named ``backend`` (one of BACKENDS): ``build(keys, vectors)``, ``add(keys,
-    vectors)``, ``remove(keys)``, ``candidates(queries [q, dim], count) -> keys int64 [q, count]`` (-1 = none; an
+    vectors)``, ``candidates(queries [q, dim], count) -> keys int64 [q, count]`` (-1 = none; an
     :class:`Index` keys its entries by row, so no id look-up stands between the candidates and re-ranking), ``count()``,
     ``serialize() -> uint8 [n]``, ``deserialize``, ``memory_bytes()``."""
     if backend == "usearch":

@@ -39,6 +39,7 @@ DB_NAME = "gallery.db"
 INDEX_NAME = "index.npz"
 VECTORS_NAME = "vectors.bin"           # the index's vector file is vectors-<random hex>.bin, a new one per compaction
 VECTORS_PATTERN = re.compile(rf"vectors-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}\.bin")
+TEMP_INDEX_PREFIX, TEMP_INDEX_SUFFIX = ".index-", ".npz.tmp"     # index.npz while it is written
 INDEX_READ_ATTEMPTS = 2                # a compaction may delete the vector file between reading index.npz and mapping
 LOCK_NAME = "writer.lock"
 BUSY_TIMEOUT_MS = 10_000
@@ -282,7 +283,7 @@ class GalleryStore:
         else:
             return None, reason
         if self.writable:      # before the catch-up, which may compact into a new file
-            self._remove_unnamed_vector_files(index.vectors_file)
+            self._remove_leftovers(index.vectors_file)
         reason = self._catch_up(index)
         return (index, None) if reason is None else (None, reason)
 
@@ -303,11 +304,13 @@ class GalleryStore:
     def _new_vectors_path(self):
         return fresh_vectors_file(os.path.join(self.path, VECTORS_NAME))
 
-    def _remove_unnamed_vector_files(self, kept):
-        """Deletes the folder's vector files other than ``kept`` (path or None): left by a crashed save or
-        compaction, or replaced by a compaction (a reader that mapped it keeps its mapping: unlink semantics)."""
+    def _remove_leftovers(self, kept):
+        """Deletes the folder's vector files other than ``kept`` (path or None), left by a crashed save or
+        compaction or replaced by a compaction (a reader that mapped it keeps its mapping: unlink semantics), and
+        the temporary index files of a killed save (only the writer, who holds the lock, writes them)."""
         for name in os.listdir(self.path):
-            if VECTORS_PATTERN.fullmatch(name) and name != os.path.basename(kept or ""):
+            unnamed = VECTORS_PATTERN.fullmatch(name) and name != os.path.basename(kept or "")
+            if unnamed or (name.startswith(TEMP_INDEX_PREFIX) and name.endswith(TEMP_INDEX_SUFFIX)):
                 os.remove(os.path.join(self.path, name))
 
     def _catch_up(self, index):
@@ -354,13 +357,13 @@ class GalleryStore:
         if not (self.writable and self.path and self._dirty and self.index is not None):
             return
         self._write_index(self.path)
-        self._remove_unnamed_vector_files(self.index.vectors_file)
+        self._remove_leftovers(self.index.vectors_file)
         with self._transaction():
             self._db.execute("DELETE FROM removed WHERE generation <= ?", (self.index.generation,))
         self._dirty = False
 
     def _write_index(self, directory, vectors_inline=False):
-        handle, temp_path = tempfile.mkstemp(prefix=".index-", suffix=".npz.tmp", dir=directory)
+        handle, temp_path = tempfile.mkstemp(prefix=TEMP_INDEX_PREFIX, suffix=TEMP_INDEX_SUFFIX, dir=directory)
         try:
             with os.fdopen(handle, "wb") as temp_file:
                 self.index.save(temp_file, vectors_inline=vectors_inline)
@@ -370,6 +373,11 @@ class GalleryStore:
         except BaseException:
             os.unlink(temp_path)
             raise
+        folder = os.open(directory, os.O_RDONLY)
+        try:        # the rename itself reaches the disk (a power loss after it keeps the new index.npz)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def close(self):
         """Flushes the index (writable stores) and closes the database and the writer lock."""
