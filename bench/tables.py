@@ -271,7 +271,8 @@ def gallery_libraries_table(results_dir=RESULTS):
     templates against max over images (--templates_size)."""
     records = [load(name, results_dir) for name in ("gallery_scann_1m", "gallery_1m", "gallery_libraries")]
     lines = ["| people | library | build s | ANN bytes | p50 / p99 ms | ms/query (64) | recall@1 all / mated / "
-             "non-mated | recall@10 all | remove 100 s | remove a quarter s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "non-mated | recall@10 all | remove 100 s | remove a quarter s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for record in records:
         compared = record["figures"].get("libraries")
         for library, row in (compared or {}).get("libraries", {}).items():
