@@ -332,7 +332,7 @@ def _check_search(index, queries, ids, vectors, k=5):
         np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
 
 
-def test_removed_rows_stay_dead_until_a_compaction_rebuilds_the_ann(data):
+def test_removed_rows_stay_dead_until_a_compaction_renumbers_the_ann_keys(data, monkeypatch):
     ids, vectors, queries = data
     index = make_index("ann", dim=DIM, min_candidates=len(ids), threads=2)     # every live entry re-ranked
     index.add(ids, vectors)
@@ -345,6 +345,7 @@ def test_removed_rows_stay_dead_until_a_compaction_rebuilds_the_ann(data):
     np.testing.assert_array_equal(index.vectors, vectors[kept])
     _check_search(index, queries, ids[kept], vectors[kept])
     more = np.arange(1, len(ids), 5)[:index_module.COMPACT_MIN_DEAD_ROWS - len(gone)]
+    monkeypatch.setattr(type(index._ann), "build", None)  # the codes are kept, never computed again
     index.remove(ids[more])                               # 1,024 dead: past a quarter and the minimum
     kept = np.setdiff1d(kept, more)
     assert index._n == len(index) == len(kept) == index._ann.count()
@@ -352,6 +353,22 @@ def test_removed_rows_stay_dead_until_a_compaction_rebuilds_the_ann(data):
     keys = np.concatenate([faiss_keys(shard) for shard in index._ann.shards])
     np.testing.assert_array_equal(np.sort(keys), np.arange(len(kept)))
     _check_search(index, queries, ids[kept], vectors[kept])
+    index.retune(min_candidates=1, rerank=1)              # the ANN's own top-1: each entry's key must be its row's
+    index.add(ids[gone], vectors[gone])                   # into the slots a removal freed (zeroed, not OR-ed into)
+    everyone = np.concatenate([kept, gone])
+    _, found = index.search(vectors[everyone], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[everyone])
+
+
+@pytest.mark.parametrize("backend", ["faiss-ivf", "usearch"])
+def test_a_compaction_rebuilds_the_other_backends_on_the_kept_rows(data, backend):
+    ids, vectors, _ = data
+    index = make_index("ann", dim=DIM, backend=backend, rerank=1, min_candidates=10, threads=1, nprobe=64)
+    index.add(ids, vectors)
+    index.remove(ids[:1100])
+    assert index._n == len(index) == index._ann.count() == 1900
+    _, found = index.search(vectors[1100:], 1)
+    assert np.mean(found[:, 0] == ids[1100:]) >= 0.99
 
 
 def faiss_keys(shard):

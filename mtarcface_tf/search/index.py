@@ -184,13 +184,13 @@ class Index:
 
     def _compact(self):
         """Drops the dead rows: the live ones are copied into a fresh matrix (in RAM, or a file under a new name,
-        since readers may have mapped the current one) and the ANN, keyed by row, is rebuilt."""
+        since readers may have mapped the current one) and the ANN, keyed by row, keeps their keys, renumbered."""
         live = self._live_rows()
         self._relocate(live, fresh_vectors_file(self.vectors_file) if self.vectors_file else None)
         self._ids, self._n = self._ids[live], len(live)
         self._row_of = dict(zip(self._ids.tolist(), range(self._n)))
         if self._ann is not None:
-            self._build_ann()
+            self._ann.keep(live, _Rows(self._gather, np.arange(self._n), self.dtype))
 
     def _relocate(self, rows, vectors_file):
         """Copies ``rows`` (int64 [m]) as rows [0, m) into RAM or the raw file ``vectors_file``, chunk by chunk."""
@@ -536,6 +536,11 @@ class _FaissIVF:
             self.index.add_with_ids(np.ascontiguousarray(vectors[chunk], np.float32),
                                     np.ascontiguousarray(ids[chunk], np.int64))
 
+    def keep(self, keys, vectors):
+        """Rebuilt from ``vectors`` (the kept entries', in ``keys`` order): an IVF holds its ids inside its lists."""
+        del keys
+        self.build(np.arange(len(vectors), dtype=np.int64), vectors)
+
     def count(self):
         return int(self.index.ntotal)
 
@@ -552,9 +557,10 @@ class _FaissIVF:
 class _FaissPQFastScan:
     """faiss 4-bit product quantization over inner product, every entry scanned with SIMD look-up tables ("fast
     scan"; no partitioning, so no entry is out of reach of a query: see docs/gallery.md), after a fixed random
-    rotation. The entries are dealt to one scan per thread by key modulo the shard count, so a single query's scan
-    runs on every core (it is bound by memory bandwidth, which one core does not use up). Each shard is an
-    IndexIDMap over an IndexPQFastScan: native add_with_ids, so it stays incremental."""
+    rotation. The entries are dealt to one scan per thread by key modulo the shard count as they are added, so a
+    single query's scan runs on every core (it is bound by memory bandwidth, which one core does not use up); a
+    compaction renumbers keys where they lie. Each shard is an IndexIDMap over an IndexPQFastScan: native
+    add_with_ids, so it stays incremental."""
 
     def __init__(self, dim, threads, code_bytes):
         import faiss  # pylint: disable=import-outside-toplevel
@@ -599,6 +605,35 @@ class _FaissPQFastScan:
                 mine = chunk_keys % len(self.shards) == number
                 if mine.any():
                     shard.add_with_ids(np.ascontiguousarray(rotated[mine]), np.ascontiguousarray(chunk_keys[mine]))
+
+    def keep(self, keys, vectors):
+        """Drops the entries not keyed in ``keys`` (int64 [m], ascending) and renumbers the kept ones 0..m-1 in
+        that order, in place: no code is computed again (``vectors`` unused)."""
+        del vectors
+        faiss = self._faiss
+        for shard in self.shards:
+            held = faiss.vector_to_array(shard.id_map)
+            gone = held[~np.isin(held, keys)]
+            if len(gone):
+                shard.remove_ids(np.ascontiguousarray(gone))
+                self._clear_tail_slots(shard)
+            faiss.copy_array_to_vector(np.searchsorted(keys, faiss.vector_to_array(shard.id_map)), shard.id_map)
+
+    def _clear_tail_slots(self, shard):
+        """faiss (1.15) IndexFastScan.remove_ids moves entries down but leaves their old 4-bit codes in the slots
+        past the new end of the last 32-entry block, and a later add ORs new codes into those slots: entries added
+        after a removal were then scored from garbage (found by tests/test_search_index.py). Zero those slots."""
+        faiss = self._faiss
+        scan = faiss.downcast_index(shard.index)
+        end = -(-scan.ntotal // scan.bbs) * scan.bbs
+        if end == scan.ntotal:
+            return
+        packer = scan.get_CodePacker()
+        packer.thisown = True
+        codes = faiss.swig_ptr(faiss.rev_swig_ptr(scan.codes.get(), scan.codes.size()))   # the index's own bytes
+        zero = np.zeros(scan.code_size, np.uint8)
+        for slot in range(scan.ntotal, end):
+            packer.pack_1_c(faiss.swig_ptr(zero), slot, codes)
 
     def candidates(self, queries, count):
         rotated = self._rotate(queries)
@@ -696,6 +731,11 @@ class _USearchHNSW:
         found = np.asarray(matches.counts).reshape(len(queries), 1)
         return np.where(np.arange(keys.shape[1]) < found, keys, -1)
 
+    def keep(self, keys, vectors):
+        """Rebuilt from ``vectors`` (the kept entries', in ``keys`` order): a removal leaves a graph node behind."""
+        del keys
+        self.build(np.arange(len(vectors), dtype=np.uint64), vectors)
+
     def count(self):
         return len(self.index)
 
@@ -713,7 +753,8 @@ class _USearchHNSW:
 
 def make_ann_backend(backend, dim, nprobe=DEFAULT_NPROBE, pq_bytes=None, threads=None):
     """Returns the ANN structure named ``backend`` (one of BACKENDS): ``build(keys, vectors)``, ``add(keys,
-    vectors)``, ``candidates(queries [q, dim], count) -> keys int64 [q, count]`` (-1 = none; an
+    vectors)``, ``keep(keys, vectors)`` (drop the other keys, renumber the kept ones 0..m-1; ``vectors`` theirs),
+    ``candidates(queries [q, dim], count) -> keys int64 [q, count]`` (-1 = none; an
     :class:`Index` keys its entries by row, so no id look-up stands between the candidates and re-ranking), ``count()``,
     ``serialize() -> uint8 [n]``, ``deserialize``, ``memory_bytes()``."""
     if backend == "usearch":
