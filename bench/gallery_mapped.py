@@ -8,9 +8,12 @@ transaction) into a new gallery and closes it (the index saved), timed; then a f
 reports the resident anonymous memory the open added (RssAnon: a mapped file's pages are the page cache, shared by
 every reader, not the process's own), the open's seconds, the median latency of single-query searches through the
 ANN (a first pass, in which a mapped reader faults the pages of its candidates' rows in, and the same queries again)
-and exact (every entry scored), and exact search's milliseconds per query in one batch of --batch_queries. The last
+and exact (every entry scored), and exact search's milliseconds per query in one batch of --batch_queries. Apart
+from the store, an index of --people entries (vectors in a file, as the store keeps them, or in RAM) times the one
+removal of a quarter of them that compacts it (the live rows copied, into a new file when file-backed). The last
 line printed is JSON.
 """
+import io
 import json
 import os
 import subprocess
@@ -26,6 +29,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from mtarcface_tf.results import anon_rss_bytes, report_result  # noqa: E402
+from mtarcface_tf.search.index import make_index  # noqa: E402
 from mtarcface_tf.search.store import GalleryStore  # noqa: E402
 
 flags.DEFINE_integer("people", 200_000, "Gallery size.")
@@ -103,6 +107,20 @@ def read(path, map_vectors):
     return figures
 
 
+def compaction_seconds(vectors_file):
+    """Seconds (float) the removal of a quarter (plus one) of --people random entries takes in one call, its
+    compaction included, from an index whose saved vectors are in ``vectors_file`` (None: in RAM)."""
+    rng = np.random.default_rng(2)
+    index = make_index("auto", dim=FLAGS.dim, vectors_file=vectors_file)
+    for start in range(0, FLAGS.people, FLAGS.batch_people):
+        count = min(FLAGS.batch_people, FLAGS.people - start)
+        index.add(np.arange(start, start + count), unit(rng.normal(size=(count, FLAGS.dim))))
+    index.save(io.BytesIO())      # a file-backed index's rows written to its file, as the store's are
+    began = time.perf_counter()
+    index.remove(np.arange(FLAGS.people // 4 + 1))
+    return time.perf_counter() - began
+
+
 def measure(work_dir):
     """{"mapped" | "ram": figures} for the two settings."""
     settings = {}
@@ -113,7 +131,9 @@ def measure(work_dir):
                                  f"--dim={FLAGS.dim}", f"--queries={FLAGS.queries}",
                                  f"--batch_queries={FLAGS.batch_queries}"],
                                 check=True, capture_output=True, text=True).stdout
-        settings[name] = {"enrol_seconds": seconds, **json.loads(reader.strip().splitlines()[-1])}
+        vectors_file = os.path.join(work_dir, "vectors-compaction.bin") if map_vectors else None
+        settings[name] = {"enrol_seconds": seconds, **json.loads(reader.strip().splitlines()[-1]),
+                          "remove_quarter_seconds": compaction_seconds(vectors_file)}
         print(name, json.dumps(settings[name]), flush=True)
     return settings
 
