@@ -459,3 +459,21 @@ def test_fresh_vector_file_names_are_new_each_time_beside_the_old_one():
     second = index_module.fresh_vectors_file(first)
     assert first != second and os.path.dirname(second) == "/g" and second.endswith(".bin")
     assert len(os.path.basename(first)) == len(os.path.basename(second)) == len("vectors-.bin") + 16
+
+
+def test_re_ranking_gathers_the_candidates_of_a_large_batch_block_by_block(data, monkeypatch):
+    """Candidate vectors are gathered for a few queries at a time, at most RERANK_BLOCK_VALUES values, and the
+    blocks' answers are those of one pass over the whole batch."""
+    ids, vectors, queries = data
+    index = make_index("ann", dim=DIM, rerank=1, min_candidates=40, threads=2)
+    index.add(ids, vectors)
+    whole = index.search(queries, 5)
+    gathered = []
+    gather = index._gather
+    monkeypatch.setattr(index, "_gather", lambda rows: gathered.append(rows.size) or gather(rows))
+    monkeypatch.setattr(index_module, "RERANK_BLOCK_VALUES", 7 * 40 * DIM)
+    blocks = index.search(queries, 5)
+    assert gathered == [7 * 40] * 7 + [40]            # 50 queries: 7 blocks of 7, then 1
+    for found, expected in zip(blocks, whole):
+        np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(whole[1][:, 0], _reference(queries, ids, vectors, 1)[1][:, 0])

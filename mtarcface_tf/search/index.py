@@ -36,6 +36,7 @@ PQ_MIN_TRAIN_POINTS = 16 * 39      # faiss's k-means asks for 39 points per cent
 SHARD_SPREAD_SDS = 4               # "faiss-pqfs": each shard proposes count/S plus this many binomial std of it
 DEFAULT_BLOCK_ROWS = 262_144       # gallery rows scored per matmul block (bounds the [q, block] score matrix)
 ADD_CHUNK_ROWS = 65_536            # rows handed to the ANN library per call (bounds the float32 copy it needs)
+RERANK_BLOCK_VALUES = 1 << 24      # candidate vector values gathered per re-ranking block (64 MiB of float32)
 RETRAIN_GROWTH = 4                 # the IVF is re-trained when the index has grown this much since its training
 LISTS_PER_SQRT = 2                 # IVF lists = LISTS_PER_SQRT * sqrt(n)
 TRAIN_POINTS_PER_LIST = 32         # k-means training sample per list (bounds the training time at 1M)
@@ -278,8 +279,19 @@ class Index:
         if self.uses_ann() and len(self) and not exact:
             if self._ann is None:
                 self._build_ann()
-            return self._rerank(queries, self._ann.candidates(queries, self._candidate_count(k)), k)
+            return self._rerank_in_blocks(queries, self._ann.candidates(queries, self._candidate_count(k)), k)
         return self._exact(queries, k)
+
+    def _rerank_in_blocks(self, queries, rows, k):
+        """:meth:`_rerank` over blocks of queries whose gathered candidate vectors hold at most RERANK_BLOCK_VALUES
+        values: a large batch (an evaluation's thousands of probes, 2,000 candidates each) would otherwise copy
+        gigabytes at once."""
+        per_block = max(1, RERANK_BLOCK_VALUES // max(1, rows.shape[1] * self.dim))
+        if len(queries) <= per_block:
+            return self._rerank(queries, rows, k)
+        parts = [self._rerank(queries[start:start + per_block], rows[start:start + per_block], k)
+                 for start in range(0, len(queries), per_block)]
+        return tuple(np.concatenate(part) for part in zip(*parts))
 
     def _exact(self, queries, k):
         scores = np.full((len(queries), k), -np.inf, np.float32)
