@@ -19,6 +19,7 @@ from mtarcface_tf.search.store import (
     INDEX_NAME,
     GalleryStore,
     ModelMismatchError,
+    NotEnrolledError,
     StoreError,
 )
 
@@ -310,6 +311,25 @@ def test_garbage_past_the_saved_rows_is_ignored_and_overwritten(tmp_path, caplog
         _consistent(reader)
         assert reader.index._n_base == 53 and np.isfinite(reader.index.vectors).all()
     assert not caplog.records
+
+
+def test_remove_takes_many_names_in_one_transaction_all_or_none(tmp_path, caplog):
+    with GalleryStore.open(tmp_path / "g", writable=True) as store:
+        store.enroll_many([{"name": f"p{i}", "embeddings": _vectors(i, 2)} for i in range(6)])
+        store.flush()
+        generation = store.generation
+        store.remove("p1", "p3", "p1")                 # a repeat counts once
+        assert store.generation == generation + 1 and [name for _, name, _ in store.people()] == ["p0", "p2", "p4",
+                                                                                                 "p5"]
+        assert store.stats()["images"] == 8
+        with pytest.raises(NotEnrolledError, match="'nobody' is not in the gallery") as raised:
+            store.remove("p4", "nobody", "p5")
+        assert raised.value.name == "nobody" and store.generation == generation + 1 and len(store) == 4
+        _consistent(store)
+        with GalleryStore.open(tmp_path / "g") as reader:     # its saved index caught up with both removals
+            assert reader.index.generation == generation + 1 and len(reader.index) == 4
+            _consistent(reader)
+    assert not caplog.records       # caught up from both tombstones, not rebuilt
 
 
 KILLED_IN_SAVE = textwrap.dedent("""

@@ -1,4 +1,5 @@
 """inference/media.py without a model: result rows, error rows, and the usage errors raised before any model loads."""
+import numpy as np
 import pytest
 
 from mtarcface_tf.inference import media
@@ -40,3 +41,22 @@ def test_error_row_names_the_error_only():
 def test_usage_errors_before_the_model_loads(command, kwargs, message):
     with pytest.raises(media.UsageError, match=message):
         media.run_command(command, [], "/no/model/here", **kwargs)
+
+
+def test_remove_takes_names_and_a_names_file_and_removes_none_when_one_is_unknown(tmp_path, capsys):
+    from mtarcface_tf.inference.gallery import GalleryError, Gallery
+    from mtarcface_tf.search.store import GalleryStore
+    with GalleryStore.open(tmp_path / "g", writable=True, dim=4) as store:
+        store.enroll_many([{"name": name, "embeddings": np.eye(4)[i:i + 1]} for i, name in enumerate("abcd")])
+    (tmp_path / "leavers.txt").write_text("c\n\n  \n")
+    media.manage("remove", str(tmp_path / "g"), ["a"], names_file=str(tmp_path / "leavers.txt"))
+    assert "removed a, c; 2 people left" in capsys.readouterr().out
+    with pytest.raises(GalleryError, match="'z' is not in the gallery; enrolled: b, d; nobody was removed"):
+        media.manage("remove", str(tmp_path / "g"), ["b", "z"])
+    with pytest.raises(media.UsageError, match="--names_file=.*nowhere.txt: cannot be read"):
+        media.manage("remove", str(tmp_path / "g"), [], names_file=str(tmp_path / "nowhere.txt"))
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(media.UsageError, match="remove needs the names"):
+        media.manage("remove", str(tmp_path / "g"), [], names_file=str(tmp_path / "empty.txt"))
+    with Gallery.open(str(tmp_path / "g")) as gallery:
+        assert gallery.names == ["b", "d"]

@@ -4,7 +4,7 @@ manage the gallery.
   python tools/recognize.py enroll   --model=export --gallery=people --images=photos/   [--svm]
   python tools/recognize.py identify --model=export --gallery=people --input=PATH|--camera=0 --output_dir=out
   python tools/recognize.py verify   --model=export IMAGE_A IMAGE_B
-  python tools/recognize.py remove   --gallery=people NAME [NAME ...]
+  python tools/recognize.py remove   --gallery=people NAME [NAME ...] [--names_file=leavers.txt]
   python tools/recognize.py rename   --gallery=people OLD NEW
   python tools/recognize.py list     --gallery=people
   python tools/recognize.py stats    --gallery=people
@@ -42,6 +42,8 @@ flags.DEFINE_integer("top_k", 5, "identify: candidates listed per face.")
 flags.DEFINE_bool("svm", False, "enroll: the gallery keeps an SVM classifier over its embeddings; identify: classify "
                   "with it too (columns svm_identity, svm_probability; on by itself for a gallery enrolled with it).")
 flags.DEFINE_integer("max_frames", 0, "identify on video/camera: stop after this many frames (0 = all / until q).")
+flags.DEFINE_string("names_file", None, "remove: a text file with one name per line, removed (with any NAME "
+                    "arguments) in one transaction.")
 flags.DEFINE_bool("force", False, "Use a gallery enrolled with another model (its similarities are not comparable).")
 
 
@@ -59,7 +61,8 @@ def main(argv):
             argv[1] if len(argv) > 1 else "", argv[2:], FLAGS.model, gallery=FLAGS.gallery, images=FLAGS.images,
             source=FLAGS.camera if FLAGS.camera is not None else FLAGS.input, output_dir=FLAGS.output_dir,
             detector=FLAGS.detector, aligned=FLAGS.aligned, all_faces=FLAGS.all_faces, threshold=FLAGS.threshold,
-            top_k=FLAGS.top_k, svm=FLAGS.svm, max_frames=FLAGS.max_frames, force=FLAGS.force)
+            top_k=FLAGS.top_k, svm=FLAGS.svm, max_frames=FLAGS.max_frames, force=FLAGS.force,
+            names_file=FLAGS.names_file)
     except (media.UsageError, ModelLoadError, GalleryError, NoFaceError, InvalidImageError,
             DetectorUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)

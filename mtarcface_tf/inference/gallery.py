@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from mtarcface_tf.export.embedder import l2_normalize
-from mtarcface_tf.search.store import GalleryStore, StoreError
+from mtarcface_tf.search.store import GalleryStore, NotEnrolledError, StoreError
 
 LEGACY_FORMAT_VERSION = 1
 LEGACY_SUFFIX = ".npz"
@@ -177,15 +177,18 @@ class Gallery:
         self._refit()
         return result
 
-    def remove(self, name):
-        """Removes ``name``; raises GalleryError when nobody of that name is enrolled."""
+    def remove(self, *names):
+        """Removes the people ``names`` in one transaction: all of them, or none when one is not enrolled
+        (GalleryError naming the first such name)."""
         self._convert_legacy()
         try:
-            self._store.remove(name)
+            self._store.remove(*names)
+        except NotEnrolledError as error:
+            enrolled = ", ".join(self.names[:20]) or "nobody"
+            raise GalleryError(f"{error.name!r} is not in the gallery; enrolled: {enrolled}"
+                               f"{' ...' if len(self) > 20 else ''}; nobody was removed.") from error
         except StoreError as error:
-            raise GalleryError(f"{name!r} is not in the gallery; enrolled: {', '.join(self.names[:20]) or 'nobody'}"
-                               f"{' ...' if len(self) > 20 else ''}." if "not in the gallery" in str(error)
-                               else str(error)) from error
+            raise GalleryError(str(error)) from error
         self._refit()
 
     def rename(self, old, new):

@@ -23,6 +23,7 @@ CSV_FIELDS = ["source", "frame", "face", "identity", "similarity", "svm_identity
               "mask_probability", "box", "note", "error"]
 COMMANDS = ("enroll", "identify", "verify", "remove", "rename", "list", "stats")
 BATCH_IMAGES = 32      # images of a folder identified per network call and gallery search
+LISTED_NAMES = 10      # names a removal prints; past them, how many more
 
 
 class UsageError(ValueError):
@@ -233,19 +234,24 @@ def verify(recognizer, path_a, path_b, aligned=False):
     return 0
 
 
-def manage(command, gallery, names):
-    """The gallery commands without a model: remove NAME..., rename OLD NEW, list, stats (prints; returns 0)."""
+def manage(command, gallery, names, names_file=None):
+    """The gallery commands without a model: remove NAME... (and the lines of ``names_file``, one name each), rename
+    OLD NEW, list, stats (prints; returns 0)."""
     writable = command in ("remove", "rename")
-    if command == "remove" and not names:
-        raise UsageError("remove needs the names to remove: remove --gallery=DIR NAME [NAME ...].")
+    if command == "remove":
+        names = list(names) + read_names(names_file)
+        if not names:
+            raise UsageError("remove needs the names to remove: remove --gallery=DIR NAME [NAME ...] or "
+                             "--names_file=FILE (one name per line).")
     if command == "rename" and len(names) != 2:
         raise UsageError("rename needs two names: rename --gallery=DIR OLD NEW.")
     with Gallery.open(gallery, writable=writable) if writable else Gallery.open(gallery) as opened:
         if command == "remove":
-            for name in names:
-                opened.remove(name)
+            opened.remove(*names)
             opened.save(gallery)
-            print(f"removed {', '.join(names)}; {len(opened)} people left in {opened.path}")
+            more = len(names) - LISTED_NAMES
+            print(f"removed {', '.join(names[:LISTED_NAMES])}{f' and {more:,} more' if more > 0 else ''}; "
+                  f"{len(opened)} people left in {opened.path}")
         elif command == "rename":
             opened.rename(*names)
             opened.save(gallery)
@@ -258,9 +264,22 @@ def manage(command, gallery, names):
     return 0
 
 
+def read_names(path):
+    """The names (list[str]) of a UTF-8 text file, one per line, blank lines skipped; [] for ``path`` None.
+    Raises UsageError naming the file when it cannot be read."""
+    if path is None:
+        return []
+    try:
+        with open(path, encoding="utf-8") as lines:
+            return [line.strip() for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--names_file={path}: cannot be read ({getattr(error, 'strerror', None) or error}); "
+                         "give a UTF-8 text file with one name per line.") from error
+
+
 def run_command(command, paths, model, gallery=None, images=None, source=None, output_dir="recognize_out",
                 detector=None, aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0,
-                force=False):
+                force=False, names_file=None):
     """Runs one command of ``tools/recognize.py``; returns its exit status.
 
     Args:
@@ -273,6 +292,7 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
       detector: "mtcnn", "retinaface" or None (RetinaFace, or MTCNN with a printed note where it is missing).
       svm: enroll: the gallery keeps an SVM; identify: classify with it too (``svm_identity`` column).
       force: use a gallery enrolled with another model.
+      names_file: remove: a text file with one name per line, removed with ``paths`` in the same transaction.
       The others: as the tool's flags of the same names.
 
     Prints one warning line when the model's metadata says it was trained on SynthFaces only.
@@ -283,7 +303,7 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
     if command in ("remove", "rename", "list", "stats"):
         if not gallery:
             raise UsageError(f"{command} needs --gallery=DIR.")
-        return manage(command, gallery, paths)
+        return manage(command, gallery, paths, names_file)
     if not model:
         raise UsageError(f"{command or 'this command'} needs --model=EXPORT (a SavedModel directory).")
 

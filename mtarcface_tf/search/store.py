@@ -63,6 +63,15 @@ class StoreError(ValueError):
     """A gallery that cannot be opened or written as asked (the message names the path and the fix)."""
 
 
+class NotEnrolledError(StoreError):
+    """A name nobody in the gallery has (``name``: str)."""
+
+    def __init__(self, name, path):
+        super().__init__(f"{name!r} is not in the gallery {path or ''}".rstrip() +
+                         "; tools/recognize.py list shows who is.")
+        self.name = name
+
+
 class ModelMismatchError(StoreError):
     """The gallery was enrolled with another model than the one asked to search or extend it."""
 
@@ -517,17 +526,21 @@ class GalleryStore:
                              (template, generation, person_id))
         return {"person_id": person_id, "added": len(rows), "duplicates": duplicates, "template_blob": template}
 
-    def remove(self, name):
-        """Removes ``name`` and its images (one transaction). Raises StoreError when nobody has that name."""
+    def remove(self, *names):
+        """Removes the people ``names`` (str each; repeats count once) and their images in one transaction: all of
+        them, or none when one is not enrolled (StoreError naming it). The index drops them in one call, so a mass
+        removal compacts it at most once."""
+        if not names:
+            return
         with self._transaction():
-            person_id = self._person_id(name)
+            person_ids = [self._person_id(name) for name in names]
             generation = self.generation + 1
-            self._db.execute("DELETE FROM people WHERE id = ?", (person_id,))
-            self._db.execute("INSERT OR REPLACE INTO removed(person_id, generation) VALUES (?, ?)",
-                             (person_id, generation))
+            self._db.executemany("DELETE FROM people WHERE id = ?", [(person,) for person in person_ids])
+            self._db.executemany("INSERT OR REPLACE INTO removed(person_id, generation) VALUES (?, ?)",
+                                 [(person, generation) for person in person_ids])
             self._set_meta(generation=generation)
         if self.index is not None:
-            self.index.remove(np.array([person_id], np.int64))
+            self.index.remove(np.array(person_ids, np.int64))
             self.index.generation = self.generation
             self._dirty = True
 
@@ -575,8 +588,7 @@ class GalleryStore:
     def _person_id(self, name):
         row = self._db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise StoreError(f"{name!r} is not in the gallery {self.path or ''}".rstrip() +
-                             "; tools/recognize.py list shows who is.")
+            raise NotEnrolledError(name, self.path)
         return row[0]
 
     def count(self):
