@@ -63,6 +63,9 @@ RUNS = [
     ("gallery_1m", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --compare_size=100000 "
      "--compare_backends=faiss-pqfs,faiss-ivf,scann-ah --probes=256 --exact_probes=64 --batch_people=50000 "
      "--operating_points=64:1000,64:2000,32:2000,32:4000 --save_result=gallery_1m", 7, None),
+    ("gallery_candidates", "python bench/gallery.py --sizes= --index_only_sizes=1000000 --probes=256 "
+     "--exact_probes=16 --batch_people=50000 --operating_points=64:2000,64:8000,64:32000,32:2000,32:8000,32:32000 "
+     "--save_result=gallery_candidates", 12, None),
     ("gallery_10m", "python bench/gallery.py --sizes= --index_only_sizes=10000000 --vectors_dir=/tmp/g10m "
      "--index_dtype=float16 --probes=256 --exact_probes=16 --batch_people=50000 "
      "--operating_points=64:2000,32:2000,32:4000 --save_result=gallery_10m", 40, None),

@@ -6,6 +6,7 @@ block differs from what its files give.
 
   python bench/tables.py            # rewrite the marked tables of README.md and docs/*.md from docs/results/
 """
+import functools
 import glob
 import json
 import os
@@ -200,6 +201,11 @@ def _ms(timing):
     return f"{timing['p50_ms']:,.1f} / {timing['p99_ms']:,.1f}"
 
 
+def _ratio(value):
+    """A speed-up as text: whole times, or one decimal below 1x (0.3x, not 0x)."""
+    return f"{value:.0f}x" if value >= 1 else f"{value:.1f}x"
+
+
 def _recall(row, at=1):
     parts = [row.get(f"{prefix}recall_at_{at}") for prefix in ("", "mated_", "non_mated_")]
     return " / ".join("–" if value is None else f"{value:.3f}" for value in parts)
@@ -212,7 +218,7 @@ def _gallery_row(label, rate, row, file_gib=None):
              f"{row['exact']['batched_ms_per_query']:.1f}"]
     if ann:
         batched = row["exact"]["batched_ms_per_query"] / ann["batched_ms_per_query"]
-        cells += [_ms(ann), f"{ann['batched_ms_per_query']:.1f}", f"{row['speedup_single']:.1f}x / {batched:.0f}x",
+        cells += [_ms(ann), f"{ann['batched_ms_per_query']:.1f}", f"{row['speedup_single']:.1f}x / {_ratio(batched)}",
                   _recall(row), f"{row['recall_at_10']:.3f}", f"{row['tpir_exact']:.3f} / {row['tpir_ann']:.3f}"]
     else:
         cells += ["exact below the ANN threshold", "", "", "", "", f"{row['tpir_exact']:.3f} / –"]
@@ -243,10 +249,11 @@ def gallery_table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
-def gallery_points_table(results_dir=RESULTS):
+def gallery_points_table(results_dir=RESULTS, names=("gallery_1m", "gallery_10m")):
     """The default fast scan and its retuned operating points (bench/gallery.py --operating_points) on the same
-    index-only galleries and probes: PQ code bytes and candidates against latency, RAM and recall."""
-    records = [load(name, results_dir) for name in ("gallery_1m", "gallery_10m")]
+    index-only galleries and probes, from the result files ``names``: PQ code bytes and candidates against latency,
+    RAM and recall."""
+    records = [load(name, results_dir) for name in names]
     lines = ["| people | PQ code bytes | candidates (at least) | index RAM | ANN p50 / p99 ms | ANN ms/query (64) | "
              "speed-up single (p50) / batched | recall@1 all / mated / non-mated | recall@10 | TPIR exact / ANN |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -261,7 +268,7 @@ def gallery_points_table(results_dir=RESULTS):
                     f"| {row['people']:,} | {point['pq_bytes']} | {point['min_candidates']:,} | "
                     f"{point['index_bytes'] / 2**20:,.0f} MiB | {_ms(ann)} | {ann['batched_ms_per_query']:.1f} | "
                     f"{exact['p50_ms'] / ann['p50_ms']:.1f}x / "
-                    f"{exact['batched_ms_per_query'] / ann['batched_ms_per_query']:.0f}x | {_recall(point)} | "
+                    f"{_ratio(exact['batched_ms_per_query'] / ann['batched_ms_per_query'])} | {_recall(point)} | "
                     f"{point['recall_at_10']:.3f} | {row['tpir_exact']:.3f} / {point['tpir_ann']:.3f} |")
     return "\n".join(lines + ["", source(*records)])
 
@@ -407,6 +414,7 @@ TABLES = {"demo": demo_table, "baselines": baselines_table, "demo_runs": demo_ru
           "mask_placement": mask_placement_table, "ijb_1n_scale": ijb_1n_scale_table,
           "ijb_1n_models": ijb_1n_models_table, "gallery": gallery_table, "gallery_libraries": gallery_libraries_table,
           "gallery_points": gallery_points_table,
+          "gallery_candidates": functools.partial(gallery_points_table, names=("gallery_candidates",)),
           "partial_fc": partial_fc_table, "crop_landmarks": crop_landmarks_table,
           "rehearsal": rehearsal_table,
           "gallery_real": gallery_real_table, "results_index": results_index}
