@@ -528,8 +528,8 @@ class GalleryStore:
 
     def remove(self, *names):
         """Removes the people ``names`` (str each; repeats count once) and their images in one transaction: all of
-        them, or none when one is not enrolled (StoreError naming it). The index drops them in one call, so a mass
-        removal compacts it at most once."""
+        them, or none when one is not enrolled (NotEnrolledError naming it). The index drops them in one call, so a
+        mass removal compacts it at most once."""
         if not names:
             return
         with self._transaction():
