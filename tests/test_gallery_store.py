@@ -332,6 +332,32 @@ def test_remove_takes_many_names_in_one_transaction_all_or_none(tmp_path, caplog
     assert not caplog.records       # caught up from both tombstones, not rebuilt
 
 
+def test_retune_is_recorded_for_every_index_the_gallery_builds(tmp_path):
+    """Code size and candidates set once apply to the saved index, to a reader of an index saved before them, and to
+    an index rebuilt from the database; a code size the index cannot use changes nothing."""
+    options = {"ann_threshold": 100, "threads": 2}
+    people = [{"name": f"p{i}", "embeddings": _vectors(i, 1)} for i in range(300)]
+    with GalleryStore.open(tmp_path / "g", writable=True, index_options=options) as store:
+        store.enroll_many(people)
+        store.flush()
+        store.retune(pq_bytes=8, min_candidates=40)
+        assert store.index._ann.codes == 16 and store.index.min_candidates == 40
+        with GalleryStore.open(tmp_path / "g") as reader:            # index.npz from before the retune
+            assert (reader.index.pq_bytes, reader.index.min_candidates) == (8, 40)
+            _consistent(reader)
+        with pytest.raises(StoreError, match="code"):
+            store.retune(pq_bytes=7)
+        with pytest.raises(StoreError, match="min_candidates must be >= 1"):
+            store.retune(min_candidates=0)
+        assert store.stats()["index_pq_bytes"] == 8 and store.stats()["index_min_candidates"] == 40
+    with GalleryStore.open(tmp_path / "g") as reader:                # the saved index
+        assert reader.index._ann.codes == 16 and reader.index.min_candidates == 40
+    os.remove(tmp_path / "g" / INDEX_NAME)
+    with GalleryStore.open(tmp_path / "g", writable=True, index_options=options) as store:     # rebuilt
+        assert (store.index.pq_bytes, store.index.min_candidates) == (8, 40)
+        _consistent(store)
+
+
 KILLED_IN_SAVE = textwrap.dedent("""
     import os, signal, sys
     import numpy as np

@@ -60,3 +60,18 @@ def test_remove_takes_names_and_a_names_file_and_removes_none_when_one_is_unknow
         media.manage("remove", str(tmp_path / "g"), [], names_file=str(tmp_path / "empty.txt"))
     with Gallery.open(str(tmp_path / "g")) as gallery:
         assert gallery.names == ["b", "d"]
+
+
+def test_tune_records_the_ann_settings_and_needs_one(tmp_path, capsys):
+    from mtarcface_tf.inference.gallery import GalleryError
+    from mtarcface_tf.search.store import GalleryStore
+    with GalleryStore.open(tmp_path / "g", writable=True, dim=16) as store:
+        store.enroll_many([{"name": f"p{i}", "embeddings": np.eye(16)[i % 16:i % 16 + 1] + i} for i in range(20)])
+    media.manage("tune", str(tmp_path / "g"), [], settings={"pq_bytes": 4, "min_candidates": None})
+    assert "ANN code bytes 4, at least 500 candidates per query (exact search now)" in capsys.readouterr().out
+    with GalleryStore.open(tmp_path / "g") as store:
+        assert store.stats()["index_pq_bytes"] == 4
+    with pytest.raises(media.UsageError, match="tune needs --pq_bytes"):
+        media.manage("tune", str(tmp_path / "g"), [], settings={"pq_bytes": None, "min_candidates": None})
+    with pytest.raises(GalleryError, match="min_candidates must be >= 1"):
+        media.manage("tune", str(tmp_path / "g"), [], settings={"min_candidates": -5})

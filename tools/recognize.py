@@ -6,6 +6,7 @@ manage the gallery.
   python tools/recognize.py verify   --model=export IMAGE_A IMAGE_B
   python tools/recognize.py remove   --gallery=people NAME [NAME ...] [--names_file=leavers.txt]
   python tools/recognize.py rename   --gallery=people OLD NEW
+  python tools/recognize.py tune     --gallery=people --pq_bytes=64 --min_candidates=2000
   python tools/recognize.py list     --gallery=people
   python tools/recognize.py stats    --gallery=people
 
@@ -44,6 +45,9 @@ flags.DEFINE_bool("svm", False, "enroll: the gallery keeps an SVM classifier ove
 flags.DEFINE_integer("max_frames", 0, "identify on video/camera: stop after this many frames (0 = all / until q).")
 flags.DEFINE_string("names_file", None, "remove: a text file with one name per line, removed (with any NAME "
                     "arguments) in one transaction.")
+flags.DEFINE_integer("pq_bytes", None, "tune: bytes per person of the ANN's codes (docs/gallery.md, operating "
+                     "points; the default is one 4-bit code per 2 dimensions).")
+flags.DEFINE_integer("min_candidates", None, "tune: ANN candidates re-ranked exactly per query, at least.")
 flags.DEFINE_bool("force", False, "Use a gallery enrolled with another model (its similarities are not comparable).")
 
 
@@ -62,7 +66,8 @@ def main(argv):
             source=FLAGS.camera if FLAGS.camera is not None else FLAGS.input, output_dir=FLAGS.output_dir,
             detector=FLAGS.detector, aligned=FLAGS.aligned, all_faces=FLAGS.all_faces, threshold=FLAGS.threshold,
             top_k=FLAGS.top_k, svm=FLAGS.svm, max_frames=FLAGS.max_frames, force=FLAGS.force,
-            names_file=FLAGS.names_file)
+            names_file=FLAGS.names_file,
+            settings={"pq_bytes": FLAGS.pq_bytes, "min_candidates": FLAGS.min_candidates})
     except (media.UsageError, ModelLoadError, GalleryError, NoFaceError, InvalidImageError,
             DetectorUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -199,6 +199,15 @@ class Gallery:
         except StoreError as error:
             raise GalleryError(str(error)) from error
 
+    def retune(self, pq_bytes=None, min_candidates=None):
+        """Sets and records the gallery's ANN code size and candidates per query (``GalleryStore.retune``); raises
+        GalleryError on a value the index cannot use."""
+        self._convert_legacy()
+        try:
+            self._store.retune(pq_bytes=pq_bytes, min_candidates=min_candidates)
+        except StoreError as error:
+            raise GalleryError(str(error)) from error
+
     def enable_svm(self):
         """Turns the SVM on; it is trained at once from the enrolled embeddings (when there are >= 2 people)."""
         if not self.use_svm:

@@ -21,7 +21,7 @@ from mtarcface_tf.inference.recognizer import UNKNOWN, FaceRecognizer, NoFaceErr
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 CSV_FIELDS = ["source", "frame", "face", "identity", "similarity", "svm_identity", "svm_probability", "mask",
               "mask_probability", "box", "note", "error"]
-COMMANDS = ("enroll", "identify", "verify", "remove", "rename", "list", "stats")
+COMMANDS = ("enroll", "identify", "verify", "remove", "rename", "tune", "list", "stats")
 BATCH_IMAGES = 32      # images of a folder identified per network call and gallery search
 LISTED_NAMES = 10      # names a removal prints; past them, how many more
 
@@ -234,10 +234,15 @@ def verify(recognizer, path_a, path_b, aligned=False):
     return 0
 
 
-def manage(command, gallery, names, names_file=None):
+def manage(command, gallery, names, names_file=None, settings=None):
     """The gallery commands without a model: remove NAME... (and the lines of ``names_file``, one name each), rename
-    OLD NEW, list, stats (prints; returns 0)."""
-    writable = command in ("remove", "rename")
+    OLD NEW, tune (the ANN ``settings``: {"pq_bytes": int or None, "min_candidates": int or None}), list, stats
+    (prints; returns 0)."""
+    writable = command in ("remove", "rename", "tune")
+    settings = {key: value for key, value in (settings or {}).items() if value is not None}
+    if command == "tune" and not settings:
+        raise UsageError("tune needs --pq_bytes and/or --min_candidates: tune --gallery=DIR --pq_bytes=64 "
+                         "--min_candidates=2000.")
     if command == "remove":
         names = list(names) + read_names(names_file)
         if not names:
@@ -256,6 +261,12 @@ def manage(command, gallery, names, names_file=None):
             opened.rename(*names)
             opened.save(gallery)
             print(f"renamed {names[0]} to {names[1]} in {opened.path}")
+        elif command == "tune":
+            opened.retune(**settings)
+            opened.save(gallery)
+            stats = opened.stats()
+            print(f"{opened.path}: ANN code bytes {stats['index_pq_bytes'] or 'default'}, at least "
+                  f"{stats['index_min_candidates']:,} candidates per query ({stats['index_search']} search now)")
         elif command == "list":
             for person_id, name, count in opened.store.people():
                 print(f"{person_id}\t{name}\t{count} images")
@@ -279,11 +290,11 @@ def read_names(path):
 
 def run_command(command, paths, model, gallery=None, images=None, source=None, output_dir="recognize_out",
                 detector=None, aligned=False, all_faces=False, threshold=None, top_k=5, svm=False, max_frames=0,
-                force=False, names_file=None):
+                force=False, names_file=None, settings=None):
     """Runs one command of ``tools/recognize.py``; returns its exit status.
 
     Args:
-      command: "enroll" | "identify" | "verify" | "remove" | "rename" | "list" | "stats". paths: verify's two
+      command: "enroll" | "identify" | "verify" | "remove" | "rename" | "tune" | "list" | "stats". paths: verify's two
         image paths, remove's names, rename's old and new name.
       model: model path (see ``FaceRecognizer``); not needed by remove / rename / list / stats.
       gallery: the gallery folder (an ``.npz`` of the earlier format opens too and is converted on its first
@@ -293,6 +304,7 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
       svm: enroll: the gallery keeps an SVM; identify: classify with it too (``svm_identity`` column).
       force: use a gallery enrolled with another model.
       names_file: remove: a text file with one name per line, removed with ``paths`` in the same transaction.
+      settings: tune: {"pq_bytes": int or None, "min_candidates": int or None} (None keeps a setting).
       The others: as the tool's flags of the same names.
 
     Prints one warning line when the model's metadata says it was trained on SynthFaces only.
@@ -300,10 +312,10 @@ def run_command(command, paths, model, gallery=None, images=None, source=None, o
     Raises:
       UsageError for a missing argument or an unusable input; a bad gallery or image fails before the model loads.
     """
-    if command in ("remove", "rename", "list", "stats"):
+    if command in ("remove", "rename", "tune", "list", "stats"):
         if not gallery:
             raise UsageError(f"{command} needs --gallery=DIR.")
-        return manage(command, gallery, paths, names_file)
+        return manage(command, gallery, paths, names_file, settings)
     if not model:
         raise UsageError(f"{command or 'this command'} needs --model=EXPORT (a SavedModel directory).")
 

@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DB_NAME = "gallery.db"
 INDEX_NAME = "index.npz"
+TUNED_SETTINGS = ("pq_bytes", "min_candidates")    # ANN settings a gallery records (retune) for its indexes
 VECTORS_NAME = "vectors.bin"           # the index's vector file is vectors-<random hex>.bin, a new one per compaction
 VECTORS_PATTERN = re.compile(rf"vectors-[0-9a-f]{{{2 * NAME_TOKEN_BYTES}}}\.bin")
 TEMP_INDEX_PREFIX, TEMP_INDEX_SUFFIX = ".index-", ".npz.tmp"     # index.npz while it is written
@@ -275,6 +276,7 @@ class GalleryStore:
             index, reason = None, "missing" if path else "in memory"
         if reason is None:
             self.index = index
+            self.index.retune(**self._tuned())     # the recorded settings, when a retune was not saved yet
             self._place_vectors()
             return
         if path and self.count():
@@ -347,7 +349,33 @@ class GalleryStore:
     def _full_index_options(self):
         """``make_index`` arguments: the index keeps the blobs' dtype unless ``index_options`` say otherwise (a
         float16 database with a float32 index: half the disk, exact single queries without conversion)."""
-        return {"kind": "auto", "dtype": self.dtype, **self._index_options}
+        return {"kind": "auto", "dtype": self.dtype, **self._tuned(), **self._index_options}
+
+    def _tuned(self):
+        """The ANN settings :meth:`retune` recorded in ``meta`` ({name: int})."""
+        recorded = {key: self._meta(f"index_{key}") for key in TUNED_SETTINGS}
+        return {key: int(value) for key, value in recorded.items() if value is not None}
+
+    def retune(self, pq_bytes=None, min_candidates=None):
+        """Sets the ANN's code size in bytes and candidates re-ranked per query at least (ints; None keeps one; see
+        ``make_index``), records them in ``meta`` for every index this gallery builds, and applies them now; the
+        ANN is rebuilt when the code size changes, and the index saved on :meth:`flush`. Raises StoreError on a
+        value the index cannot use, changing nothing."""
+        values = {key: int(value) for key, value in zip(TUNED_SETTINGS, (pq_bytes, min_candidates))
+                  if value is not None}
+        if values.get("min_candidates", 1) < 1:
+            raise StoreError(f"min_candidates must be >= 1, got {values['min_candidates']}.")
+        with self._transaction():
+            self._set_meta(**{f"index_{key}": str(value) for key, value in values.items()})
+            if self.index is not None:
+                code_bytes = self.index.pq_bytes
+                try:
+                    self.index.retune(**values)
+                except SearchIndexError as error:
+                    raise StoreError(f"{self.path or 'the gallery'}: {error}") from error
+                if self.index.pq_bytes != code_bytes and self.index.uses_ann():
+                    self.index.build_ann()
+                self._dirty = True
 
     def rebuild_index(self):
         """Rebuilds the index from the people's templates in the database (marks it to be saved)."""
@@ -651,8 +679,9 @@ class GalleryStore:
         return self.index.search(queries, k)
 
     def stats(self):
-        """dict: people, images, masked images, dim, dtype, fingerprint, generation, format version, index kind
-        and entries, database, index and vector file sizes in bytes."""
+        """dict: people, images, masked images, dim, dtype, fingerprint, generation, format version, index kind,
+        entries and ANN settings (``index_pq_bytes`` None: the default code size), database, index and vector file
+        sizes in bytes."""
         people, images, masked = self._db.execute(
             "SELECT (SELECT COUNT(*) FROM people), COUNT(*), COALESCE(SUM(masked), 0) FROM images").fetchone()
         index = self.index
@@ -665,6 +694,8 @@ class GalleryStore:
                     fingerprint=self.fingerprint, generation=self.generation, format_version=FORMAT_VERSION,
                     index_entries=len(index) if index is not None else 0,
                     index_search=("ann" if index is not None and index.uses_ann() else "exact"),
+                    index_pq_bytes=index.pq_bytes if index is not None else None,
+                    index_min_candidates=index.min_candidates if index is not None else None,
                     **sizes)
 
 
