@@ -365,17 +365,18 @@ class GalleryStore:
                   if value is not None}
         if values.get("min_candidates", 1) < 1:
             raise StoreError(f"min_candidates must be >= 1, got {values['min_candidates']}.")
+        code_bytes = self.index.pq_bytes if self.index is not None else None
         with self._transaction():
             self._set_meta(**{f"index_{key}": str(value) for key, value in values.items()})
             if self.index is not None:
-                code_bytes = self.index.pq_bytes
                 try:
                     self.index.retune(**values)
                 except SearchIndexError as error:
                     raise StoreError(f"{self.path or 'the gallery'}: {error}") from error
-                if self.index.pq_bytes != code_bytes and self.index.uses_ann():
-                    self.index.build_ann()
-                self._dirty = True
+        if self.index is not None:
+            if self.index.pq_bytes != code_bytes and self.index.uses_ann():
+                self.index.build_ann()
+            self._dirty = True
 
     def rebuild_index(self):
         """Rebuilds the index from the people's templates in the database (marks it to be saved)."""
